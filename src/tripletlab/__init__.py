@@ -1,0 +1,1 @@
+"""tripletlab: learn image similarity with triplet losses."""

@@ -1,0 +1,22 @@
+"""Triplet losses on a batch of embeddings, with TF Addons semantics."""
+
+from tripletlab.losses.batch_all import TripletBatchAllLoss, triplet_batch_all_loss
+from tripletlab.losses.distances import DISTANCES, Distance, pairwise_distance
+from tripletlab.losses.factory import LOSS_NAMES, LossName, build_loss
+from tripletlab.losses.hard import TripletHardLoss, triplet_hard_loss
+from tripletlab.losses.semihard import TripletSemiHardLoss, triplet_semihard_loss
+
+__all__ = [
+    "DISTANCES",
+    "LOSS_NAMES",
+    "Distance",
+    "LossName",
+    "TripletBatchAllLoss",
+    "TripletHardLoss",
+    "TripletSemiHardLoss",
+    "build_loss",
+    "pairwise_distance",
+    "triplet_batch_all_loss",
+    "triplet_hard_loss",
+    "triplet_semihard_loss",
+]
