@@ -32,7 +32,7 @@ def _batch_all_block(
     )  # (r, N + 1): prefix[k] = sum of the k closest negatives
     count = torch.searchsorted(neg_sorted, threshold) * positive  # (r, N) negatives below t
     loss_sum = (count * threshold - prefix.gather(1, count)).masked_fill(~positive, 0.0).sum()
-    # Each negative n is in a positive-loss triplet with every positive p whose threshold is > d(a,n).
+    # Negative n has a positive loss with every positive p whose threshold exceeds d(a, n).
     thresholds_sorted = torch.where(positive, threshold, -torch.inf).sort(dim=1).values
     above = dist.shape[1] - torch.searchsorted(thresholds_sorted, dist, right=True)
     grad = count.to(block.dtype) - (above * negative).to(block.dtype)
