@@ -102,7 +102,7 @@ def test_gradients_finite_on_edge_cases(kind, distance, labels):
     assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
     if distance != "angular":  # integer inputs make the L2 arithmetic exact, ties included
         expected = ref_fn(x.detach().numpy(), np.array(labels), 1.0, distance)
-        np.testing.assert_allclose(float(loss), expected, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(float(loss.detach()), expected, rtol=1e-6, atol=1e-6)
 
 
 def test_float64_stays_float64():

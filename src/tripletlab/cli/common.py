@@ -1,0 +1,47 @@
+"""What the commands share: user errors as one line, and the metrics table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tripletlab.training.trainer import TrainingDivergedError
+
+console = Console()
+err_console = Console(stderr=True)
+
+METRIC_LABELS = {
+    "precision_at_1": "Precision@1",
+    "r_precision": "R-Precision",
+    "map_at_r": "MAP@R",
+    "knn_accuracy": "1-NN accuracy (test vs train)",
+    "train_seconds": "train seconds",
+}
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the errors a user can fix into one line on stderr and exit status 1."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError, TrainingDivergedError) as error:
+        err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def metrics_table(metrics: dict[str, Any], title: str) -> Table:
+    """The headline metrics as a two-column table."""
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, label in METRIC_LABELS.items():
+        if key in metrics:
+            table.add_row(
+                label, f"{metrics[key]:.4f}" if key != "train_seconds" else f"{metrics[key]:.1f}"
+            )
+    return table

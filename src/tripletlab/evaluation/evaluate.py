@@ -1,0 +1,40 @@
+"""Evaluate an embedder on a run's data, and (re)write `metrics.json`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tripletlab.data.datasets import RunData
+from tripletlab.evaluation.retrieval import knn_accuracy, retrieval_metrics
+from tripletlab.models import Embedder
+from tripletlab.utils.io import atomic_write_json
+
+METRICS_FILE = "metrics.json"
+
+
+def evaluate_embedder(embedder: Embedder, data: RunData, batch_size: int = 1024) -> dict[str, Any]:
+    """Retrieval metrics on the test images, and 1-NN accuracy of test against training images.
+
+    Returns:
+        Dict with `precision_at_1`, `r_precision`, `map_at_r`, `knn_accuracy`, `num_test`.
+    """
+    test_embeddings = embedder.embed(data.test.images, batch_size=batch_size)
+    metrics: dict[str, Any] = retrieval_metrics(test_embeddings, data.test.labels)
+    reference = data.reference()
+    reference_embeddings = embedder.embed(reference.images, batch_size=batch_size)
+    metrics["knn_accuracy"] = knn_accuracy(
+        test_embeddings, data.test.labels, reference_embeddings, reference.labels
+    )
+    metrics["num_test"] = metrics.pop("num_queries")
+    return metrics
+
+
+def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Merge `metrics` into `RUN_DIR/metrics.json` (other keys kept) and write it atomically."""
+    path = Path(run_dir) / METRICS_FILE
+    merged = json.loads(path.read_text()) if path.is_file() else {}
+    merged.update(metrics)
+    atomic_write_json(path, merged)
+    return merged

@@ -1,0 +1,93 @@
+"""Backbone registry: `build_backbone(name, channels=..., image_size=...)`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+BackboneFactory = Callable[[int], nn.Module]
+_REGISTRY: dict[str, BackboneFactory] = {}
+
+
+def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
+    """Decorator adding a factory `f(channels) -> nn.Module` to the registry under `name`."""
+
+    def add(factory: BackboneFactory) -> BackboneFactory:
+        _REGISTRY[name] = factory
+        return factory
+
+    return add
+
+
+def backbone_names() -> list[str]:
+    """Names accepted by `build_backbone`."""
+    return sorted(_REGISTRY)
+
+
+def build_backbone(name: str, *, channels: int = 1) -> nn.Module:
+    """Instantiate the backbone `name` for images with `channels` channels.
+
+    The backbone maps float images (N, C, H, W) in [0, 1] to features (N, F).
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones).
+    """
+    if name not in _REGISTRY:
+        raise ValueError(
+            f"unknown backbone {name!r}; expected one of {', '.join(backbone_names())}"
+        )
+    return _REGISTRY[name](channels)
+
+
+def keras_init(module: nn.Module) -> None:
+    """Glorot-uniform weights and zero biases for convolutions and linear layers, as Keras does."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+
+class SeedCNNBackbone(nn.Sequential):
+    """The network of TF Addons' TripletSemiHardLoss tutorial, up to its Flatten.
+
+    Conv 64 (2x2, same, ReLU) -> MaxPool 2 -> Dropout 0.3 -> Conv 32 (2x2, same, ReLU)
+    -> MaxPool 2 -> Dropout 0.3 -> Flatten. (N, C, 28, 28) -> (N, 32 * 7 * 7).
+    """
+
+    def __init__(self, channels: int = 1) -> None:
+        super().__init__(
+            # TF's "same" padding for a 2x2 kernel: one zero row and column after the image.
+            # An explicit pad avoids the slower padded copy PyTorch makes for padding="same".
+            nn.ZeroPad2d((0, 1, 0, 1)),
+            nn.Conv2d(channels, 64, kernel_size=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Dropout(0.3),
+            nn.ZeroPad2d((0, 1, 0, 1)),
+            nn.Conv2d(64, 32, kernel_size=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Dropout(0.3),
+            nn.Flatten(),
+        )
+        keras_init(self)
+
+
+@register_backbone("seed_cnn")
+def _seed_cnn(channels: int) -> nn.Module:
+    return SeedCNNBackbone(channels)
+
+
+def feature_size(backbone: nn.Module, channels: int, image_size: tuple[int, int]) -> int:
+    """Number of features the backbone produces for one image of `image_size`."""
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        out = backbone(torch.zeros(1, channels, *image_size))
+    backbone.train(was_training)
+    if out.ndim != 2:
+        raise ValueError(f"backbone must return (N, F) features, got shape {tuple(out.shape)}")
+    return int(out.shape[1])

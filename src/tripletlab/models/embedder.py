@@ -1,0 +1,100 @@
+"""The `Embedder`: rescaling (uint8 in) -> backbone -> linear head -> L2 normalization."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from tripletlab.config import ModelConfig
+from tripletlab.models.backbones import build_backbone, feature_size, keras_init
+from tripletlab.models.checkpoint import read_checkpoint, write_checkpoint
+
+
+class Rescale(nn.Module):
+    """Raw pixels (N, H, W) or (N, H, W, C), any dtype, 0..255 -> float (N, C, H, W) in [0, 1]."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+
+    def forward(self, images: Tensor) -> Tensor:
+        if images.ndim == 3:
+            images = images.unsqueeze(-1)
+        if images.ndim != 4 or images.shape[-1] != self.channels:
+            raise ValueError(
+                f"expected images (N, H, W) or (N, H, W, {self.channels}), "
+                f"got shape {tuple(images.shape)}"
+            )
+        return images.permute(0, 3, 1, 2).float().div(255.0)
+
+
+class Embedder(nn.Module):
+    """Maps raw uint8 images to float32 embeddings (N, D), L2-normalized by default."""
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or ModelConfig()
+        self.rescale = Rescale(self.config.channels)
+        self.backbone = build_backbone(self.config.backbone, channels=self.config.channels)
+        features = feature_size(self.backbone, self.config.channels, self.config.image_size)
+        self.head = nn.Linear(features, self.config.embedding_dim)
+        keras_init(self.head)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """uint8 images (N, H, W) or (N, H, W, C) -> embeddings (N, D)."""
+        embeddings = self.head(self.backbone(self.rescale(images)))
+        if self.config.normalize:
+            # Same epsilon as tf.math.l2_normalize.
+            embeddings = embeddings * torch.rsqrt(
+                embeddings.square().sum(1, keepdim=True).clamp_min(1e-12)
+            )
+        return embeddings
+
+    @torch.no_grad()
+    def embed(self, images: np.ndarray | Tensor, batch_size: int = 1024) -> np.ndarray:
+        """Embed images in eval mode, in batches, without gradients.
+
+        Args:
+            images: uint8 (N, H, W) or (N, H, W, C).
+            batch_size: images per forward pass.
+        Returns:
+            float32 array (N, D).
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            data = torch.as_tensor(images)
+            device = next(self.parameters()).device
+            chunks = [
+                self(data[start : start + batch_size].to(device)).float().cpu()
+                for start in range(0, len(data), batch_size)
+            ]
+        finally:
+            self.train(was_training)
+        if not chunks:
+            return np.zeros((0, self.config.embedding_dim), dtype=np.float32)
+        return torch.cat(chunks).numpy()
+
+    def save(self, directory: Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write a checkpoint folder (`model.safetensors` + `config.json`) atomically."""
+        config = {"model": _plain(dataclasses.asdict(self.config)), **(extra or {})}
+        return write_checkpoint(directory, self.state_dict(), config)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, which: str = "best") -> Embedder:
+        """Load from a run folder (its `best` checkpoint, else `last`) or a checkpoint folder."""
+        state, config = read_checkpoint(Path(path), which)
+        values = dict(config["model"])
+        values["image_size"] = tuple(values["image_size"])
+        embedder = cls(ModelConfig(**values))
+        embedder.load_state_dict(state)
+        return embedder.eval()
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}

@@ -1,0 +1,137 @@
+"""A whole run: data, run folder, training, final evaluation, `metrics.json`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from tripletlab.config import RunConfig
+from tripletlab.data.datasets import DATASETS, load_run_data
+from tripletlab.evaluation.evaluate import evaluate_embedder, write_metrics
+from tripletlab.losses import build_loss
+from tripletlab.models import Embedder, backbone_names
+from tripletlab.training.callbacks import Callback, ProgressCallback
+from tripletlab.training.trainer import History, Trainer
+from tripletlab.utils.io import atomic_write_bytes
+
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass
+class RunResult:
+    """Where the run is, what it measured, and its training history."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    history: History
+
+
+def new_run_dir(config: RunConfig, run_dir: Path | None = None, base: Path = Path("runs")) -> Path:
+    """Create the run folder: `run_dir` if given (it must be empty or absent), else a new
+    `runs/<time>-<backbone>-<loss>` that never reuses an existing name.
+
+    Raises:
+        ValueError: `run_dir` already holds something.
+    """
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ValueError(
+                f"run folder {run_dir} is not empty; choose another --run-dir or remove it"
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{config.model.backbone}-{config.loss.name}"
+    for attempt in range(1000):
+        candidate = Path(base) / (stem if attempt == 0 else f"{stem}-{attempt + 1}")
+        try:
+            candidate.mkdir(parents=True, exist_ok=False)
+            return candidate
+        except FileExistsError:
+            continue
+    raise ValueError(f"could not create a new run folder under {base}")
+
+
+def read_run_config(run_dir: Path) -> RunConfig:
+    """The resolved config a run was trained with."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a tripletlab run folder (no {CONFIG_FILE})")
+    return RunConfig.from_dict(yaml.safe_load(path.read_text()) or {})
+
+
+def check_config(config: RunConfig) -> None:
+    """Refuse a config that cannot train, before any data is loaded or folder created.
+
+    Raises:
+        ValueError: naming the setting and what is accepted.
+    """
+    build_loss(config.loss.name, margin=config.loss.margin, distance=config.loss.distance,
+               soft=config.loss.soft)  # fmt: skip
+    if config.model.backbone not in backbone_names():
+        raise ValueError(
+            f"unknown backbone {config.model.backbone!r}; expected one of "
+            f"{', '.join(backbone_names())}"
+        )
+    if config.data.dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {config.data.dataset!r}; expected {', '.join(DATASETS)}")
+    if config.train.sampler not in ("shuffle", "pk"):
+        raise ValueError(f"unknown sampler {config.train.sampler!r}; expected shuffle or pk")
+    positive = {
+        "epochs": config.train.epochs,
+        "lr": config.train.lr,
+        "embedding_dim": config.model.embedding_dim,
+        "batch_size": config.train.batch_size - 1,
+    }
+    for name, value in positive.items():
+        if not value > 0:
+            raise ValueError(f"{name} is too small: {value} (batch_size must be at least 2)")
+    if config.loss.margin < 0:
+        raise ValueError(f"margin must be >= 0, got {config.loss.margin}")
+    if (
+        config.train.sampler == "pk"
+        and config.train.batch_size < 2 * config.train.samples_per_class
+    ):
+        raise ValueError("pk batches need batch_size >= 2 * samples_per_class (two classes)")
+
+
+def train_run(
+    config: RunConfig,
+    run_dir: Path | None = None,
+    console: Console | None = None,
+    callbacks: list[Callback] | None = None,
+) -> RunResult:
+    """Train with `config`, evaluate the best checkpoint on the test set, write `metrics.json`."""
+    check_config(config)
+    console = console or Console(stderr=True)
+    data = load_run_data(config.data, seed=config.train.seed)
+    run_dir = new_run_dir(config, run_dir)
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False)
+    atomic_write_bytes(run_dir / CONFIG_FILE, text.encode())
+    console.print(
+        f"run folder {run_dir}: {len(data.train):,} training, {len(data.val):,} validation, "
+        f"{len(data.test):,} test images"
+    )
+    progress = ProgressCallback(console, config.train.epochs)
+    trainer = Trainer(config, run_dir, [progress, *(callbacks or [])])
+    history = trainer.fit(data.train, data.val)
+    best = Embedder.from_pretrained(run_dir)
+    metrics = evaluate_embedder(best, data, config.train.eval_batch_size)
+    metrics.update(train_seconds=history.train_seconds, best_epoch=history.best_epoch)
+    metrics = write_metrics(run_dir, metrics)
+    return RunResult(run_dir, metrics, history)
+
+
+def evaluate_run(run_dir: Path) -> dict[str, Any]:
+    """Recompute the test metrics of a run's best checkpoint and rewrite them in `metrics.json`."""
+    config = read_run_config(run_dir)
+    data = load_run_data(config.data, seed=config.train.seed)
+    metrics = evaluate_embedder(
+        Embedder.from_pretrained(run_dir), data, config.train.eval_batch_size
+    )
+    return write_metrics(run_dir, metrics)

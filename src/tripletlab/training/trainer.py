@@ -1,0 +1,160 @@
+"""The `Trainer`: optimisation steps, the epoch loop, validation and checkpoints."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tripletlab.config import RunConfig
+from tripletlab.data import ImageSet, PKSampler, ShuffleSampler
+from tripletlab.evaluation.retrieval import retrieval_metrics
+from tripletlab.losses import build_loss
+from tripletlab.models import Embedder
+from tripletlab.models.checkpoint import update_index
+from tripletlab.training.callbacks import Callback
+from tripletlab.utils.io import atomic_write_json
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or Inf; the checkpoints written before are intact."""
+
+
+@dataclass
+class History:
+    """What training produced: the loss of every step and the logs of every epoch."""
+
+    step_losses: list[float] = field(default_factory=list)
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int | None = None
+    train_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step_losses": self.step_losses,
+            "epochs": self.epochs,
+            "best_epoch": self.best_epoch,
+            "train_seconds": self.train_seconds,
+        }
+
+
+def build_sampler(config: RunConfig, labels: np.ndarray) -> ShuffleSampler | PKSampler:
+    """The batch sampler named by `config.train.sampler` ("shuffle" or "pk")."""
+    train = config.train
+    if train.sampler == "shuffle":
+        return ShuffleSampler(len(labels), train.batch_size, seed=train.seed)
+    if train.sampler == "pk":
+        per_batch = train.batch_size // train.samples_per_class
+        return PKSampler(labels, per_batch, train.samples_per_class, seed=train.seed)
+    raise ValueError(f"unknown sampler {train.sampler!r}; expected shuffle or pk")
+
+
+class Trainer:
+    """Trains an `Embedder` with an in-batch triplet loss and checkpoints into `run_dir`."""
+
+    def __init__(
+        self, config: RunConfig, run_dir: Path, callbacks: list[Callback] | None = None
+    ) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.callbacks = callbacks or []
+        torch.manual_seed(config.train.seed)
+        self.model = Embedder(config.model)
+        self.loss_fn = build_loss(
+            config.loss.name,
+            margin=config.loss.margin,
+            distance=config.loss.distance,
+            soft=config.loss.soft,
+        )
+        # Keras' Adam uses epsilon 1e-7; keep it so the tutorial's recipe behaves the same.
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.train.lr, eps=1e-7)
+        self.history = History()
+
+    def train_step(self, images: Tensor, labels: Tensor) -> float:
+        """One optimisation step on a batch: uint8 images (B, H, W[, C]), labels (B,)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.model(images), labels)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise TrainingDivergedError(
+                f"the loss became {value} at step {len(self.history.step_losses) + 1}; "
+                f"training stopped, the last good checkpoint in {self.run_dir} is intact "
+                "(try a lower --lr)"
+            )
+        loss.backward()
+        self.optimizer.step()
+        return value
+
+    def run_epoch(self, epoch: int, images: Tensor, labels: Tensor, sampler) -> dict[str, Any]:
+        """Train one epoch; returns its loss, duration and throughput."""
+        self.model.train()
+        sampler.set_epoch(epoch)
+        for callback in self.callbacks:
+            callback.on_epoch_start(epoch, len(sampler))
+        start = time.perf_counter()
+        seen, total = 0, 0.0
+        for batch in sampler:
+            index = torch.from_numpy(batch)
+            value = self.train_step(images[index], labels[index])
+            self.history.step_losses.append(value)
+            seen += len(batch)
+            total += value * len(batch)
+            speed = seen / max(time.perf_counter() - start, 1e-9)
+            for callback in self.callbacks:
+                callback.on_step_end(len(self.history.step_losses), value, speed)
+        seconds = time.perf_counter() - start
+        return {
+            "epoch": epoch + 1,
+            "loss": total / max(seen, 1),
+            "seconds": seconds,
+            "images_per_second": seen / max(seconds, 1e-9),
+        }
+
+    def validate(self, val: ImageSet) -> dict[str, float]:
+        """Retrieval metrics of the validation images among themselves."""
+        embeddings = self.model.embed(val.images, batch_size=self.config.train.eval_batch_size)
+        metrics = retrieval_metrics(embeddings, val.labels)
+        return {f"val_{k}": v for k, v in metrics.items() if k != "num_queries"}
+
+    def checkpoint(self, epoch: int, logs: dict[str, Any]) -> None:
+        """Save this epoch; point `last` at it, and `best` too if its score is the best so far."""
+        name = f"epoch-{epoch + 1:04d}"
+        extra = {"run": self.config.to_dict(), "epoch": epoch + 1, "logs": logs}
+        self.model.save(self.run_dir / "checkpoints" / name, extra)
+        score_key = "val_map_at_r" if "val_map_at_r" in logs else "loss"
+        sign = 1.0 if score_key == "val_map_at_r" else -1.0
+        best = self.history.best_epoch
+        previous = None if best is None else self.history.epochs[best - 1][score_key]
+        entries = {"last": name}
+        if previous is None or sign * logs[score_key] > sign * previous:
+            entries["best"] = name
+            self.history.best_epoch = epoch + 1
+        update_index(self.run_dir, **entries)
+
+    def fit(self, train: ImageSet, val: ImageSet | None = None) -> History:
+        """Train for `config.train.epochs` epochs; validate, checkpoint and log each one."""
+        images = torch.from_numpy(train.images)
+        labels = torch.from_numpy(train.labels).long()
+        sampler = build_sampler(self.config, train.labels)
+        start = time.perf_counter()
+        try:
+            for epoch in range(self.config.train.epochs):
+                logs = self.run_epoch(epoch, images, labels, sampler)
+                if val is not None and len(val) > 1:
+                    logs.update(self.validate(val))
+                self.history.epochs.append(logs)
+                self.checkpoint(epoch, logs)
+                self.history.train_seconds = time.perf_counter() - start
+                atomic_write_json(self.run_dir / "history.json", self.history.to_dict())
+                for callback in self.callbacks:
+                    callback.on_epoch_end(epoch, logs)
+        finally:
+            for callback in self.callbacks:
+                callback.on_train_end()
+        return self.history

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tripletlab import Embedder
+from tripletlab.config import ModelConfig
+from tripletlab.data import load_mnist
+from tripletlab.models import backbone_names, build_backbone
+from tripletlab.models.checkpoint import read_checkpoint, resolve_checkpoint, update_index
+
+
+@pytest.fixture(scope="module")
+def digits() -> np.ndarray:
+    return load_mnist("test").images[:300]
+
+
+def test_seed_cnn_matches_the_tutorial_network():
+    embedder = Embedder()
+    # Keras' summary of the tutorial model: 320 + 8,224 + 401,664 parameters.
+    assert sum(p.numel() for p in embedder.parameters()) == 410_208
+    out = embedder.backbone(torch.zeros(2, 1, 28, 28))
+    assert out.shape == (2, 32 * 7 * 7)
+
+
+def test_embeddings_are_unit_float32_of_the_configured_size(digits):
+    embedder = Embedder(ModelConfig(embedding_dim=64))
+    vectors = embedder.embed(digits, batch_size=128)
+    assert vectors.shape == (300, 64) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    assert embedder.training  # embed() restores the mode it found
+
+
+def test_embed_is_deterministic_and_independent_of_batch_size(digits):
+    embedder = Embedder()
+    np.testing.assert_allclose(
+        embedder.embed(digits, batch_size=7), embedder.embed(digits, batch_size=300), atol=1e-6
+    )
+
+
+def test_rescaling_lives_inside_the_model(digits):
+    embedder = Embedder().eval()
+    as_uint8 = embedder(torch.from_numpy(digits[:5]))
+    as_float_pixels = embedder(torch.from_numpy(digits[:5]).float())
+    torch.testing.assert_close(as_uint8, as_float_pixels)
+
+
+def test_wrong_image_shape_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"\(N, H, W\) or \(N, H, W, 1\)"):
+        Embedder().embed(np.zeros((2, 28, 28, 3), dtype=np.uint8))
+
+
+def test_unknown_backbone_lists_the_known_ones():
+    assert "seed_cnn" in backbone_names()
+    with pytest.raises(ValueError, match="seed_cnn"):
+        build_backbone("resnet9000")
+
+
+def test_checkpoint_round_trip_gives_identical_embeddings(digits, tmp_path):
+    embedder = Embedder(ModelConfig(embedding_dim=32))
+    with torch.no_grad():  # move the weights away from their initial values
+        for parameter in embedder.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    embedder.save(tmp_path / "checkpoints" / "epoch-0001", {"note": "test"})
+    update_index(tmp_path, last="epoch-0001", best="epoch-0001")
+    loaded = Embedder.from_pretrained(tmp_path)
+    assert loaded.config == embedder.config
+    np.testing.assert_array_equal(loaded.embed(digits), embedder.embed(digits))
+    state, config = read_checkpoint(tmp_path)
+    assert config["note"] == "test" and set(state) == set(embedder.state_dict())
+    # The weights file is safetensors: a JSON header, no pickle.
+    weights = (resolve_checkpoint(tmp_path) / "model.safetensors").read_bytes()
+    header = int.from_bytes(weights[:8], "little")
+    assert "head.weight" in json.loads(weights[8 : 8 + header])
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        Embedder.from_pretrained(tmp_path)
+
+
+def test_index_update_keeps_only_referenced_checkpoints(tmp_path):
+    embedder = Embedder(ModelConfig(embedding_dim=8))
+    for epoch in (1, 2, 3):
+        embedder.save(tmp_path / "checkpoints" / f"epoch-000{epoch}")
+    update_index(tmp_path, last="epoch-0003", best="epoch-0001")
+    kept = sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.is_dir())
+    assert kept == ["epoch-0001", "epoch-0003"]
+    assert resolve_checkpoint(tmp_path).name == "epoch-0001"
+    assert resolve_checkpoint(tmp_path, "last").name == "epoch-0003"
