@@ -53,6 +53,8 @@ class ProgressCallback(Callback):
             console=self.console,
             transient=True,
             refresh_per_second=4,
+            # No live bar when output goes to a file or a CI log: the epoch lines say it all.
+            disable=not self.console.is_terminal,
         )
         self.progress.start()
         self.task = self.progress.add_task("train", total=num_steps, loss="-", speed="-")
