@@ -98,3 +98,71 @@ def test_data_prepare_reports_the_cache():
     assert result.exit_code == 0 and "MNIST ready" in result.output
     result = runner.invoke(app, ["data", "prepare", "cifar"])
     assert result.exit_code == 1 and "unknown data set" in result.output
+
+
+@pytest.mark.slow
+def test_train_writes_the_report_and_prints_the_per_class_blocks(trained_run):
+    run_dir, result = trained_run
+    for name in ("loss", "distances", "umap", "neighbours"):
+        with Image.open(run_dir / "plots" / f"{name}.png") as image:
+            assert image.size[0] > 400 and image.size[1] > 300
+    report = (run_dir / "report.md").read_text()
+    for link in ("plots/loss.png", "plots/distances.png", "plots/umap.png", "plots/neighbours.png"):
+        assert f"]({link})" in report
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [row["class"] for row in metrics["per_class"]] == list(range(10))
+    assert sum(row["triplets"] for row in metrics["per_class"]) == 10_000
+    assert 0.5 < metrics["verification"]["roc_auc"] <= 1.0
+    assert f"| {metrics['per_class'][3]['acc']:.4f} |" in report
+    assert "class 7 (1028 test triplets)" in result.output and "acc: " in result.output
+
+
+@pytest.mark.slow
+def test_tensorboard_scalars_are_logged_during_training(trained_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, _ = trained_run
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/images_per_second"} <= tags
+    assert {"val/precision_at_1", "val/map_at_r", "epoch/loss"} <= tags
+    assert events.Scalars("train/lr")[0].value == pytest.approx(1e-3)
+    steps = len(json.loads((run_dir / "history.json").read_text())["step_losses"])
+    assert len(events.Scalars("train/loss")) == steps // 10  # every 10th step
+
+
+@pytest.mark.slow
+def test_benchmark_measures_and_records_throughput(trained_run):
+    run_dir, _ = trained_run
+    result = runner.invoke(
+        app, ["benchmark", str(run_dir), "--batch-size", "64", "--seconds", "0.5"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "images/s" in result.output and "batch size 64" in result.output
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["embeddings_per_second"] > 100
+    assert metrics["throughput"]["seconds"] >= 0.5 and metrics["throughput"]["batch_size"] == 64
+
+
+@pytest.mark.slow
+def test_export_projector_command(trained_run, tmp_path):
+    run_dir, _ = trained_run
+    out = tmp_path / "proj"
+    result = runner.invoke(app, ["export", "projector", str(run_dir), "--limit", "300",
+                                 "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert len((out / "vecs.tsv").read_text().splitlines()) == 300
+    assert len((out / "meta.tsv").read_text().splitlines()) == 300
+    result = runner.invoke(app, ["export", "projector", str(run_dir), "--split", "nope"])
+    assert result.exit_code == 1 and "unknown split" in result.output
+
+
+@pytest.mark.slow
+def test_no_report_skips_the_plots(tmp_path):
+    run_dir = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--limit", "600", "--epochs", "1", "--no-report",
+                                 "--run-dir", str(run_dir)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert not (run_dir / "report.md").exists() and not (run_dir / "plots").exists()
+    assert "verification" in json.loads((run_dir / "metrics.json").read_text())

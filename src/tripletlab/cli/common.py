@@ -20,6 +20,7 @@ METRIC_LABELS = {
     "r_precision": "R-Precision",
     "map_at_r": "MAP@R",
     "knn_accuracy": "1-NN accuracy (test vs train)",
+    "embeddings_per_second": "embeddings / s",
     "train_seconds": "train seconds",
 }
 

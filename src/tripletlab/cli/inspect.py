@@ -1,4 +1,4 @@
-"""`tripletlab evaluate` and `tripletlab embed`: use a trained run."""
+"""`tripletlab evaluate`, `embed`, `report` and `benchmark`: use a trained run."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import typer
 
 from tripletlab.cli.common import console, metrics_table, user_errors
 from tripletlab.data import load_image_file
+from tripletlab.evaluation import benchmark_run
 from tripletlab.models import Embedder
 from tripletlab.training import evaluate_run
+from tripletlab.viz import build_report
 
 
 def evaluate(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
@@ -36,3 +38,25 @@ def embed(
         out.parent.mkdir(parents=True, exist_ok=True)
         np.save(out, vectors)
     console.print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} embeddings to {out}")
+
+
+def report(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
+    """Write RUN_DIR/report.md and RUN_DIR/plots/ (loss, distances, UMAP, neighbours)."""
+    with user_errors():
+        path = build_report(run_dir)
+    console.print(f"report written to {path} (plots in {path.parent / 'plots'})")
+
+
+def benchmark(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
+    seconds: Annotated[float, typer.Option(help="Least time to measure, after warm-up.")] = 2.0,
+) -> None:
+    """Measure embeddings per second of the run's model on its test images (eval mode)."""
+    with user_errors():
+        result = benchmark_run(run_dir, batch_size=batch_size, min_seconds=seconds)
+    console.print(
+        f"{result['embeddings_per_second']:,.0f} images/s, {result['ms_per_batch']:.2f} ms per "
+        f"batch (batch size {result['batch_size']}, {result['batches']} batches in "
+        f"{result['seconds']:.2f} s, {result['threads']} threads, PyTorch eager, CPU)"
+    )

@@ -6,13 +6,13 @@ import logging
 
 import typer
 
-from tripletlab.cli import data
-from tripletlab.cli.inspect import embed, evaluate
+from tripletlab.cli import data, export
+from tripletlab.cli.inspect import benchmark, embed, evaluate, report
 from tripletlab.cli.train import train
 
 app = typer.Typer(
     name="tripletlab",
-    help="Learn image similarity with triplet losses: train, evaluate, embed.",
+    help="Learn image similarity with triplet losses: train, evaluate, embed, inspect.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -20,7 +20,10 @@ app = typer.Typer(
 app.command()(train)
 app.command()(evaluate)
 app.command()(embed)
+app.command()(report)
+app.command()(benchmark)
 app.add_typer(data.app, name="data")
+app.add_typer(export.app, name="export")
 
 
 def main() -> None:

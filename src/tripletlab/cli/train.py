@@ -9,7 +9,9 @@ import typer
 
 from tripletlab.cli.common import console, err_console, metrics_table, user_errors
 from tripletlab.config import RunConfig, load_yaml, merge
+from tripletlab.evaluation import format_per_class
 from tripletlab.training import train_run
+from tripletlab.viz import build_report
 
 
 def _overrides(**flags: Any) -> dict[str, dict[str, Any]]:
@@ -46,6 +48,7 @@ def train(
     config: Annotated[
         Path | None, typer.Option("--config", help="YAML run config; flags override it.")
     ] = None,
+    report: Annotated[bool, typer.Option(help="Write report.md and plots/ at the end.")] = True,
 ) -> None:
     """Train an embedding network with a triplet loss; evaluate it on the MNIST test set.
 
@@ -63,7 +66,11 @@ def train(
         )  # fmt: skip
         resolved = merge(resolved, flags)
         result = train_run(resolved, run_dir, console=err_console)
-    console.print(
-        metrics_table(result.metrics, f"MNIST test set ({result.metrics['num_test']:,} images)")
-    )
+    metrics = result.metrics
+    console.print(format_per_class(metrics["per_class"]), highlight=False)
+    console.print(metrics_table(metrics, f"MNIST test set ({metrics['num_test']:,} images)"))
     console.print(f"metrics written to {result.run_dir / 'metrics.json'}")
+    if report:
+        with user_errors():
+            path = build_report(result.run_dir)
+        console.print(f"report written to {path}")

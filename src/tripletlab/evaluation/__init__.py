@@ -1,6 +1,21 @@
-"""Retrieval metrics and run evaluation."""
+"""Retrieval metrics, per-class triplet report, verification, throughput, run evaluation."""
 
 from tripletlab.evaluation.evaluate import evaluate_embedder, write_metrics
+from tripletlab.evaluation.per_class import class_triplets, format_per_class, per_class_report
 from tripletlab.evaluation.retrieval import knn_accuracy, retrieval_metrics
+from tripletlab.evaluation.throughput import benchmark_run, measure_throughput
+from tripletlab.evaluation.verification import pair_distances, verification_metrics
 
-__all__ = ["evaluate_embedder", "knn_accuracy", "retrieval_metrics", "write_metrics"]
+__all__ = [
+    "benchmark_run",
+    "class_triplets",
+    "evaluate_embedder",
+    "format_per_class",
+    "knn_accuracy",
+    "measure_throughput",
+    "pair_distances",
+    "per_class_report",
+    "retrieval_metrics",
+    "verification_metrics",
+    "write_metrics",
+]

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from tripletlab.data.datasets import RunData
+from tripletlab.evaluation.per_class import per_class_report
 from tripletlab.evaluation.retrieval import knn_accuracy, retrieval_metrics
+from tripletlab.evaluation.verification import pair_distances, verification_metrics
 from tripletlab.models import Embedder
 from tripletlab.utils.io import atomic_write_json
 
@@ -15,10 +17,12 @@ METRICS_FILE = "metrics.json"
 
 
 def evaluate_embedder(embedder: Embedder, data: RunData, batch_size: int = 1024) -> dict[str, Any]:
-    """Retrieval metrics on the test images, and 1-NN accuracy of test against training images.
+    """Test-set metrics: retrieval, 1-NN accuracy against the training images, the per-class
+    triplet report and verification.
 
     Returns:
-        Dict with `precision_at_1`, `r_precision`, `map_at_r`, `knn_accuracy`, `num_test`.
+        Dict with `precision_at_1`, `r_precision`, `map_at_r`, `knn_accuracy`, `num_test`,
+        `per_class` (list of dicts) and `verification` (dict).
     """
     test_embeddings = embedder.embed(data.test.images, batch_size=batch_size)
     metrics: dict[str, Any] = retrieval_metrics(test_embeddings, data.test.labels)
@@ -28,6 +32,9 @@ def evaluate_embedder(embedder: Embedder, data: RunData, batch_size: int = 1024)
         test_embeddings, data.test.labels, reference_embeddings, reference.labels
     )
     metrics["num_test"] = metrics.pop("num_queries")
+    test = data.test
+    metrics["per_class"] = per_class_report(test_embeddings, test.labels, test.class_names)
+    metrics["verification"] = verification_metrics(*pair_distances(test_embeddings, test.labels))
     return metrics
 
 

@@ -18,6 +18,9 @@ from rich.progress import (
 class Callback:
     """Base class; every hook is optional."""
 
+    def on_train_start(self, trainer: Any) -> None:
+        """Called once before the first epoch with the `Trainer` (its model, optimizer, config)."""
+
     def on_epoch_start(self, epoch: int, num_steps: int) -> None:
         """Called before the first step of `epoch` (0-based)."""
 

@@ -11,11 +11,12 @@ import yaml
 from rich.console import Console
 
 from tripletlab.config import RunConfig
-from tripletlab.data.datasets import DATASETS, load_run_data
+from tripletlab.data.datasets import DATASETS, RunData, load_run_data
 from tripletlab.evaluation.evaluate import evaluate_embedder, write_metrics
 from tripletlab.losses import build_loss
 from tripletlab.models import Embedder, backbone_names
 from tripletlab.training.callbacks import Callback, ProgressCallback
+from tripletlab.training.tensorboard import TensorBoardCallback
 from tripletlab.training.trainer import History, Trainer
 from tripletlab.utils.io import atomic_write_bytes
 
@@ -118,7 +119,8 @@ def train_run(
         f"{len(data.test):,} test images"
     )
     progress = ProgressCallback(console, config.train.epochs)
-    trainer = Trainer(config, run_dir, [progress, *(callbacks or [])])
+    tensorboard = TensorBoardCallback(run_dir / "tensorboard")
+    trainer = Trainer(config, run_dir, [progress, tensorboard, *(callbacks or [])])
     history = trainer.fit(data.train, data.val)
     best = Embedder.from_pretrained(run_dir)
     metrics = evaluate_embedder(best, data, config.train.eval_batch_size)
@@ -127,11 +129,15 @@ def train_run(
     return RunResult(run_dir, metrics, history)
 
 
+def load_run(run_dir: Path) -> tuple[RunConfig, RunData, Embedder]:
+    """A run's config, its data (the same parts as in training) and its best checkpoint."""
+    config = read_run_config(run_dir)
+    embedder = Embedder.from_pretrained(run_dir)
+    return config, load_run_data(config.data, seed=config.train.seed), embedder
+
+
 def evaluate_run(run_dir: Path) -> dict[str, Any]:
     """Recompute the test metrics of a run's best checkpoint and rewrite them in `metrics.json`."""
-    config = read_run_config(run_dir)
-    data = load_run_data(config.data, seed=config.train.seed)
-    metrics = evaluate_embedder(
-        Embedder.from_pretrained(run_dir), data, config.train.eval_batch_size
-    )
+    config, data, embedder = load_run(run_dir)
+    metrics = evaluate_embedder(embedder, data, config.train.eval_batch_size)
     return write_metrics(run_dir, metrics)

@@ -143,6 +143,8 @@ class Trainer:
         labels = torch.from_numpy(train.labels).long()
         sampler = build_sampler(self.config, train.labels)
         start = time.perf_counter()
+        for callback in self.callbacks:
+            callback.on_train_start(self)
         try:
             for epoch in range(self.config.train.epochs):
                 logs = self.run_epoch(epoch, images, labels, sampler)

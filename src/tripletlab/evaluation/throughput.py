@@ -1,0 +1,69 @@
+"""Embeddings per second of an `Embedder` at inference."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tripletlab.models import Embedder
+
+
+@torch.inference_mode()
+def measure_throughput(
+    embedder: Embedder,
+    images: np.ndarray,
+    batch_size: int = 256,
+    min_seconds: float = 2.0,
+    warmup_batches: int = 3,
+) -> dict[str, Any]:
+    """Time forward passes in eval mode after a warm-up, for at least `min_seconds`.
+
+    Batches cycle through `images`; the clock is `time.perf_counter`.
+
+    Returns:
+        Dict with `embeddings_per_second`, `ms_per_batch`, `batch_size`, `batches`, `seconds`,
+        `threads`.
+    """
+    if batch_size < 1 or len(images) == 0:
+        raise ValueError("need a batch size >= 1 and at least one image")
+    embedder.eval()
+    data = torch.as_tensor(images)
+    starts = list(range(0, max(1, len(data) - batch_size + 1), batch_size))
+    batches = [data[s : s + batch_size] for s in starts]
+    for i in range(warmup_batches):
+        embedder(batches[i % len(batches)])
+    count, done = 0, 0
+    start = time.perf_counter()
+    while True:
+        batch = batches[done % len(batches)]
+        embedder(batch)
+        count += len(batch)
+        done += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            break
+    return {
+        "embeddings_per_second": count / elapsed,
+        "ms_per_batch": 1000.0 * elapsed / done,
+        "batch_size": len(batches[0]),
+        "batches": done,
+        "seconds": elapsed,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def benchmark_run(run_dir: Path, batch_size: int = 256, min_seconds: float = 2.0) -> dict[str, Any]:
+    """Throughput of a run's best checkpoint on its test images; also saved to `metrics.json`
+    as `embeddings_per_second` (with the settings under `throughput`)."""
+    from tripletlab.evaluation.evaluate import write_metrics
+    from tripletlab.training.run import load_run
+
+    _, data, embedder = load_run(run_dir)
+    result = measure_throughput(embedder, data.test.images, batch_size, min_seconds)
+    write_metrics(run_dir, {"embeddings_per_second": result["embeddings_per_second"],
+                            "throughput": result})  # fmt: skip
+    return result

@@ -1,0 +1,47 @@
+"""Scalars for TensorBoard under `RUN_DIR/tensorboard/`: loss, learning rate, images/s,
+validation metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tripletlab.training.callbacks import Callback
+
+
+class TensorBoardCallback(Callback):
+    """Writes `train/loss`, `train/lr`, `train/images_per_second` every `every` steps and the
+    epoch logs (`epoch/loss`, `val/precision_at_1`, `val/map_at_r`, ...) every epoch."""
+
+    def __init__(self, log_dir: Path, every: int = 10) -> None:
+        from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.every = max(1, every)
+        self.optimizer = None
+        self.loss_sum, self.count = 0.0, 0
+
+    def on_train_start(self, trainer: Any) -> None:
+        self.optimizer = trainer.optimizer
+
+    def on_step_end(self, step: int, loss: float, images_per_second: float) -> None:
+        self.loss_sum += loss
+        self.count += 1
+        if step % self.every:
+            return
+        self.writer.add_scalar("train/loss", self.loss_sum / self.count, step)
+        self.writer.add_scalar("train/images_per_second", images_per_second, step)
+        if self.optimizer is not None:
+            self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], step)
+        self.loss_sum, self.count = 0.0, 0
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        for key, value in logs.items():
+            if key == "epoch" or not isinstance(value, (int, float)):
+                continue
+            tag = f"val/{key[4:]}" if key.startswith("val_") else f"epoch/{key}"
+            self.writer.add_scalar(tag, value, epoch + 1)
+        self.writer.flush()
+
+    def on_train_end(self) -> None:
+        self.writer.close()

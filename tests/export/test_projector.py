@@ -1,0 +1,94 @@
+"""Projector files parse, and a real TensorBoard server reads them."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tripletlab.data import load_mnist
+from tripletlab.export import export_projector
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("projector")
+    images = load_mnist("test").images[:150]
+    embeddings = np.random.default_rng(0).normal(size=(150, 16)).astype(np.float32)
+    labels = [str(i % 10) for i in range(150)]
+    export_projector(out, embeddings, {"label": labels}, images)
+    return out, embeddings, labels, images
+
+
+def test_files_parse(exported):
+    out, embeddings, labels, images = exported
+    vectors = np.loadtxt(out / "vecs.tsv", delimiter="\t")
+    assert vectors.shape == (150, 16)
+    np.testing.assert_allclose(vectors, embeddings, rtol=1e-5, atol=1e-6)
+    assert (out / "meta.tsv").read_text().splitlines() == labels  # one column: no header
+    sprite = Image.open(out / "sprite.png")
+    assert sprite.size == (13 * 28, 13 * 28)  # ceil(sqrt(150)) = 13 thumbnails a side
+    tile = np.asarray(sprite)[28:56, 2 * 28 : 3 * 28]  # row 1, column 2: image 15
+    np.testing.assert_array_equal(tile, images[15])
+    config = (out / "projector_config.pbtxt").read_text()
+    assert 'tensor_path: "vecs.tsv"' in config and "single_image_dim: 28" in config
+
+
+def test_several_metadata_columns_get_a_header(tmp_path):
+    export_projector(tmp_path, np.zeros((2, 3)), {"label": ["a", "b"], "file": ["x.png", "y\tz"]})
+    assert (tmp_path / "meta.tsv").read_text().splitlines() == ["label\tfile", "a\tx.png", "b\ty z"]
+    assert not (tmp_path / "sprite.png").exists()
+    with pytest.raises(ValueError, match="one value per embedding"):
+        export_projector(tmp_path, np.zeros((2, 3)), {"label": ["a"]})
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(url: str, deadline: float) -> bytes:
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.read()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_tensorboard_projector_reads_the_export(exported):
+    out, embeddings, labels, _ = exported
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(out),
+         "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}/data/plugin/projector"
+        deadline = time.monotonic() + 90
+        assert json.loads(_get(f"{base}/runs", deadline)) == ["."]
+        info = json.loads(_get(f"{base}/info?run=.", deadline))
+        (entry,) = info["embeddings"]
+        assert entry["tensorShape"] == [150, 16]
+        assert entry["sprite"]["singleImageDim"] == [28, 28]
+        query = f"run=.&name={entry['tensorName']}"
+        tensor = np.frombuffer(_get(f"{base}/tensor?{query}", deadline), dtype=np.float32)
+        np.testing.assert_allclose(tensor.reshape(150, 16), embeddings, rtol=1e-5, atol=1e-6)
+        metadata = _get(f"{base}/metadata?{query}", deadline).decode().splitlines()
+        assert metadata == labels
+        assert _get(f"{base}/sprite_image?{query}", deadline)[:4] == b"\x89PNG"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
