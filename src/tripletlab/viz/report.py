@@ -79,10 +79,14 @@ def _markdown(metrics: dict[str, Any], title: str) -> str:
                        ("embeddings_per_second", "embeddings / s"),
                        ("train_seconds", "train seconds")]:  # fmt: skip
         if key in metrics:
-            lines.append(f"| {label} | {metrics[key]:.4f} |")
+            value = metrics[key]
+            lines.append(
+                f"| {label} | {value:.4f} |" if value < 100 else f"| {label} | {value:,.1f} |"
+            )
     if verification:
         lines += ["", "## Verification (same class or not, from pair distances)", "",
-                  "| ROC AUC | accuracy | threshold | TAR at FAR 1e-3 | pairs (same / different) |",
+                  "| ROC AUC | balanced accuracy | threshold | TAR at FAR 1e-3 "
+                  "| pairs (same / different) |",
                   "|---|---|---|---|---|",
                   f"| {verification['roc_auc']:.4f} | {verification['accuracy']:.4f} | "
                   f"{verification['threshold']:.4f} | {verification['tar_at_far']:.4f} | "
