@@ -87,7 +87,7 @@ def distance_histogram(
     axis.axvline(threshold, color="black", ls="--", lw=1.5,
                  label=f"best threshold {threshold:.3f}")  # fmt: skip
     axis.set(title="Test-set pair distances", xlabel="Euclidean distance", ylabel="density")
-    axis.legend(loc="upper right")
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over a peak
     axis.grid(alpha=0.3)
     return _save(figure, path)
 
