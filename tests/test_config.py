@@ -34,3 +34,19 @@ def test_unknown_keys_are_rejected_with_the_valid_ones():
         merge(RunConfig(), {"train": {"epoch": 3}})
     with pytest.raises(ValueError, match="unknown config section"):
         merge(RunConfig(), {"optimizer": {}})
+
+
+def test_spike_preset_is_the_projects_recipe():
+    from tripletlab.config import preset
+
+    config = merge(RunConfig(), preset("spike"))
+    assert (config.model.backbone, config.model.head, config.model.normalize) == (
+        "spike_cnn",
+        False,
+        False,
+    )
+    assert (config.train.mode, config.train.triplets) == ("triplets", "random")
+    assert (config.train.batch_size, config.train.epochs, config.loss.margin) == (32, 2, 1.0)
+    assert config.loss.distance == "squared-L2"
+    with pytest.raises(ValueError, match="spike"):
+        preset("nope")

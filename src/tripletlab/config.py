@@ -28,8 +28,9 @@ class ModelConfig:
     """The embedding network."""
 
     backbone: str = "seed_cnn"
-    embedding_dim: int = 256
-    normalize: bool = True
+    embedding_dim: int = 256  # size of the linear head's output
+    head: bool = True  # False: the backbone's output is the embedding
+    normalize: bool = True  # L2-normalize the embedding
     channels: int = 1
     image_size: tuple[int, int] = (28, 28)
 
@@ -48,8 +49,11 @@ class LossConfig:
 class TrainConfig:
     """Optimisation and batching."""
 
+    mode: str = "online"  # "online": mine in each batch; "triplets": explicit triplets
+    triplets: str = "random"  # triplet generation of "triplets" mode: random, semihard, hard
+    mine_every: int | None = None  # regenerate mined triplets every N steps (default: epoch)
     epochs: int = 5
-    batch_size: int = 32
+    batch_size: int = 32  # images per batch online, triplets per batch in "triplets" mode
     sampler: str = "shuffle"  # "shuffle" or "pk"
     samples_per_class: int = 4  # K of PK batches; P = batch_size // K
     lr: float = 1e-3
@@ -119,6 +123,30 @@ def merge(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
                 changes[key] = _coerce(section, key, value)
         sections[name] = dataclasses.replace(section, **changes)
     return RunConfig(**sections)
+
+
+# Named recipes, applied over the defaults and under a YAML file and flags.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # The triplet-loss MNIST project: its shared CNN's raw 128-d ReLU output, explicit random
+    # triplets, squared L2, margin 1, batch 32, 2 epochs, Adam.
+    "spike": {
+        "model": {"backbone": "spike_cnn", "head": False, "normalize": False},
+        "loss": {"margin": 1.0, "distance": "squared-L2"},
+        "train": {"mode": "triplets", "triplets": "random", "batch_size": 32, "epochs": 2,
+                  "lr": 1e-3},
+    },
+}  # fmt: skip
+
+
+def preset(name: str) -> dict[str, dict[str, Any]]:
+    """The overrides of preset `name`.
+
+    Raises:
+        ValueError: unknown preset (the message lists the known ones).
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]
 
 
 def load_yaml(path: Path) -> dict[str, Any]:

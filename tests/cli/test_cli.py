@@ -166,3 +166,19 @@ def test_no_report_skips_the_plots(tmp_path):
     assert result.exit_code == 0, result.output
     assert not (run_dir / "report.md").exists() and not (run_dir / "plots").exists()
     assert "verification" in json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_explicit_triplets_run_end_to_end_and_embed_like_online_runs(tmp_path):
+    run_dir = tmp_path / "spike"
+    result = runner.invoke(app, ["train", "--preset", "spike", "--triplets", "semihard",
+                                 "--mine-every", "20", "--limit", "2000", "--epochs", "1",
+                                 "--no-report", "--run-dir", str(run_dir)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["precision_at_1"] > 0.8 and len(metrics["per_class"]) == 10
+    embedder = Embedder.from_pretrained(run_dir)
+    assert embedder.config.backbone == "spike_cnn" and not embedder.config.normalize
+    assert embedder.embed(load_mnist("test").images[:5]).shape == (5, 128)
+    resolved = (run_dir / "config.yaml").read_text()
+    assert "mode: triplets" in resolved and "triplets: semihard" in resolved

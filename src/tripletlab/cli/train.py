@@ -9,6 +9,7 @@ import typer
 
 from tripletlab.cli.common import console, err_console, metrics_table, user_errors
 from tripletlab.config import RunConfig, load_yaml, merge
+from tripletlab.config import preset as preset_overrides
 from tripletlab.evaluation import format_per_class
 from tripletlab.training import train_run
 from tripletlab.viz import build_report
@@ -17,14 +18,34 @@ from tripletlab.viz import build_report
 def _overrides(**flags: Any) -> dict[str, dict[str, Any]]:
     sections = {
         "data": ("dataset", "limit", "val_fraction"),
-        "model": ("backbone", "embedding_dim"),
+        "model": ("backbone", "embedding_dim", "head", "normalize"),
         "loss": ("name", "margin", "distance", "soft"),
-        "train": ("epochs", "batch_size", "sampler", "samples_per_class", "lr", "seed"),
+        "train": (
+            "mode",
+            "triplets",
+            "mine_every",
+            "epochs",
+            "batch_size",
+            "sampler",
+            "samples_per_class",
+            "lr",
+            "seed",
+        ),
     }
     return {name: {key: flags[key] for key in keys} for name, keys in sections.items()}
 
 
 def train(
+    preset: Annotated[str | None, typer.Option(help="Named recipe under the flags: spike.")] = None,
+    mode: Annotated[
+        str | None, typer.Option(help="online (mining in the batch) or triplets (explicit).")
+    ] = None,
+    triplets: Annotated[
+        str | None, typer.Option(help="Triplet generation: random, semihard or hard.")
+    ] = None,
+    mine_every: Annotated[
+        int | None, typer.Option(help="Re-mine triplets every N steps (default: each epoch).")
+    ] = None,
     dataset: Annotated[str | None, typer.Option(help="Data set: mnist.")] = None,
     model: Annotated[str | None, typer.Option(help="Backbone, e.g. seed_cnn.")] = None,
     loss: Annotated[str | None, typer.Option(help="semihard, hard or batch-all.")] = None,
@@ -32,6 +53,13 @@ def train(
     distance: Annotated[str | None, typer.Option(help="L2, squared-L2 or angular.")] = None,
     soft: Annotated[bool | None, typer.Option("--soft", help="Soft margin (hard loss).")] = None,
     embedding_dim: Annotated[int | None, typer.Option(help="Embedding size D.")] = None,
+    head: Annotated[
+        bool | None, typer.Option("--head/--no-head", help="Linear head on the backbone.")
+    ] = None,
+    normalize: Annotated[
+        bool | None,
+        typer.Option("--normalize/--no-normalize", help="L2-normalize the embeddings."),
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per batch.")] = None,
     sampler: Annotated[str | None, typer.Option(help="shuffle or pk.")] = None,
@@ -56,11 +84,14 @@ def train(
     """  # noqa: E501
     with user_errors():
         resolved = RunConfig()
+        if preset is not None:
+            resolved = merge(resolved, preset_overrides(preset))
         if config is not None:
             resolved = merge(resolved, load_yaml(config))
         flags = _overrides(
             dataset=dataset, limit=limit, val_fraction=val_fraction, backbone=model,
-            embedding_dim=embedding_dim, name=loss, margin=margin, distance=distance, soft=soft,
+            embedding_dim=embedding_dim, head=head, normalize=normalize, name=loss, margin=margin,
+            distance=distance, soft=soft, mode=mode, triplets=triplets, mine_every=mine_every,
             epochs=epochs, batch_size=batch_size, sampler=sampler,
             samples_per_class=samples_per_class, lr=lr, seed=seed,
         )  # fmt: skip

@@ -3,13 +3,17 @@
 from tripletlab.data.images import ImageSet, load_image_file
 from tripletlab.data.mnist import load_mnist, prepare_mnist, read_source
 from tripletlab.data.samplers import PKSampler, ShuffleSampler
+from tripletlab.data.triplets import TRIPLET_RULES, TripletBatchSampler, make_triplets
 
 __all__ = [
+    "TRIPLET_RULES",
     "ImageSet",
     "PKSampler",
     "ShuffleSampler",
+    "TripletBatchSampler",
     "load_image_file",
     "load_mnist",
+    "make_triplets",
     "prepare_mnist",
     "read_source",
 ]

@@ -4,6 +4,7 @@ from tripletlab.losses.batch_all import TripletBatchAllLoss, triplet_batch_all_l
 from tripletlab.losses.distances import DISTANCES, Distance, pairwise_distance
 from tripletlab.losses.factory import LOSS_NAMES, LossName, build_loss
 from tripletlab.losses.hard import TripletHardLoss, triplet_hard_loss
+from tripletlab.losses.margin import TripletMarginLoss, triplet_margin_loss
 from tripletlab.losses.semihard import TripletSemiHardLoss, triplet_semihard_loss
 
 __all__ = [
@@ -13,10 +14,12 @@ __all__ = [
     "LossName",
     "TripletBatchAllLoss",
     "TripletHardLoss",
+    "TripletMarginLoss",
     "TripletSemiHardLoss",
     "build_loss",
     "pairwise_distance",
     "triplet_batch_all_loss",
     "triplet_hard_loss",
+    "triplet_margin_loss",
     "triplet_semihard_loss",
 ]

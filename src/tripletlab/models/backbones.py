@@ -7,12 +7,12 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-BackboneFactory = Callable[[int], nn.Module]
+BackboneFactory = Callable[[int, tuple[int, int]], nn.Module]
 _REGISTRY: dict[str, BackboneFactory] = {}
 
 
 def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
-    """Decorator adding a factory `f(channels) -> nn.Module` to the registry under `name`."""
+    """Decorator adding a factory `f(channels, image_size) -> nn.Module` under `name`."""
 
     def add(factory: BackboneFactory) -> BackboneFactory:
         _REGISTRY[name] = factory
@@ -26,8 +26,10 @@ def backbone_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_backbone(name: str, *, channels: int = 1) -> nn.Module:
-    """Instantiate the backbone `name` for images with `channels` channels.
+def build_backbone(
+    name: str, *, channels: int = 1, image_size: tuple[int, int] = (28, 28)
+) -> nn.Module:
+    """Instantiate the backbone `name` for images of `channels` channels and `image_size`.
 
     The backbone maps float images (N, C, H, W) in [0, 1] to features (N, F).
 
@@ -38,7 +40,7 @@ def build_backbone(name: str, *, channels: int = 1) -> nn.Module:
         raise ValueError(
             f"unknown backbone {name!r}; expected one of {', '.join(backbone_names())}"
         )
-    return _REGISTRY[name](channels)
+    return _REGISTRY[name](channels, tuple(image_size))
 
 
 def keras_init(module: nn.Module) -> None:
@@ -77,8 +79,40 @@ class SeedCNNBackbone(nn.Sequential):
 
 
 @register_backbone("seed_cnn")
-def _seed_cnn(channels: int) -> nn.Module:
+def _seed_cnn(channels: int, image_size: tuple[int, int]) -> nn.Module:
+    del image_size  # fully convolutional up to the Flatten; the head sizes itself
     return SeedCNNBackbone(channels)
+
+
+class SpikeCNNBackbone(nn.Sequential):
+    """The shared network of the triplet-loss MNIST project.
+
+    Conv 32 (3x3, ReLU) -> MaxPool 2 -> Conv 32 (3x3, ReLU) -> MaxPool 2 -> Dropout 0.25
+    -> Flatten -> Dense 128 (ReLU). (N, C, H, W) -> (N, 128).
+    """
+
+    def __init__(self, channels: int = 1, image_size: tuple[int, int] = (28, 28)) -> None:
+        side = [((length - 2) // 2 - 2) // 2 for length in image_size]  # two valid convs, pools
+        if min(side) < 1:
+            raise ValueError(f"spike_cnn needs images of at least 10 x 10, got {image_size}")
+        super().__init__(
+            nn.Conv2d(channels, 32, kernel_size=3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 32, kernel_size=3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Dropout(0.25),
+            nn.Flatten(),
+            nn.Linear(32 * side[0] * side[1], 128),
+            nn.ReLU(),
+        )
+        keras_init(self)
+
+
+@register_backbone("spike_cnn")
+def _spike_cnn(channels: int, image_size: tuple[int, int]) -> nn.Module:
+    return SpikeCNNBackbone(channels, image_size)
 
 
 def feature_size(backbone: nn.Module, channels: int, image_size: tuple[int, int]) -> int:

@@ -1,4 +1,8 @@
-"""The `Embedder`: rescaling (uint8 in) -> backbone -> linear head -> L2 normalization."""
+"""The `Embedder`: rescaling (uint8 in) -> backbone -> linear head -> L2 normalization.
+
+The head and the normalization can be switched off (`ModelConfig.head`, `.normalize`), to use
+a backbone's raw output as the embedding, as the triplet-loss MNIST project did.
+"""
 
 from __future__ import annotations
 
@@ -40,10 +44,16 @@ class Embedder(nn.Module):
         super().__init__()
         self.config = config or ModelConfig()
         self.rescale = Rescale(self.config.channels)
-        self.backbone = build_backbone(self.config.backbone, channels=self.config.channels)
+        self.backbone = build_backbone(
+            self.config.backbone, channels=self.config.channels, image_size=self.config.image_size
+        )
         features = feature_size(self.backbone, self.config.channels, self.config.image_size)
-        self.head = nn.Linear(features, self.config.embedding_dim)
-        keras_init(self.head)
+        if self.config.head:
+            self.head: nn.Module = nn.Linear(features, self.config.embedding_dim)
+            keras_init(self.head)
+        else:  # the backbone's own output is the embedding
+            self.head = nn.Identity()
+        self.embedding_dim = self.config.embedding_dim if self.config.head else features
 
     def forward(self, images: Tensor) -> Tensor:
         """uint8 images (N, H, W) or (N, H, W, C) -> embeddings (N, D)."""
@@ -77,7 +87,7 @@ class Embedder(nn.Module):
         finally:
             self.train(was_training)
         if not chunks:
-            return np.zeros((0, self.config.embedding_dim), dtype=np.float32)
+            return np.zeros((0, self.embedding_dim), dtype=np.float32)
         return torch.cat(chunks).numpy()
 
     def save(self, directory: Path, extra: dict[str, Any] | None = None) -> Path:

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from tripletlab.config import RunConfig
 from tripletlab.data.datasets import DATASETS, RunData, load_run_data
+from tripletlab.data.triplets import check_rule
 from tripletlab.evaluation.evaluate import evaluate_embedder, write_metrics
 from tripletlab.losses import build_loss
 from tripletlab.models import Embedder, backbone_names
@@ -81,6 +82,9 @@ def check_config(config: RunConfig) -> None:
         )
     if config.data.dataset not in DATASETS:
         raise ValueError(f"unknown dataset {config.data.dataset!r}; expected {', '.join(DATASETS)}")
+    if config.train.mode not in ("online", "triplets"):
+        raise ValueError(f"unknown mode {config.train.mode!r}; expected online or triplets")
+    check_rule(config.train.triplets)
     if config.train.sampler not in ("shuffle", "pk"):
         raise ValueError(f"unknown sampler {config.train.sampler!r}; expected shuffle or pk")
     positive = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,10 @@ from torch import Tensor
 
 from tripletlab.config import RunConfig
 from tripletlab.data import ImageSet, PKSampler, ShuffleSampler
+from tripletlab.data.triplets import TripletBatchSampler
 from tripletlab.evaluation.retrieval import retrieval_metrics
-from tripletlab.losses import build_loss
-from tripletlab.models import Embedder
+from tripletlab.losses import TripletMarginLoss, build_loss
+from tripletlab.models import Embedder, TripletNet
 from tripletlab.models.checkpoint import update_index
 from tripletlab.training.callbacks import Callback
 from tripletlab.utils.io import atomic_write_json
@@ -44,9 +46,17 @@ class History:
         }
 
 
-def build_sampler(config: RunConfig, labels: np.ndarray) -> ShuffleSampler | PKSampler:
-    """The batch sampler named by `config.train.sampler` ("shuffle" or "pk")."""
+def build_sampler(
+    config: RunConfig, labels: np.ndarray, embed_all: Callable[[], np.ndarray] | None = None
+) -> ShuffleSampler | PKSampler | TripletBatchSampler:
+    """The batch sampler of the run: explicit triplets in "triplets" mode, else the sampler
+    named by `config.train.sampler` ("shuffle" or "pk")."""
     train = config.train
+    if train.mode == "triplets":
+        return TripletBatchSampler(
+            labels, train.batch_size, train.triplets, seed=train.seed, embed_all=embed_all,
+            mine_every=train.mine_every,
+        )  # fmt: skip
     if train.sampler == "shuffle":
         return ShuffleSampler(len(labels), train.batch_size, seed=train.seed)
     if train.sampler == "pk":
@@ -66,20 +76,32 @@ class Trainer:
         self.callbacks = callbacks or []
         torch.manual_seed(config.train.seed)
         self.model = Embedder(config.model)
-        self.loss_fn = build_loss(
-            config.loss.name,
-            margin=config.loss.margin,
-            distance=config.loss.distance,
-            soft=config.loss.soft,
-        )
+        self.triplet_net: TripletNet | None = None
+        if config.train.mode == "triplets":
+            self.triplet_net = TripletNet(self.model)
+            self.loss_fn = TripletMarginLoss(config.loss.margin, config.loss.distance)
+        else:
+            self.loss_fn = build_loss(
+                config.loss.name,
+                margin=config.loss.margin,
+                distance=config.loss.distance,
+                soft=config.loss.soft,
+            )
         # Keras' Adam uses epsilon 1e-7; keep it so the tutorial's recipe behaves the same.
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.train.lr, eps=1e-7)
         self.history = History()
 
-    def train_step(self, images: Tensor, labels: Tensor) -> float:
-        """One optimisation step on a batch: uint8 images (B, H, W[, C]), labels (B,)."""
+    def compute_loss(self, images: Tensor, labels: Tensor, batch: Tensor) -> Tensor:
+        """Loss of one batch of indices into `images` / `labels`: (B,) online, (B, 3) triplets."""
+        if self.triplet_net is not None:
+            anchor, positive, negative = (images[batch[:, i]] for i in range(3))
+            return self.loss_fn(self.triplet_net(anchor, positive, negative))
+        return self.loss_fn(self.model(images[batch]), labels[batch])
+
+    def train_step(self, images: Tensor, labels: Tensor, batch: Tensor) -> float:
+        """One optimisation step: uint8 images (N, H, W[, C]), labels (N,), batch indices."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.model(images), labels)
+        loss = self.compute_loss(images, labels, batch)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise TrainingDivergedError(
@@ -100,11 +122,10 @@ class Trainer:
         start = time.perf_counter()
         seen, total = 0, 0.0
         for batch in sampler:
-            index = torch.from_numpy(batch)
-            value = self.train_step(images[index], labels[index])
+            value = self.train_step(images, labels, torch.from_numpy(batch))
             self.history.step_losses.append(value)
-            seen += len(batch)
-            total += value * len(batch)
+            seen += batch.size  # images: three per explicit triplet
+            total += value * batch.size
             speed = seen / max(time.perf_counter() - start, 1e-9)
             for callback in self.callbacks:
                 callback.on_step_end(len(self.history.step_losses), value, speed)
@@ -141,7 +162,10 @@ class Trainer:
         """Train for `config.train.epochs` epochs; validate, checkpoint and log each one."""
         images = torch.from_numpy(train.images)
         labels = torch.from_numpy(train.labels).long()
-        sampler = build_sampler(self.config, train.labels)
+        eval_batch = self.config.train.eval_batch_size
+        sampler = build_sampler(
+            self.config, train.labels, lambda: self.model.embed(train.images, batch_size=eval_batch)
+        )
         start = time.perf_counter()
         for callback in self.callbacks:
             callback.on_train_start(self)

@@ -1,0 +1,190 @@
+"""Explicit triplets for the triplet model, generated before each epoch.
+
+- `random`: every image is an anchor once, with a random positive of its class and a random
+  negative of a random other class.
+- `semihard` / `hard` (offline mining with the current model's embeddings): the positive is
+  random as above; the negative is, among all images of other classes, the closest one farther
+  from the anchor than the positive (else the farthest), or the closest one. Memory is bounded:
+  anchors are processed in blocks against all images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Literal, get_args
+
+import numpy as np
+import torch
+
+TripletRule = Literal["random", "semihard", "hard"]
+TRIPLET_RULES: tuple[str, ...] = get_args(TripletRule)
+
+# Anchors x images per distance block (float32): 2^24 elements = 64 MiB.
+_BLOCK_ELEMENTS = 1 << 24
+
+
+def check_rule(rule: str) -> TripletRule:
+    """Return `rule` if valid, else raise a `ValueError` listing the valid ones."""
+    if rule not in TRIPLET_RULES:
+        raise ValueError(
+            f"unknown triplet rule {rule!r}; expected one of {', '.join(TRIPLET_RULES)}"
+        )
+    return rule  # type: ignore[return-value]
+
+
+def _usable_anchors(labels: np.ndarray) -> np.ndarray:
+    """Items whose class has a second item and that have at least one other class."""
+    classes, counts = np.unique(labels, return_counts=True)
+    if len(classes) < 2:
+        raise ValueError("triplets need at least two classes")
+    return np.flatnonzero(np.isin(labels, classes[counts >= 2]))
+
+
+def random_positives(
+    labels: np.ndarray, anchors: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """For each anchor, a random other item of the same class. (A,) -> (A,)."""
+    positives = np.empty(len(anchors), dtype=np.int64)
+    for label in np.unique(labels[anchors]):
+        members = np.flatnonzero(labels == label)
+        picked = np.flatnonzero(labels[anchors] == label)
+        # Position of each anchor among the members, shifted by 1..len-1: never itself.
+        position = np.searchsorted(members, anchors[picked])
+        shift = rng.integers(1, len(members), size=len(picked))
+        positives[picked] = members[(position + shift) % len(members)]
+    return positives
+
+
+def random_negatives(
+    labels: np.ndarray, anchors: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """For each anchor, a random item of a random other class. (A,) -> (A,)."""
+    classes = np.unique(labels)
+    members = {label: np.flatnonzero(labels == label) for label in classes}
+    anchor_class = np.searchsorted(classes, labels[anchors])
+    # A uniformly random other class: offset 1..C-1 from the anchor's class.
+    other = classes[(anchor_class + rng.integers(1, len(classes), len(anchors))) % len(classes)]
+    negatives = np.empty(len(anchors), dtype=np.int64)
+    for label in classes:
+        picked = np.flatnonzero(other == label)
+        negatives[picked] = rng.choice(members[label], size=len(picked))
+    return negatives
+
+
+@torch.no_grad()
+def mined_negatives(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    anchors: np.ndarray,
+    positives: np.ndarray,
+    rule: TripletRule,
+) -> np.ndarray:
+    """Negatives chosen by squared Euclidean distance in embedding space.
+
+    Args:
+        embeddings: (N, D) of all items.
+        labels: (N,).
+        anchors, positives: (A,) indices.
+        rule: "semihard" (closest negative farther than the positive, else the farthest
+            negative) or "hard" (closest negative).
+    Returns:
+        (A,) indices of the negatives.
+    """
+    x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
+    y = torch.as_tensor(labels)
+    sq = x.square().sum(1)
+    chosen = np.empty(len(anchors), dtype=np.int64)
+    step = max(1, _BLOCK_ELEMENTS // max(len(x), 1))
+    for start in range(0, len(anchors), step):
+        a = torch.as_tensor(anchors[start : start + step])
+        p = torch.as_tensor(positives[start : start + step])
+        dist = torch.addmm(sq[None, :], x[a], x.T, alpha=-2.0).add_(sq[a, None])  # (b, N)
+        negative = y[None, :] != y[a, None]
+        positive_dist = dist.gather(1, p[:, None])  # (b, 1)
+        closest = dist.masked_fill(~negative, torch.inf).argmin(1)
+        if rule == "hard":
+            chosen[start : start + len(a)] = closest.numpy()
+            continue
+        farther = negative & (dist > positive_dist)
+        semihard = dist.masked_fill(~farther, torch.inf).argmin(1)
+        farthest = dist.masked_fill(~negative, -torch.inf).argmax(1)
+        pick = torch.where(farther.any(1), semihard, farthest)
+        chosen[start : start + len(a)] = pick.numpy()
+    return chosen
+
+
+def make_triplets(
+    labels: np.ndarray,
+    rule: TripletRule,
+    rng: np.random.Generator,
+    embeddings: np.ndarray | None = None,
+    anchors: np.ndarray | None = None,
+) -> np.ndarray:
+    """Triplets (anchor, positive, negative) for the given anchors (default: every usable item).
+
+    Returns:
+        (A, 3) int64 indices.
+    Raises:
+        ValueError: a mined rule without embeddings, or fewer than two classes.
+    """
+    labels = np.asarray(labels)
+    check_rule(rule)
+    if anchors is None:
+        anchors = _usable_anchors(labels)
+    positives = random_positives(labels, anchors, rng)
+    if rule == "random":
+        negatives = random_negatives(labels, anchors, rng)
+    else:
+        if embeddings is None:
+            raise ValueError(f"{rule!r} triplets need the embeddings of all items")
+        negatives = mined_negatives(embeddings, labels, anchors, positives, rule)
+    return np.stack([anchors, positives, negatives], axis=1).astype(np.int64)
+
+
+class TripletBatchSampler:
+    """Batches of explicit triplets, `(B, 3)` index arrays, regenerated every epoch.
+
+    Mined rules call `embed_all()` (the current model on all training images) at the start of
+    each epoch and, with `mine_every`, again every that many steps for the remaining anchors.
+    """
+
+    def __init__(
+        self,
+        labels: np.ndarray,
+        batch_size: int,
+        rule: str = "random",
+        seed: int = 0,
+        embed_all: Callable[[], np.ndarray] | None = None,
+        mine_every: int | None = None,
+    ) -> None:
+        self.labels = np.asarray(labels)
+        self.rule = check_rule(rule)
+        if self.rule != "random" and embed_all is None:
+            raise ValueError(f"{rule!r} triplets need a function that embeds the training images")
+        if mine_every is not None and mine_every < 1:
+            raise ValueError(f"mine_every must be at least 1, got {mine_every}")
+        self.anchors = _usable_anchors(self.labels)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.embed_all = embed_all
+        self.mine_every = mine_every
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the triplets of `epoch`."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.anchors) // self.batch_size)
+
+    def _generate(self, rng: np.random.Generator, anchors: np.ndarray) -> np.ndarray:
+        embeddings = self.embed_all() if self.rule != "random" else None
+        return make_triplets(self.labels, self.rule, rng, embeddings, anchors)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        triplets = self._generate(rng, rng.permutation(self.anchors))
+        for step, start in enumerate(range(0, len(triplets), self.batch_size)):
+            if self.mine_every and self.rule != "random" and step and step % self.mine_every == 0:
+                triplets[start:] = self._generate(rng, triplets[start:, 0])
+            yield triplets[start : start + self.batch_size]
