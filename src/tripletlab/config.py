@@ -33,6 +33,7 @@ class ModelConfig:
     normalize: bool = True  # L2-normalize the embedding
     channels: int = 1
     image_size: tuple[int, int] = (28, 28)
+    backbone_weights: str | None = None  # run folder, .safetensors or .pt/.pth to start from
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,22 @@ class TrainConfig:
     lr: float = 1e-3
     seed: int = 0
     eval_batch_size: int = 1024
+    # BatchNorm in training mode? None: yes, unless backbone weights were loaded (transfer),
+    # where it stays in inference mode. Frozen BatchNorm is always in inference mode.
+    bn_train: bool | None = None
+
+
+@dataclass(frozen=True)
+class PhaseConfig:
+    """One phase of training: the Keras guide's "train the head" or "fine-tune" step.
+
+    The optimizer is rebuilt at the start of each phase, over the parameters then trainable.
+    """
+
+    epochs: int = 1
+    lr: float = 1e-3
+    optimizer: str = "adam"  # "adam" or "sgd"
+    freeze: str = "none"  # "none" or "backbone"
 
 
 @dataclass(frozen=True)
@@ -69,6 +86,12 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Empty: one phase of `train.epochs` at `train.lr`, nothing frozen.
+    phases: tuple[PhaseConfig, ...] = ()
+
+    def resolved_phases(self) -> tuple[PhaseConfig, ...]:
+        """The phases to run (one implicit phase when none are configured)."""
+        return self.phases or (PhaseConfig(epochs=self.train.epochs, lr=self.train.lr),)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples become lists), for JSON and YAML."""
@@ -107,6 +130,9 @@ def merge(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     """
     sections = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     for name, values in (overrides or {}).items():
+        if name == "phases":
+            sections["phases"] = _phases(values)
+            continue
         if name not in sections:
             raise ValueError(f"unknown config section {name!r}; expected {', '.join(sections)}")
         if not isinstance(values, dict):
@@ -126,7 +152,7 @@ def merge(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
 
 
 # Named recipes, applied over the defaults and under a YAML file and flags.
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+PRESETS: dict[str, dict[str, Any]] = {
     # The triplet-loss MNIST project: its shared CNN's raw 128-d ReLU output, explicit random
     # triplets, squared L2, margin 1, batch 32, 2 epochs, Adam.
     "spike": {
@@ -135,10 +161,18 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "train": {"mode": "triplets", "triplets": "random", "batch_size": 32, "epochs": 2,
                   "lr": 1e-3},
     },
+    # The Keras transfer-learning guide: train a new head on a frozen backbone, then unfreeze
+    # everything and fine-tune at a very low learning rate (BatchNorm stays in inference mode).
+    "transfer": {
+        "phases": [
+            {"epochs": 10, "lr": 1e-3, "optimizer": "adam", "freeze": "backbone"},
+            {"epochs": 10, "lr": 1e-5, "optimizer": "adam", "freeze": "none"},
+        ],
+    },
 }  # fmt: skip
 
 
-def preset(name: str) -> dict[str, dict[str, Any]]:
+def preset(name: str) -> dict[str, Any]:
     """The overrides of preset `name`.
 
     Raises:
@@ -147,6 +181,24 @@ def preset(name: str) -> dict[str, dict[str, Any]]:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(sorted(PRESETS))}")
     return PRESETS[name]
+
+
+def _phases(values: Any) -> tuple[PhaseConfig, ...]:
+    if values is None:
+        return ()
+    if not isinstance(values, (list, tuple)) or not all(isinstance(v, dict) for v in values):
+        raise ValueError("phases must be a list of mappings (epochs, lr, optimizer, freeze)")
+    known = {f.name for f in dataclasses.fields(PhaseConfig)}
+    phases = []
+    for number, phase in enumerate(values, start=1):
+        unknown = set(phase) - known
+        if unknown:
+            raise ValueError(
+                f"unknown key(s) {', '.join(sorted(unknown))} in phase {number}; "
+                f"expected {', '.join(sorted(known))}"
+            )
+        phases.append(PhaseConfig(**{k: float(v) if k == "lr" else v for k, v in phase.items()}))
+    return tuple(phases)
 
 
 def load_yaml(path: Path) -> dict[str, Any]:

@@ -87,6 +87,13 @@ def check_config(config: RunConfig) -> None:
     check_rule(config.train.triplets)
     if config.train.sampler not in ("shuffle", "pk"):
         raise ValueError(f"unknown sampler {config.train.sampler!r}; expected shuffle or pk")
+    for phase in config.resolved_phases():
+        if phase.epochs < 1 or phase.lr <= 0:
+            raise ValueError(f"each phase needs epochs >= 1 and lr > 0, got {phase}")
+        if phase.freeze not in ("none", "backbone") or phase.optimizer not in ("adam", "sgd"):
+            raise ValueError(
+                f"phase freeze must be none or backbone, optimizer adam or sgd; got {phase}"
+            )
     positive = {
         "epochs": config.train.epochs,
         "lr": config.train.lr,
@@ -122,7 +129,7 @@ def train_run(
         f"run folder {run_dir}: {len(data.train):,} training, {len(data.val):,} validation, "
         f"{len(data.test):,} test images"
     )
-    progress = ProgressCallback(console, config.train.epochs)
+    progress = ProgressCallback(console, sum(p.epochs for p in config.resolved_phases()))
     tensorboard = TensorBoardCallback(run_dir / "tensorboard")
     trainer = Trainer(config, run_dir, [progress, tensorboard, *(callbacks or [])])
     history = trainer.fit(data.train, data.val)

@@ -13,13 +13,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tripletlab.config import RunConfig
+from tripletlab.config import PhaseConfig, RunConfig
 from tripletlab.data import ImageSet, PKSampler, ShuffleSampler
 from tripletlab.data.triplets import TripletBatchSampler
 from tripletlab.evaluation.retrieval import retrieval_metrics
 from tripletlab.losses import TripletMarginLoss, build_loss
 from tripletlab.models import Embedder, TripletNet
 from tripletlab.models.checkpoint import update_index
+from tripletlab.models.freezing import freeze, set_train_mode, unfreeze
+from tripletlab.models.weights import load_backbone_weights
 from tripletlab.training.callbacks import Callback
 from tripletlab.utils.io import atomic_write_json
 
@@ -66,7 +68,12 @@ def build_sampler(
 
 
 class Trainer:
-    """Trains an `Embedder` with an in-batch triplet loss and checkpoints into `run_dir`."""
+    """Trains an `Embedder` and checkpoints it into `run_dir`.
+
+    Mode "online" feeds batches of images to an in-batch loss (semi-hard, hard, batch-all);
+    mode "triplets" feeds explicit (anchor, positive, negative) batches through a `TripletNet`
+    sharing the embedder, with the triplet margin loss.
+    """
 
     def __init__(
         self, config: RunConfig, run_dir: Path, callbacks: list[Callback] | None = None
@@ -87,9 +94,40 @@ class Trainer:
                 distance=config.loss.distance,
                 soft=config.loss.soft,
             )
-        # Keras' Adam uses epsilon 1e-7; keep it so the tutorial's recipe behaves the same.
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.train.lr, eps=1e-7)
+        self.weights_report: dict[str, list] | None = None
+        if config.model.backbone_weights:
+            self.weights_report = load_backbone_weights(
+                self.model.backbone, Path(config.model.backbone_weights)
+            )
+        bn_train = config.train.bn_train
+        # Transfer learning keeps the loaded BatchNorm statistics unless told otherwise.
+        self.bn_train = bn_train if bn_train is not None else not config.model.backbone_weights
+        self.phase: PhaseConfig | None = None
+        self.optimizer = self.build_optimizer(config.resolved_phases()[0])
         self.history = History()
+
+    def build_optimizer(self, phase: PhaseConfig) -> torch.optim.Optimizer:
+        """A fresh optimizer over the parameters trainable now (the Keras "compile" step)."""
+        parameters = [p for p in self.model.parameters() if p.requires_grad]
+        if not parameters:
+            raise ValueError("nothing to train: every parameter is frozen")
+        if phase.optimizer == "adam":
+            # Keras' Adam uses epsilon 1e-7; keep it so the tutorial's recipe behaves the same.
+            return torch.optim.Adam(parameters, lr=phase.lr, eps=1e-7)
+        if phase.optimizer == "sgd":
+            return torch.optim.SGD(parameters, lr=phase.lr, momentum=0.9)
+        raise ValueError(f"unknown optimizer {phase.optimizer!r}; expected adam or sgd")
+
+    def start_phase(self, phase: PhaseConfig) -> None:
+        """Freeze or unfreeze the backbone as the phase says, then rebuild the optimizer."""
+        if phase.freeze == "backbone":
+            freeze(self.model.backbone)
+        elif phase.freeze == "none":
+            unfreeze(self.model)
+        else:
+            raise ValueError(f"unknown freeze {phase.freeze!r}; expected none or backbone")
+        self.phase = phase
+        self.optimizer = self.build_optimizer(phase)
 
     def compute_loss(self, images: Tensor, labels: Tensor, batch: Tensor) -> Tensor:
         """Loss of one batch of indices into `images` / `labels`: (B,) online, (B, 3) triplets."""
@@ -115,7 +153,7 @@ class Trainer:
 
     def run_epoch(self, epoch: int, images: Tensor, labels: Tensor, sampler) -> dict[str, Any]:
         """Train one epoch; returns its loss, duration and throughput."""
-        self.model.train()
+        set_train_mode(self.model, bn_train=self.bn_train)
         sampler.set_epoch(epoch)
         for callback in self.callbacks:
             callback.on_epoch_start(epoch, len(sampler))
@@ -169,17 +207,22 @@ class Trainer:
         start = time.perf_counter()
         for callback in self.callbacks:
             callback.on_train_start(self)
+        epoch = 0
         try:
-            for epoch in range(self.config.train.epochs):
-                logs = self.run_epoch(epoch, images, labels, sampler)
-                if val is not None and len(val) > 1:
-                    logs.update(self.validate(val))
-                self.history.epochs.append(logs)
-                self.checkpoint(epoch, logs)
-                self.history.train_seconds = time.perf_counter() - start
-                atomic_write_json(self.run_dir / "history.json", self.history.to_dict())
-                for callback in self.callbacks:
-                    callback.on_epoch_end(epoch, logs)
+            for number, phase in enumerate(self.config.resolved_phases(), start=1):
+                self.start_phase(phase)
+                for _ in range(phase.epochs):
+                    logs = self.run_epoch(epoch, images, labels, sampler)
+                    logs.update(phase=number, lr=phase.lr)
+                    if val is not None and len(val) > 1:
+                        logs.update(self.validate(val))
+                    self.history.epochs.append(logs)
+                    self.checkpoint(epoch, logs)
+                    self.history.train_seconds = time.perf_counter() - start
+                    atomic_write_json(self.run_dir / "history.json", self.history.to_dict())
+                    for callback in self.callbacks:
+                        callback.on_epoch_end(epoch, logs)
+                    epoch += 1
         finally:
             for callback in self.callbacks:
                 callback.on_train_end()

@@ -1,0 +1,81 @@
+"""Load backbone weights from a run folder, a safetensors file or a PyTorch state dict."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from tripletlab.models.checkpoint import read_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def read_backbone_state(path: Path) -> dict[str, Tensor]:
+    """The backbone tensors stored at `path`.
+
+    A tripletlab run or checkpoint folder contributes its `backbone.*` weights (the prefix is
+    removed); a `.safetensors` file or a PyTorch file (`.pt`, `.pth`, `.bin`, loaded with
+    `weights_only=True`, never a full unpickle) contributes its tensors, with a leading
+    `backbone.` removed if every key has it.
+
+    Raises:
+        FileNotFoundError: nothing at `path`.
+        ValueError: a file that holds no tensors or is of an unknown kind.
+    """
+    path = Path(path)
+    if path.is_dir():
+        state, _ = read_checkpoint(path)
+    elif not path.is_file():
+        raise FileNotFoundError(f"backbone weights not found: {path}")
+    elif path.suffix == ".safetensors":
+        state = load_file(path)
+    elif path.suffix in (".pt", ".pth", ".bin"):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises several kinds for a refused or broken file
+            raise ValueError(f"{path}: not a plain PyTorch state dict ({error})") from error
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+    else:
+        raise ValueError(f"{path}: expected a run folder, .safetensors, .pt, .pth or .bin")
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{path}: holds no mapping of names to tensors")
+    if any(key.startswith("backbone.") for key in state):
+        state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+    return state
+
+
+def load_backbone_weights(backbone: nn.Module, path: Path, strict: bool = False) -> dict[str, list]:
+    """Copy weights from `path` into `backbone`, reporting what did not fit.
+
+    Returns:
+        Dict with `missing` (backbone keys not in the file), `unexpected` (file keys the
+        backbone lacks) and `mismatched` (same key, other shape; left untouched).
+    Raises:
+        ValueError: with `strict`, any missing, unexpected or mismatched key; always when
+            nothing at all could be loaded.
+    """
+    state = read_backbone_state(path)
+    own = backbone.state_dict()
+    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    usable = {k: v for k, v in state.items() if k in own and k not in mismatched}
+    result = backbone.load_state_dict(usable, strict=False)
+    report = {
+        "missing": sorted(set(result.missing_keys) | set(mismatched)),
+        "unexpected": sorted(k for k in state if k not in own),
+        "mismatched": sorted(mismatched),
+    }
+    if not usable:
+        raise ValueError(f"{path}: no weight matches the backbone (keys like {sorted(own)[:3]})")
+    problems = {k: v for k, v in report.items() if v}
+    if problems:
+        message = "; ".join(f"{k}: {', '.join(v[:5])}{' ...' if len(v) > 5 else ''}"
+                            for k, v in problems.items())  # fmt: skip
+        if strict:
+            raise ValueError(f"{path}: backbone weights do not fit ({message})")
+        log.warning("%s: loaded %d tensors; %s", path, len(usable), message)
+    return report

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tripletlab import Embedder
+from tripletlab.config import ModelConfig
+from tripletlab.models import freeze, parameter_counts, set_train_mode, summary, unfreeze
+
+
+def _resnet() -> Embedder:
+    torch.manual_seed(0)
+    return Embedder(ModelConfig(backbone="resnet_small", embedding_dim=32))
+
+
+def test_freeze_counts_like_keras_and_blocks_gradients():
+    model = _resnet()
+    total_params = sum(p.numel() for p in model.parameters())
+    bn_stats = sum(m.running_mean.numel() * 2 for m in model.modules()
+                   if isinstance(m, nn.BatchNorm2d))  # fmt: skip
+    assert parameter_counts(model) == (total_params, bn_stats)
+    freeze(model.backbone)
+    head = sum(p.numel() for p in model.head.parameters())
+    assert parameter_counts(model) == (head, total_params - head + bn_stats)
+    model(torch.randint(0, 255, (4, 28, 28), dtype=torch.uint8)).sum().backward()
+    assert all(p.grad is None for p in model.backbone.parameters())
+    assert model.head.weight.grad is not None
+
+
+def test_unfreeze_from_a_layer_keeps_the_earlier_ones_frozen():
+    model = _resnet()
+    freeze(model)
+    unfreeze(model.backbone, from_layer="layer3")
+    trainable = {
+        name.split(".")[0] for name, p in model.backbone.named_parameters() if p.requires_grad
+    }
+    assert trainable == {"layer3"}
+    unfreeze(model.backbone, from_layer=-3)  # layer2, layer3, pool
+    assert any(p.requires_grad for p in model.backbone.layer2.parameters())
+    assert not any(p.requires_grad for p in model.backbone.layer1.parameters())
+    with pytest.raises(ValueError, match="children are stem, layer1"):
+        unfreeze(model.backbone, from_layer="layer9")
+    unfreeze(model)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_batchnorm_statistics_do_not_change_in_inference_mode(frozen):
+    model = _resnet()
+    if frozen:
+        freeze(model.backbone)
+        set_train_mode(model, bn_train=True)  # frozen BatchNorm stays in inference mode anyway
+    else:
+        set_train_mode(model, bn_train=False)  # fine-tuning with BatchNorm in inference mode
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(3):
+        optimizer.zero_grad()
+        model(torch.randint(0, 255, (8, 28, 28), dtype=torch.uint8)).sum().backward()
+        optimizer.step()
+    after = {k: v for k, v in model.state_dict().items() if "running" in k}
+    for key, value in before.items():
+        torch.testing.assert_close(after[key], value, rtol=0, atol=0)
+    assert model.head.training and not model.backbone.stem[1].training
+
+
+def test_batchnorm_statistics_do_change_when_training_normally():
+    model = _resnet()
+    set_train_mode(model, bn_train=True)
+    before = model.backbone.stem[1].running_mean.clone()
+    model(torch.randint(0, 255, (8, 28, 28), dtype=torch.uint8))
+    assert not torch.equal(model.backbone.stem[1].running_mean, before)
+
+
+def test_summary_lists_layers_and_totals():
+    model = _resnet()
+    freeze(model.backbone)
+    lines = []
+    text = summary(model, torch.zeros(1, 28, 28, dtype=torch.uint8), print_fn=lines.append)
+    assert lines == [text]
+    assert "head" in text and "Linear" in text and "(1, 32)" in text
+    assert "backbone.stem.0" in text and "(1, 32, 28, 28)" in text
+    trainable, frozen = parameter_counts(model)
+    assert f"Trainable params: {trainable:,}" in text
+    assert f"Non-trainable params: {frozen:,}" in text
+
+
+@pytest.mark.parametrize("size", [(28, 28), (64, 64), (224, 224)])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_resnet_small_from_28_to_224_pixels(size, channels):
+    model = Embedder(ModelConfig(backbone="resnet_small", channels=channels, image_size=size,
+                                 embedding_dim=16)).eval()  # fmt: skip
+    shape = (2, *size) if channels == 1 else (2, *size, 3)
+    assert model(torch.zeros(shape, dtype=torch.uint8)).shape == (2, 16)

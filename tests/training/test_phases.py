@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tripletlab.config import RunConfig, merge
+from tripletlab.data import load_mnist
+from tripletlab.training import Callback, Trainer
+
+
+class _Recorder(Callback):
+    def __init__(self):
+        self.seen = []
+
+    def on_train_start(self, trainer):
+        self.trainer = trainer
+
+    def on_epoch_start(self, epoch, num_steps):
+        optimizer = self.trainer.optimizer
+        trainable = sum(p.numel() for group in optimizer.param_groups for p in group["params"])
+        self.seen.append((epoch, optimizer.param_groups[0]["lr"], id(optimizer), trainable))
+
+
+def test_phases_freeze_then_fine_tune_with_a_rebuilt_optimizer(tmp_path):
+    config = merge(RunConfig(), {
+        "model": {"backbone": "resnet_small", "embedding_dim": 16},
+        "train": {"batch_size": 32},
+        "phases": [{"epochs": 2, "lr": 1e-3, "freeze": "backbone"},
+                   {"epochs": 1, "lr": 1e-5, "freeze": "none", "optimizer": "sgd"}],
+    })  # fmt: skip
+    train = load_mnist("train").subset(np.arange(256))
+    trainer = Trainer(config, tmp_path)
+    recorder = _Recorder()
+    trainer.callbacks.append(recorder)
+    backbone_before = trainer.model.backbone.layer1.conv1.weight.clone()
+    history = trainer.fit(train)
+    (e0, lr0, opt0, n0), (e1, lr1, opt1, n1), (e2, lr2, opt2, n2) = recorder.seen
+    head = sum(p.numel() for p in trainer.model.head.parameters())
+    assert (e0, e1, e2) == (0, 1, 2) and (lr0, lr1, lr2) == (1e-3, 1e-3, 1e-5)
+    assert opt0 == opt1 != opt2 and isinstance(trainer.optimizer, torch.optim.SGD)
+    assert n0 == n1 == head and n2 == sum(p.numel() for p in trainer.model.parameters())
+    assert [e["phase"] for e in history.epochs] == [1, 1, 2]
+    assert not torch.equal(trainer.model.backbone.layer1.conv1.weight, backbone_before)
+
+
+def test_phases_come_from_yaml_and_are_checked(tmp_path):
+    from tripletlab.config import load_yaml
+
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "phases:\n  - {epochs: 3, lr: 1e-3, freeze: backbone}\n  - {epochs: 2, lr: 1e-5}\n"
+    )
+    config = merge(RunConfig(), load_yaml(path))
+    assert [p.epochs for p in config.phases] == [3, 2] and config.phases[1].lr == 1e-5
+    assert RunConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown key"):
+        merge(RunConfig(), {"phases": [{"epoch": 3}]})
