@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install data run test lint format clean
+.PHONY: install data run test lint format clean transfer-demo
 
 install: $(STAMP) data
 
@@ -22,13 +22,17 @@ data: $(STAMP)
 run: install
 	$(BIN)/tripletlab train
 
+# Transfer learning on MNIST: digits 0-4 backbone, then digits 5-9 from 50 images per class.
+transfer-demo: install
+	$(BIN)/python scripts/transfer_demo.py
+
 lint: $(STAMP)
-	$(BIN)/ruff format --check src tests
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/ruff check src tests scripts
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests scripts
+	$(BIN)/ruff check --fix src tests scripts
 
 test: install lint
 	$(BIN)/python -m pytest -q

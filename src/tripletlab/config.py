@@ -18,9 +18,16 @@ import yaml
 class DataConfig:
     """Where the images come from and how much of them to use."""
 
-    dataset: str = "mnist"
+    dataset: str = "mnist"  # "mnist", or a folder with one sub-folder per class
     limit: int | None = None  # use only this many training images (quick runs)
     val_fraction: float = 0.1  # held out of the training images for per-epoch validation
+    # Split specs ("train[:40%]"); folders have one source split, "train". Unset: MNIST holds
+    # out val_fraction of its train split; a folder is split 80/10/10, stratified.
+    train_split: str | None = None
+    val_split: str | None = None
+    test_split: str | None = None
+    classes: tuple[int, ...] | None = None  # keep only these class ids (e.g. digits 5-9)
+    per_class: int | None = None  # keep at most this many training images per class
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,10 @@ class ModelConfig:
     channels: int = 1
     image_size: tuple[int, int] = (28, 28)
     backbone_weights: str | None = None  # run folder, .safetensors or .pt/.pth to start from
+    # Augmentation inside the model, in training only.
+    flip: bool = False  # random horizontal flip (off for digits)
+    rotation: float = 0.0  # largest random rotation, degrees
+    translate: float = 0.0  # largest random shift, fraction of the image size
 
 
 @dataclass(frozen=True)

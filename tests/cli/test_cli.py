@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -182,3 +183,61 @@ def test_explicit_triplets_run_end_to_end_and_embed_like_online_runs(tmp_path):
     assert embedder.embed(load_mnist("test").images[:5]).shape == (5, 128)
     resolved = (run_dir / "config.yaml").read_text()
     assert "mode: triplets" in resolved and "triplets: semihard" in resolved
+
+
+def _shapes_folder(root, per_class=30):
+    """Circles, squares and triangles in colour, PNG and JPEG, plus one corrupt file."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(0)
+    for name in ("circle", "square", "triangle"):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            image = Image.new("RGB", (40, 40), tuple(int(v) for v in rng.integers(0, 80, 3)))
+            draw = ImageDraw.Draw(image)
+            x, y, s = (int(v) for v in rng.integers([2, 2, 14], [14, 14, 24]))
+            colour = tuple(int(v) for v in rng.integers(150, 255, 3))
+            if name == "circle":
+                draw.ellipse([x, y, x + s, y + s], fill=colour)
+            elif name == "square":
+                draw.rectangle([x, y, x + s, y + s], fill=colour)
+            else:
+                draw.polygon([(x, y + s), (x + s, y + s), (x + s // 2, y)], fill=colour)
+            image.save(root / name / f"{i}.{'png' if i % 2 else 'jpg'}")
+    (root / "circle" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+
+
+@pytest.mark.slow
+def test_image_folder_transfer_with_phases(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRIPLETLAB_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "shapes"
+    _shapes_folder(folder)
+    common = ["--dataset", str(folder), "--image-size", "32", "--channels", "3",
+              "--model", "resnet_small", "--embedding-dim", "16", "--no-report"]  # fmt: skip
+    base = tmp_path / "base"
+    result = runner.invoke(app, ["train", *common, "--epochs", "1", "--batch-size", "16",
+                                 "--flip", "--rotation", "10", "--run-dir", str(base)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (base / "augment.png").is_file()
+    metrics = json.loads((base / "metrics.json").read_text())
+    assert metrics["num_test"] == 9  # 10% of 89 usable images, stratified: 3 per class
+    yaml_file = tmp_path / "transfer.yaml"
+    yaml_file.write_text("phases:\n  - {epochs: 1, lr: 1.0e-3, freeze: backbone}\n"
+                         "  - {epochs: 1, lr: 1.0e-5}\n")  # fmt: skip
+    tuned = tmp_path / "tuned"
+    result = runner.invoke(app, ["train", *common, "--config", str(yaml_file), "--batch-size", "16",
+                                 "--backbone-weights", str(base), "--train-split", "train[:60%]",
+                                 "--val-split", "train[60%:80%]", "--test-split", "train[80%:]",
+                                 "--run-dir", str(tuned)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    history = json.loads((tuned / "history.json").read_text())
+    assert [e["phase"] for e in history["epochs"]] == [1, 2]
+    assert [e["lr"] for e in history["epochs"]] == [1e-3, 1e-5]
+    # Fine-tuning kept BatchNorm in inference mode: the statistics are the base run's.
+    base_state = Embedder.from_pretrained(base).state_dict()
+    tuned_state = Embedder.from_pretrained(tuned, "last").state_dict()
+    key = "backbone.stem.1.running_mean"
+    assert torch.equal(base_state[key], tuned_state[key])
+    assert not torch.equal(
+        base_state["backbone.stem.0.weight"], tuned_state["backbone.stem.0.weight"]
+    )

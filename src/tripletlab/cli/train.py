@@ -17,8 +17,28 @@ from tripletlab.viz import build_report
 
 def _overrides(**flags: Any) -> dict[str, dict[str, Any]]:
     sections = {
-        "data": ("dataset", "limit", "val_fraction"),
-        "model": ("backbone", "embedding_dim", "head", "normalize"),
+        "data": (
+            "dataset",
+            "limit",
+            "val_fraction",
+            "train_split",
+            "val_split",
+            "test_split",
+            "classes",
+            "per_class",
+        ),
+        "model": (
+            "backbone",
+            "embedding_dim",
+            "head",
+            "normalize",
+            "backbone_weights",
+            "image_size",
+            "channels",
+            "flip",
+            "rotation",
+            "translate",
+        ),
         "loss": ("name", "margin", "distance", "soft"),
         "train": (
             "mode",
@@ -46,7 +66,30 @@ def train(
     mine_every: Annotated[
         int | None, typer.Option(help="Re-mine triplets every N steps (default: each epoch).")
     ] = None,
-    dataset: Annotated[str | None, typer.Option(help="Data set: mnist.")] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="mnist, or a folder with one sub-folder per class.")
+    ] = None,
+    train_split: Annotated[str | None, typer.Option(help='e.g. "train[:40%]".')] = None,
+    val_split: Annotated[str | None, typer.Option(help='e.g. "train[40%:50%]".')] = None,
+    test_split: Annotated[str | None, typer.Option(help='e.g. "train[50%:60%]".')] = None,
+    classes: Annotated[
+        str | None, typer.Option(help="Keep only these class ids, e.g. 0,1,2,3,4.")
+    ] = None,
+    per_class: Annotated[
+        int | None, typer.Option(help="At most N training images per class.")
+    ] = None,
+    image_size: Annotated[int | None, typer.Option(help="Resize images to N x N.")] = None,
+    channels: Annotated[int | None, typer.Option(help="1 (grey) or 3 (RGB).")] = None,
+    backbone_weights: Annotated[
+        str | None, typer.Option(help="Start the backbone from a run, .safetensors or .pt.")
+    ] = None,
+    bn_train: Annotated[
+        bool | None,
+        typer.Option("--bn-train/--bn-inference", help="BatchNorm mode while fine-tuning."),
+    ] = None,
+    flip: Annotated[bool | None, typer.Option("--flip/--no-flip", help="Random flips.")] = None,
+    rotation: Annotated[float | None, typer.Option(help="Random rotation, degrees.")] = None,
+    translate: Annotated[float | None, typer.Option(help="Random shift, fraction.")] = None,
     model: Annotated[str | None, typer.Option(help="Backbone, e.g. seed_cnn.")] = None,
     loss: Annotated[str | None, typer.Option(help="semihard, hard or batch-all.")] = None,
     margin: Annotated[float | None, typer.Option(help="Triplet margin.")] = None,
@@ -88,7 +131,12 @@ def train(
             resolved = merge(resolved, preset_overrides(preset))
         if config is not None:
             resolved = merge(resolved, load_yaml(config))
+        class_ids = None if classes is None else [int(c) for c in classes.split(",") if c.strip()]
         flags = _overrides(
+            train_split=train_split, val_split=val_split, test_split=test_split,
+            classes=class_ids, per_class=per_class, image_size=image_size, channels=channels,
+            backbone_weights=backbone_weights, bn_train=bn_train, flip=flip, rotation=rotation,
+            translate=translate,
             dataset=dataset, limit=limit, val_fraction=val_fraction, backbone=model,
             embedding_dim=embedding_dim, head=head, normalize=normalize, name=loss, margin=margin,
             distance=distance, soft=soft, mode=mode, triplets=triplets, mine_every=mine_every,
@@ -99,7 +147,8 @@ def train(
         result = train_run(resolved, run_dir, console=err_console)
     metrics = result.metrics
     console.print(format_per_class(metrics["per_class"]), highlight=False)
-    console.print(metrics_table(metrics, f"MNIST test set ({metrics['num_test']:,} images)"))
+    name = "MNIST" if resolved.data.dataset == "mnist" else resolved.data.dataset
+    console.print(metrics_table(metrics, f"{name} test set ({metrics['num_test']:,} images)"))
     console.print(f"metrics written to {result.run_dir / 'metrics.json'}")
     if report:
         with user_errors():

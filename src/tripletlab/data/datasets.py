@@ -1,14 +1,20 @@
-"""Named data sets and the train / validation / test parts of a run."""
+"""Named data sets and image folders, and the train / validation / test parts of a run."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from tripletlab.config import DataConfig
+from tripletlab.data.folder import load_folder
 from tripletlab.data.images import ImageSet
 from tripletlab.data.mnist import load_mnist
+from tripletlab.data.splits import parse_split, stratified_split
+
+log = logging.getLogger(__name__)
 
 DATASETS = ("mnist",)
 
@@ -30,26 +36,102 @@ class RunData:
         )
 
 
-def load_run_data(config: DataConfig, seed: int = 0) -> RunData:
-    """Load the data set, keep `limit` training images, hold out `val_fraction` of them.
-
-    Both choices are random but fixed by `seed`, so `evaluate` sees the same parts as `train`.
+def load_sources(
+    config: DataConfig, size: tuple[int, int] = (28, 28), channels: int = 1
+) -> dict[str, ImageSet]:
+    """The source splits of the data set: MNIST's "train" and "test", a folder's "train".
 
     Raises:
-        ValueError: unknown data set, or settings that leave no training images.
+        ValueError: unknown data set, or MNIST asked for another size or colour.
     """
-    if config.dataset != "mnist":
-        raise ValueError(
-            f"unknown dataset {config.dataset!r}; expected one of {', '.join(DATASETS)}"
-        )
-    train, test = load_mnist("train"), load_mnist("test")
-    order = np.random.default_rng(seed).permutation(len(train))
-    if config.limit is not None:
-        if config.limit < 2:
-            raise ValueError(f"--limit must be at least 2, got {config.limit}")
-        order = order[: config.limit]
+    if config.dataset == "mnist":
+        if tuple(size) != (28, 28) or channels != 1:
+            raise ValueError(
+                f"MNIST images are 28 x 28 grey; got image_size {size}, channels {channels}"
+            )
+        return {"train": load_mnist("train"), "test": load_mnist("test")}
+    path = Path(config.dataset).expanduser()
+    if path.is_dir():
+        images, _ = load_folder(path, tuple(size), channels)
+        return {"train": images}
+    raise ValueError(
+        f"unknown dataset {config.dataset!r}; expected mnist or a folder with one sub-folder "
+        "per class"
+    )
+
+
+def _keep_classes(images: ImageSet, classes: tuple[int, ...] | None) -> ImageSet:
+    if not classes:
+        return images
+    return images.subset(np.flatnonzero(np.isin(images.labels, classes)))
+
+
+def _cap_per_class(images: ImageSet, per_class: int | None) -> ImageSet:
+    if per_class is None:
+        return images
+    keep = [np.flatnonzero(images.labels == c)[:per_class] for c in np.unique(images.labels)]
+    return images.subset(np.sort(np.concatenate(keep)))
+
+
+def _from_specs(config: DataConfig, sources: dict[str, ImageSet], seed: int) -> list[ImageSet]:
+    specs = [config.train_split, config.val_split, config.test_split]
+    if "test" in sources and specs[2] is None:
+        specs[2] = "test"
+    if any(spec is None for spec in specs):
+        raise ValueError("give --train-split, --val-split and --test-split together")
+    parts = []
+    for text in specs:
+        spec = parse_split(text)
+        if spec.source not in sources:
+            raise ValueError(
+                f"split {text!r}: no source split {spec.source!r}; have {', '.join(sources)}"
+            )
+        source = sources[spec.source]
+        parts.append(source.subset(spec.indices(len(source), seed)))
+    return parts
+
+
+def load_run_data(
+    config: DataConfig, seed: int = 0, size: tuple[int, int] = (28, 28), channels: int = 1
+) -> RunData:
+    """Load the data set and cut it into the run's train, validation and test parts.
+
+    MNIST without split specs: `limit` training images (a seeded random choice), of which
+    `val_fraction` are held out; test is the 10,000 test images. A folder without split specs:
+    a stratified 80% / 10% / 10% split. Split specs choose the parts instead. `classes` and
+    `per_class` then filter them (`per_class` only the training part). All choices are fixed
+    by `seed`, so `evaluate` sees the same parts as `train`.
+
+    Raises:
+        ValueError: unknown data set, bad specs, or settings that leave no training images.
+    """
+    sources = {
+        k: _keep_classes(v, config.classes) for k, v in load_sources(config, size, channels).items()
+    }
     if not 0.0 <= config.val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {config.val_fraction}")
-    num_val = round(len(order) * config.val_fraction)
-    val_part, train_part = np.sort(order[:num_val]), np.sort(order[num_val:])
-    return RunData(train.subset(train_part), train.subset(val_part), test)
+    if any((config.train_split, config.val_split, config.test_split)):
+        train, val, test = _from_specs(config, sources, seed)
+    elif "test" in sources:
+        full = sources["train"]
+        order = np.random.default_rng(seed).permutation(len(full))
+        if config.limit is not None:
+            order = order[: config.limit]
+        num_val = round(len(order) * config.val_fraction)
+        train, val = full.subset(np.sort(order[num_val:])), full.subset(np.sort(order[:num_val]))
+        test = sources["test"]
+    else:
+        parts = stratified_split(sources["train"].labels, (0.8, 0.1, 0.1), seed)
+        train, val, test = (sources["train"].subset(part) for part in parts)
+    if config.limit is not None and config.limit < 2:
+        raise ValueError(f"--limit must be at least 2, got {config.limit}")
+    if config.limit is not None and len(train) > config.limit:
+        train = train.subset(
+            np.sort(np.random.default_rng(seed).permutation(len(train))[: config.limit])
+        )
+    train = _cap_per_class(train, config.per_class)
+    if len(train) < 2 or len(np.unique(train.labels)) < 2:
+        raise ValueError("the training part needs at least two images of two classes")
+    if len(test) < 2:
+        raise ValueError("the test part is empty; check the split specs")
+    return RunData(train, val, test)

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from tripletlab.config import ModelConfig
+from tripletlab.models.augment import Augment
 from tripletlab.models.backbones import build_backbone, feature_size, keras_init
 from tripletlab.models.checkpoint import read_checkpoint, write_checkpoint
 
@@ -44,6 +45,8 @@ class Embedder(nn.Module):
         super().__init__()
         self.config = config or ModelConfig()
         self.rescale = Rescale(self.config.channels)
+        config = self.config
+        self.augment = Augment(config.flip, config.rotation, config.translate)
         self.backbone = build_backbone(
             self.config.backbone, channels=self.config.channels, image_size=self.config.image_size
         )
@@ -57,7 +60,7 @@ class Embedder(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         """uint8 images (N, H, W) or (N, H, W, C) -> embeddings (N, D)."""
-        embeddings = self.head(self.backbone(self.rescale(images)))
+        embeddings = self.head(self.backbone(self.augment(self.rescale(images))))
         if self.config.normalize:
             # Same epsilon as tf.math.l2_normalize.
             embeddings = embeddings * torch.rsqrt(

@@ -31,10 +31,10 @@ class BasicBlock(nn.Module):
 
 
 class ResNetSmallBackbone(nn.Module):
-    """stem -> layer1 (32) -> layer2 (64, /2) -> layer3 (128, /2) -> global average pool.
+    """stem -> layer1 (32, /2) -> layer2 (64, /2) -> layer3 (128, /2) -> global average pool.
 
-    Images of 64 px and more get a stride-2 stem, of 128 px and more also a max pool, so
-    224 px images reach layer3 at 14 x 14. (N, C, H, W) -> (N, 128).
+    Images of 64 px and more get a stride-2 stem, of 128 px and more also a max pool: 28 px
+    images reach layer3 at 4 x 4, 224 px ones at 7 x 7. (N, C, H, W) -> (N, 128).
     """
 
     def __init__(self, channels: int = 1, image_size: tuple[int, int] = (28, 28)) -> None:
@@ -48,7 +48,7 @@ class ResNetSmallBackbone(nn.Module):
         if small_side >= 128:
             stem.append(nn.MaxPool2d(3, stride=2, padding=1))
         self.stem = nn.Sequential(*stem)
-        self.layer1 = BasicBlock(32, 32)
+        self.layer1 = BasicBlock(32, 32, stride=2)
         self.layer2 = BasicBlock(32, 64, stride=2)
         self.layer3 = BasicBlock(64, 128, stride=2)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 import yaml
 from rich.console import Console
 
@@ -80,8 +83,11 @@ def check_config(config: RunConfig) -> None:
             f"unknown backbone {config.model.backbone!r}; expected one of "
             f"{', '.join(backbone_names())}"
         )
-    if config.data.dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {config.data.dataset!r}; expected {', '.join(DATASETS)}")
+    if config.data.dataset not in DATASETS and not Path(config.data.dataset).expanduser().is_dir():
+        raise ValueError(
+            f"unknown dataset {config.data.dataset!r}; expected {', '.join(DATASETS)} or a folder "
+            "with one sub-folder per class"
+        )
     if config.train.mode not in ("online", "triplets"):
         raise ValueError(f"unknown mode {config.train.mode!r}; expected online or triplets")
     check_rule(config.train.triplets)
@@ -112,6 +118,24 @@ def check_config(config: RunConfig) -> None:
         raise ValueError("pk batches need batch_size >= 2 * samples_per_class (two classes)")
 
 
+def write_augment_grid(model: Embedder, images: np.ndarray, path: Path, seed: int = 0) -> Path:
+    """`augment.png`: the first image and nine random augmentations made by the model's own
+    `Augment` layer (in training mode)."""
+    from tripletlab.viz.plots import augment_grid  # viz imports this module: import here
+
+    generator_state = torch.get_rng_state()
+    torch.manual_seed(seed)  # the picture is reproducible and training's RNG is untouched
+    try:
+        augment = copy.deepcopy(model.augment).train()
+        with torch.no_grad():
+            batch = model.rescale(torch.from_numpy(images[:1]).repeat(9, *[1] * (images.ndim - 1)))
+            out = augment(batch).mul(255).round().clamp(0, 255).to(torch.uint8)
+    finally:
+        torch.set_rng_state(generator_state)
+    out = out.permute(0, 2, 3, 1).numpy()
+    return augment_grid(images[0], out[..., 0] if images.ndim == 3 else out, path)
+
+
 def train_run(
     config: RunConfig,
     run_dir: Path | None = None,
@@ -121,7 +145,7 @@ def train_run(
     """Train with `config`, evaluate the best checkpoint on the test set, write `metrics.json`."""
     check_config(config)
     console = console or Console(stderr=True)
-    data = load_run_data(config.data, seed=config.train.seed)
+    data = _load_data(config)
     run_dir = new_run_dir(config, run_dir)
     text = yaml.safe_dump(config.to_dict(), sort_keys=False)
     atomic_write_bytes(run_dir / CONFIG_FILE, text.encode())
@@ -132,6 +156,14 @@ def train_run(
     progress = ProgressCallback(console, sum(p.epochs for p in config.resolved_phases()))
     tensorboard = TensorBoardCallback(run_dir / "tensorboard")
     trainer = Trainer(config, run_dir, [progress, tensorboard, *(callbacks or [])])
+    if trainer.weights_report is not None:
+        loaded = trainer.weights_report
+        console.print(
+            f"backbone weights from {config.model.backbone_weights}: "
+            f"{len(loaded['missing'])} missing, {len(loaded['unexpected'])} unexpected keys"
+        )
+    if trainer.model.augment.enabled:
+        write_augment_grid(trainer.model, data.train.images, run_dir / "augment.png")
     history = trainer.fit(data.train, data.val)
     best = Embedder.from_pretrained(run_dir)
     metrics = evaluate_embedder(best, data, config.train.eval_batch_size)
@@ -140,11 +172,16 @@ def train_run(
     return RunResult(run_dir, metrics, history)
 
 
+def _load_data(config: RunConfig) -> RunData:
+    model = config.model
+    return load_run_data(config.data, config.train.seed, model.image_size, model.channels)
+
+
 def load_run(run_dir: Path) -> tuple[RunConfig, RunData, Embedder]:
     """A run's config, its data (the same parts as in training) and its best checkpoint."""
     config = read_run_config(run_dir)
     embedder = Embedder.from_pretrained(run_dir)
-    return config, load_run_data(config.data, seed=config.train.seed), embedder
+    return config, _load_data(config), embedder
 
 
 def evaluate_run(run_dir: Path) -> dict[str, Any]:

@@ -154,3 +154,21 @@ def neighbours_grid(
     figure.suptitle(f"Nearest neighbours of {rows} test images (red: other class)")
     figure.subplots_adjust(top=1.0 - 0.5 / rows, wspace=0.08, hspace=0.12)
     return _save(figure, path)
+
+
+def augment_grid(original: np.ndarray, augmented: np.ndarray, path: Path) -> Path:
+    """One image and nine augmentations of it in a grid.
+
+    Args:
+        original: uint8 (H, W[, C]).
+        augmented: uint8 (9, H, W[, C]).
+    """
+    figure, axes = plt.subplots(2, 5, figsize=(10, 4.4))
+    grey = original.ndim == 2
+    for index, axis in enumerate(axes.flat):
+        image = original if index == 0 else augmented[index - 1]
+        axis.imshow(image, cmap="gray" if grey else None, vmin=0, vmax=255)
+        axis.set_title("original" if index == 0 else f"augmented {index}", fontsize=9)
+        axis.axis("off")
+    figure.suptitle("Training augmentation (inside the model, training only)")
+    return _save(figure, path)

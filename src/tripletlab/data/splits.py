@@ -1,0 +1,79 @@
+"""Split specs like TensorFlow Datasets': "train[:40%]", "train[40%:50%]", "test", "train[100:]".
+
+A spec names a source split and an optional slice in percent or in items. Items are put in a
+seeded random order first (the same for every spec of a run), so slices of a class-sorted
+folder are mixed and a given seed always gives the same parts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+_SPEC = re.compile(r"^\s*(\w+)\s*(?:\[\s*([^:\]]*)\s*:\s*([^\]]*)\s*\])?\s*$")
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """A parsed spec: source split name and [start, stop) bounds (percent or items)."""
+
+    source: str
+    start: str
+    stop: str
+
+    def indices(self, num_items: int, seed: int) -> np.ndarray:
+        """The chosen item indices among `num_items`, sorted."""
+        order = np.random.default_rng(seed).permutation(num_items)
+        start = _bound(self.start, num_items, default=0)
+        stop = _bound(self.stop, num_items, default=num_items)
+        return np.sort(order[start:stop])
+
+
+def _bound(text: str, num_items: int, default: int) -> int:
+    if not text:
+        return default
+    if text.endswith("%"):
+        value = float(text[:-1])
+        if not -100 <= value <= 100:
+            raise ValueError(f"percent out of range in split spec: {text}")
+        return round(num_items * value / 100)
+    return int(text)
+
+
+def parse_split(spec: str) -> SplitSpec:
+    """Parse "name", "name[a:b]" with a, b like "40%", "-10%", "100" or empty.
+
+    Raises:
+        ValueError: a spec that does not have that form.
+    """
+    match = _SPEC.match(spec)
+    if not match:
+        raise ValueError(
+            f"bad split spec {spec!r}; expected e.g. 'train', 'train[:40%]', 'train[40%:50%]'"
+        )
+    source, start, stop = match.group(1), match.group(2) or "", match.group(3) or ""
+    for bound in (start, stop):
+        if bound and not re.fullmatch(r"-?\d+(\.\d+)?%|-?\d+", bound):
+            raise ValueError(f"bad bound {bound!r} in split spec {spec!r}")
+    return SplitSpec(source, start, stop)
+
+
+def stratified_split(
+    labels: np.ndarray, fractions: tuple[float, ...], seed: int
+) -> list[np.ndarray]:
+    """Split indices into parts with the given fractions, the same share of every class in each.
+
+    Returns:
+        One sorted index array per fraction (the last part takes what rounding leaves).
+    """
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in fractions]
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        bounds = np.round(np.cumsum(fractions) * len(members)).astype(int)
+        bounds[-1] = len(members)
+        for part, (lo, hi) in enumerate(zip([0, *bounds[:-1]], bounds, strict=True)):
+            parts[part].append(members[lo:hi])
+    return [np.sort(np.concatenate(p)) for p in parts]

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tripletlab.config import DataConfig
+from tripletlab.data.datasets import load_run_data
+from tripletlab.data.splits import parse_split, stratified_split
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [("train", 100), ("train[:40%]", 40), ("train[40%:50%]", 10), ("train[-10%:]", 10),
+     ("train[10:25]", 15), ("test[:]", 100)],
+)  # fmt: skip
+def test_spec_sizes(spec, expected):
+    assert len(parse_split(spec).indices(100, seed=0)) == expected
+
+
+def test_specs_are_deterministic_and_complementary():
+    parts = [parse_split(s).indices(50, seed=7) for s in ("train[:60%]", "train[60%:]")]
+    assert sorted(np.concatenate(parts).tolist()) == list(range(50))
+    np.testing.assert_array_equal(parse_split("train[:60%]").indices(50, 7), parts[0])
+    assert not np.array_equal(parse_split("train[:60%]").indices(50, 8), parts[0])
+
+
+@pytest.mark.parametrize(
+    "spec", ["train[:40]%", "train[a:b]", "train[:40%", "[:10%]", "train[:120%]"]
+)
+def test_bad_specs(spec):
+    with pytest.raises(ValueError):
+        parse_split(spec).indices(10, 0)
+
+
+def test_stratified_split_keeps_class_shares():
+    labels = np.repeat([0, 1, 2], [100, 50, 10])
+    train, val, test = stratified_split(labels, (0.8, 0.1, 0.1), seed=0)
+    assert np.bincount(labels[train]).tolist() == [80, 40, 8]
+    assert np.bincount(labels[val]).tolist() == [10, 5, 1]
+    assert len(np.intersect1d(train, test)) == 0 and len(train) + len(val) + len(test) == 160
+
+
+def test_mnist_with_classes_and_per_class():
+    config = DataConfig(classes=(5, 6, 7, 8, 9), per_class=50, val_fraction=0.0)
+    data = load_run_data(config, seed=0)
+    assert np.bincount(data.train.labels, minlength=10).tolist() == [0] * 5 + [50] * 5
+    assert set(np.unique(data.test.labels)) == {5, 6, 7, 8, 9}
+    with pytest.raises(ValueError, match="28 x 28 grey"):
+        load_run_data(DataConfig(), 0, size=(32, 32), channels=1)
