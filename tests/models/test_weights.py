@@ -65,3 +65,18 @@ def test_pickled_objects_are_refused(tmp_path):
     (tmp_path / "w.txt").write_text("x")
     with pytest.raises(ValueError, match="expected a run folder"):
         read_backbone_state(tmp_path / "w.txt")
+
+
+@pytest.mark.parametrize("name", ["torchvision:resnet18", "timm:resnet18"])
+def test_optional_adapters(name):
+    from tripletlab.models import build_backbone
+
+    package = name.split(":")[0]
+    try:
+        __import__(package)
+    except ImportError:
+        with pytest.raises(ValueError, match=f"{package} is not installed"):
+            build_backbone(name, channels=3)
+        return
+    backbone = build_backbone(name, channels=3)
+    assert backbone(torch.zeros(1, 3, 64, 64)).ndim == 2

@@ -6,12 +6,14 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
+import torch
 import typer
 
 from tripletlab.cli.common import console, metrics_table, user_errors
 from tripletlab.data import load_image_file
 from tripletlab.evaluation import benchmark_run
 from tripletlab.models import Embedder
+from tripletlab.models import summary as summary_table
 from tripletlab.training import evaluate_run
 from tripletlab.viz import build_report
 
@@ -60,3 +62,12 @@ def benchmark(
         f"batch (batch size {result['batch_size']}, {result['batches']} batches in "
         f"{result['seconds']:.2f} s, {result['threads']} threads, PyTorch eager, CPU)"
     )
+
+
+def summary(run_dir: Annotated[Path, typer.Argument(help="A run or checkpoint folder.")]) -> None:
+    """Print the model's layers, output shapes and (non-)trainable parameters, Keras style."""
+    with user_errors():
+        embedder = Embedder.from_pretrained(run_dir)
+        config = embedder.config
+        shape = (1, *config.image_size) + ((config.channels,) if config.channels > 1 else ())
+        summary_table(embedder, torch.zeros(shape, dtype=torch.uint8), print_fn=typer.echo)

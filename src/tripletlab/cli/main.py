@@ -7,7 +7,7 @@ import logging
 import typer
 
 from tripletlab.cli import data, export
-from tripletlab.cli.inspect import benchmark, embed, evaluate, report
+from tripletlab.cli.inspect import benchmark, embed, evaluate, report, summary
 from tripletlab.cli.train import train
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app.command()(evaluate)
 app.command()(embed)
 app.command()(report)
 app.command()(benchmark)
+app.command()(summary)
 app.add_typer(data.app, name="data")
 app.add_typer(export.app, name="export")
 

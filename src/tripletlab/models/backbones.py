@@ -36,9 +36,14 @@ def build_backbone(
     Raises:
         ValueError: unknown name (the message lists the known ones).
     """
+    if name.startswith(("torchvision:", "timm:")):
+        from tripletlab.models.adapters import build_adapter  # optional packages, on demand
+
+        return build_adapter(name, channels)
     if name not in _REGISTRY:
         raise ValueError(
-            f"unknown backbone {name!r}; expected one of {', '.join(backbone_names())}"
+            f"unknown backbone {name!r}; expected one of {', '.join(backbone_names())}, "
+            "or torchvision:<model> / timm:<model> when that package is installed"
         )
     return _REGISTRY[name](channels, tuple(image_size))
 

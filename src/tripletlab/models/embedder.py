@@ -105,7 +105,13 @@ class Embedder(nn.Module):
         values = dict(config["model"])
         values["image_size"] = tuple(values["image_size"])
         embedder = cls(ModelConfig(**values))
-        embedder.load_state_dict(state)
+        try:
+            embedder.load_state_dict(state)
+        except RuntimeError as error:
+            raise ValueError(
+                f"checkpoint in {path} does not match its {embedder.config.backbone} model "
+                f"(saved by another version?): {str(error).splitlines()[-1].strip()[:300]}"
+            ) from error
         return embedder.eval()
 
 

@@ -91,6 +91,8 @@ def summary(model: nn.Module, example: Tensor, print_fn=print) -> str:
         if name and not list(layer.children()):
 
             def record(mod, _inputs, output, name=name):
+                if any(row[0] == name for row in rows):
+                    return  # a layer called twice (a shared ReLU) is listed once
                 shape = tuple(output.shape) if isinstance(output, Tensor) else "?"
                 own = sum(p.numel() for p in mod.parameters(recurse=False))
                 if isinstance(mod, _BatchNorm) and mod.track_running_stats:

@@ -78,7 +78,8 @@ def check_config(config: RunConfig) -> None:
     """
     build_loss(config.loss.name, margin=config.loss.margin, distance=config.loss.distance,
                soft=config.loss.soft)  # fmt: skip
-    if config.model.backbone not in backbone_names():
+    optional = config.model.backbone.startswith(("torchvision:", "timm:"))
+    if config.model.backbone not in backbone_names() and not optional:
         raise ValueError(
             f"unknown backbone {config.model.backbone!r}; expected one of "
             f"{', '.join(backbone_names())}"
