@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from tripletlab.evaluation.retrieval import knn_accuracy, retrieval_metrics
 from tripletlab.evaluation.verification import pair_distances, verification_metrics
 from tripletlab.models import Embedder
 from tripletlab.utils.io import atomic_write_json
+
+log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 
@@ -34,7 +37,11 @@ def evaluate_embedder(embedder: Embedder, data: RunData, batch_size: int = 1024)
     metrics["num_test"] = metrics.pop("num_queries")
     test = data.test
     metrics["per_class"] = per_class_report(test_embeddings, test.labels, test.class_names)
-    metrics["verification"] = verification_metrics(*pair_distances(test_embeddings, test.labels))
+    distances, same = pair_distances(test_embeddings, test.labels)
+    if same.any() and not same.all():
+        metrics["verification"] = verification_metrics(distances, same)
+    else:  # e.g. a tiny test split: nothing to verify, the rest still counts
+        log.warning("verification skipped: the test set lacks same-class or different-class pairs")
     return metrics
 
 

@@ -75,7 +75,7 @@ def loss_plot(history: dict[str, Any], path: Path) -> Path:
 
 
 def distance_histogram(
-    distances: np.ndarray, same: np.ndarray, threshold: float, path: Path
+    distances: np.ndarray, same: np.ndarray, threshold: float | None, path: Path
 ) -> Path:
     """Histograms of same-class and different-class pair distances with the chosen threshold."""
     figure, axis = plt.subplots(figsize=(8, 4.5))
@@ -84,8 +84,9 @@ def distance_histogram(
               label=f"anchor-positive ({int(same.sum()):,} pairs)")  # fmt: skip
     axis.hist(distances[~same], bins=bins, density=True, alpha=0.6, color="#de2d26",
               label=f"anchor-negative ({int((~same).sum()):,} pairs)")  # fmt: skip
-    axis.axvline(threshold, color="black", ls="--", lw=1.5,
-                 label=f"best threshold {threshold:.3f}")  # fmt: skip
+    if threshold is not None:
+        axis.axvline(threshold, color="black", ls="--", lw=1.5,
+                     label=f"best threshold {threshold:.3f}")  # fmt: skip
     axis.set(title="Test-set pair distances", xlabel="Euclidean distance", ylabel="density")
     axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over a peak
     axis.grid(alpha=0.3)

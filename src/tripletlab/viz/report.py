@@ -119,7 +119,7 @@ def build_report(run_dir: Path, seed: int = 0) -> Path:
     start = time.perf_counter()
     metrics_file = run_dir / METRICS_FILE
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    if "per_class" not in metrics or "verification" not in metrics:
+    if "per_class" not in metrics:
         metrics = evaluate_run(run_dir)
     _, data, embedder = load_run(run_dir)
     test = data.test
@@ -129,7 +129,7 @@ def build_report(run_dir: Path, seed: int = 0) -> Path:
     history = json.loads(history_file.read_text()) if history_file.is_file() else {}
     loss_plot(history, plots / "loss.png")
     distances, same = pair_distances(embeddings, test.labels)
-    threshold = metrics["verification"]["threshold"]
+    threshold = metrics.get("verification", {}).get("threshold")
     distance_histogram(distances, same, threshold, plots / "distances.png")
     umap_plot(umap_2d(embeddings, seed), test.labels, test.class_names, plots / "umap.png")
     queries = _query_examples(test.labels, per_class=1, seed=seed)
