@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install data run test lint format clean transfer-demo
+.PHONY: install data run test lint format clean transfer-demo bench
 
 install: $(STAMP) data
 
@@ -26,13 +26,21 @@ run: install
 transfer-demo: install
 	$(BIN)/python scripts/transfer_demo.py
 
+# Speed and memory against references measured in the same run (pytorch-metric-learning...).
+bench: install
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints/cpu.txt -e '.[bench]'
+	cd benchmarks && ../$(BIN)/python losses.py
+	cd benchmarks && ../$(BIN)/python training.py
+	cd benchmarks && ../$(BIN)/python inference.py
+	cd benchmarks && ../$(BIN)/python evaluation.py
+
 lint: $(STAMP)
-	$(BIN)/ruff format --check src tests scripts
-	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts benchmarks
+	$(BIN)/ruff check src tests scripts benchmarks
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests scripts
-	$(BIN)/ruff check --fix src tests scripts
+	$(BIN)/ruff format src tests scripts benchmarks
+	$(BIN)/ruff check --fix src tests scripts benchmarks
 
 test: install lint
 	$(BIN)/python -m pytest -q

@@ -241,3 +241,28 @@ def test_image_folder_transfer_with_phases(tmp_path, monkeypatch):
     assert not torch.equal(
         base_state["backbone.stem.0.weight"], tuned_state["backbone.stem.0.weight"]
     )
+
+
+@pytest.mark.slow
+def test_onnx_export_embed_and_benchmark(trained_run, tmp_path):
+    run_dir, _ = trained_run
+    result = runner.invoke(app, ["export", "onnx", str(run_dir), "--quantize", "int8"])
+    assert result.exit_code == 0, result.output
+    assert (run_dir / "model.onnx").is_file() and (run_dir / "model.int8.onnx").is_file()
+    assert "Precision@1" in result.output
+    digits = load_mnist("test").images[:3]
+    paths = []
+    for i, digit in enumerate(digits):
+        Image.fromarray(digit).save(tmp_path / f"{i}.png")
+        paths.append(str(tmp_path / f"{i}.png"))
+    out = tmp_path / "v.npy"
+    result = runner.invoke(
+        app, ["embed", str(run_dir), *paths, "--engine", "onnx", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(
+        np.load(out), Embedder.from_pretrained(run_dir).embed(digits), atol=1e-5
+    )
+    result = runner.invoke(app, ["benchmark", str(run_dir), "--engine", "onnx", "--seconds", "0.3"])
+    assert result.exit_code == 0 and "ONNX Runtime" in result.output
+    assert json.loads((run_dir / "metrics.json").read_text())["onnx_embeddings_per_second"] > 100

@@ -30,16 +30,27 @@ def embed(
     images: Annotated[list[Path], typer.Argument(help="Image files.")],
     out: Annotated[Path, typer.Option(help="Output .npy file (N, D) float32.")] = Path("vecs.npy"),
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
+    engine: Annotated[str, typer.Option(help="torch, or onnx (RUN_DIR/model.onnx).")] = "torch",
 ) -> None:
     """Embed image files (resized and converted to the model's input) into a .npy array."""
     with user_errors():
         embedder = Embedder.from_pretrained(run_dir)
         size, channels = embedder.config.image_size, embedder.config.channels
         pixels = np.stack([load_image_file(path, size, channels) for path in images])
-        vectors = embedder.embed(pixels, batch_size=batch_size)
+        vectors = _engine(embedder, run_dir, engine).embed(pixels, batch_size=batch_size)
         out.parent.mkdir(parents=True, exist_ok=True)
         np.save(out, vectors)
     console.print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} embeddings to {out}")
+
+
+def _engine(embedder: Embedder, run_dir: Path, engine: str):
+    if engine == "torch":
+        return embedder
+    if engine == "onnx":
+        from tripletlab.export.onnx import OnnxEmbedder  # optional extra, on demand
+
+        return OnnxEmbedder(Path(run_dir) / "model.onnx")
+    raise ValueError(f"unknown engine {engine!r}; expected torch or onnx")
 
 
 def report(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
@@ -53,14 +64,15 @@ def benchmark(
     run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
     seconds: Annotated[float, typer.Option(help="Least time to measure, after warm-up.")] = 2.0,
+    engine: Annotated[str, typer.Option(help="torch, or onnx (RUN_DIR/model.onnx).")] = "torch",
 ) -> None:
     """Measure embeddings per second of the run's model on its test images (eval mode)."""
     with user_errors():
-        result = benchmark_run(run_dir, batch_size=batch_size, min_seconds=seconds)
+        result = benchmark_run(run_dir, batch_size=batch_size, min_seconds=seconds, engine=engine)
     console.print(
         f"{result['embeddings_per_second']:,.0f} images/s, {result['ms_per_batch']:.2f} ms per "
         f"batch (batch size {result['batch_size']}, {result['batches']} batches in "
-        f"{result['seconds']:.2f} s, {result['threads']} threads, PyTorch eager, CPU)"
+        f"{result['seconds']:.2f} s, {result['threads']} threads, {result['engine']}, CPU)"
     )
 
 

@@ -14,7 +14,7 @@ from tripletlab.models import Embedder
 
 @torch.inference_mode()
 def measure_throughput(
-    embedder: Embedder,
+    embedder: Embedder | Any,
     images: np.ndarray,
     batch_size: int = 256,
     min_seconds: float = 2.0,
@@ -22,7 +22,8 @@ def measure_throughput(
 ) -> dict[str, Any]:
     """Time forward passes in eval mode after a warm-up, for at least `min_seconds`.
 
-    Batches cycle through `images`; the clock is `time.perf_counter`.
+    Batches cycle through `images`; the clock is `time.perf_counter`. `embedder` is an
+    `Embedder` (PyTorch eager) or any callable batch -> embeddings (e.g. `OnnxEmbedder`).
 
     Returns:
         Dict with `embeddings_per_second`, `ms_per_batch`, `batch_size`, `batches`, `seconds`,
@@ -30,8 +31,10 @@ def measure_throughput(
     """
     if batch_size < 1 or len(images) == 0:
         raise ValueError("need a batch size >= 1 and at least one image")
-    embedder.eval()
-    data = torch.as_tensor(images)
+    is_torch = isinstance(embedder, torch.nn.Module)
+    if is_torch:
+        embedder.eval()
+    data = torch.as_tensor(images) if is_torch else np.ascontiguousarray(images)
     starts = list(range(0, max(1, len(data) - batch_size + 1), batch_size))
     batches = [data[s : s + batch_size] for s in starts]
     for i in range(warmup_batches):
@@ -53,17 +56,28 @@ def measure_throughput(
         "batches": done,
         "seconds": elapsed,
         "threads": torch.get_num_threads(),
+        "engine": "PyTorch eager" if is_torch else "ONNX Runtime",
     }
 
 
-def benchmark_run(run_dir: Path, batch_size: int = 256, min_seconds: float = 2.0) -> dict[str, Any]:
+def benchmark_run(
+    run_dir: Path, batch_size: int = 256, min_seconds: float = 2.0, engine: str = "torch"
+) -> dict[str, Any]:
     """Throughput of a run's best checkpoint on its test images; also saved to `metrics.json`
-    as `embeddings_per_second` (with the settings under `throughput`)."""
+    as `embeddings_per_second` (`onnx_embeddings_per_second` for ONNX Runtime), with the
+    settings under `throughput` (`onnx_throughput`)."""
     from tripletlab.evaluation.evaluate import write_metrics
     from tripletlab.training.run import load_run
 
     _, data, embedder = load_run(run_dir)
+    if engine == "onnx":
+        from tripletlab.export.onnx import OnnxEmbedder
+
+        embedder = OnnxEmbedder(Path(run_dir) / "model.onnx")
+    elif engine != "torch":
+        raise ValueError(f"unknown engine {engine!r}; expected torch or onnx")
     result = measure_throughput(embedder, data.test.images, batch_size, min_seconds)
-    write_metrics(run_dir, {"embeddings_per_second": result["embeddings_per_second"],
-                            "throughput": result})  # fmt: skip
+    prefix = "onnx_" if engine == "onnx" else ""
+    write_metrics(run_dir, {f"{prefix}embeddings_per_second": result["embeddings_per_second"],
+                            f"{prefix}throughput": result})  # fmt: skip
     return result

@@ -1,0 +1,45 @@
+"""PyTorch -> ONNX -> ONNX Runtime gives the same embeddings, on real MNIST images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tripletlab import Embedder
+from tripletlab.config import ModelConfig
+from tripletlab.data import load_mnist
+from tripletlab.export.onnx import OnnxEmbedder, export_onnx
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_mnist("test").images[:300]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "config",
+    [ModelConfig(), ModelConfig(backbone="spike_cnn", head=False, normalize=False),
+     ModelConfig(backbone="resnet_small", embedding_dim=32, rotation=10.0)],
+    ids=["seed_cnn", "spike_cnn-raw", "resnet_small-augment"],
+)  # fmt: skip
+def test_onnx_parity_with_any_batch_size(config, digits, tmp_path):
+    torch.manual_seed(0)
+    embedder = Embedder(config)
+    if config.backbone == "resnet_small":  # non-trivial BatchNorm statistics
+        embedder.train()
+        with torch.no_grad():
+            embedder(torch.from_numpy(digits))
+    path = export_onnx(embedder, tmp_path / "model.onnx")
+    runtime = OnnxEmbedder(path)
+    expected = embedder.embed(digits)
+    for batch_size in (1, 7, 300):
+        np.testing.assert_allclose(
+            runtime.embed(digits, batch_size=batch_size), expected, atol=1e-5
+        )
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="tripletlab export onnx"):
+        OnnxEmbedder(tmp_path / "model.onnx")
