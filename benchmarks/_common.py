@@ -24,11 +24,17 @@ def timed(function: Callable[[], object], repeats: int = 5, warmup: int = 1) -> 
     return statistics.median(times)
 
 
+def _format(value: object) -> str:
+    if not isinstance(value, float):
+        return str(value)
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
 def show(title: str, columns: list[str], rows: list[list[object]]) -> None:
     """Print a table."""
     table = Table(title=title)
     for column in columns:
         table.add_column(column, justify="right")
     for row in rows:
-        table.add_row(*(f"{v:,.4g}" if isinstance(v, float) else str(v) for v in row))
+        table.add_row(*(_format(v) for v in row))
     console.print(table)
