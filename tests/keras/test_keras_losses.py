@@ -113,3 +113,13 @@ def test_compiled_model_saves_and_loads_with_the_loss(tmp_path):
 def test_importing_tripletlab_does_not_import_keras():
     code = "import sys, tripletlab, tripletlab.losses; assert 'keras' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_missing_backend_is_explained():
+    code = "import tripletlab.keras"
+    env = {"KERAS_BACKEND": "tensorflow", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        assert done.returncode != 0 and "KERAS_BACKEND=torch" in done.stderr

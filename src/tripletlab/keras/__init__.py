@@ -10,7 +10,14 @@ Importing `tripletlab` itself never imports Keras; only this sub-package does.
 try:
     import keras  # noqa: F401
 except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError("tripletlab.keras needs Keras 3: pip install 'tripletlab[keras]'") from error
+    if error.name == "keras":
+        raise ImportError(
+            "tripletlab.keras needs Keras 3: pip install 'tripletlab[keras]'"
+        ) from error
+    raise ImportError(
+        f"Keras could not load its backend ({error}); Keras uses TensorFlow unless told "
+        "otherwise: set KERAS_BACKEND=torch (or jax) before importing it"
+    ) from error
 
 from tripletlab.keras.losses import (
     TripletHardLoss,
