@@ -69,6 +69,7 @@ class TrainConfig:
     sampler: str = "shuffle"  # "shuffle" or "pk"
     samples_per_class: int = 4  # K of PK batches; P = batch_size // K
     lr: float = 1e-3
+    schedule: str = "constant"  # "constant", or "cosine" decay to 0 over the run
     seed: int = 0
     eval_batch_size: int = 1024
     # BatchNorm in training mode? None: yes, unless backbone weights were loaded (transfer),
@@ -87,6 +88,7 @@ class PhaseConfig:
     lr: float = 1e-3
     optimizer: str = "adam"  # "adam" or "sgd"
     freeze: str = "none"  # "none" or "backbone"
+    schedule: str = "constant"  # "constant", or "cosine": lr decays to 0 over the phase
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,9 @@ class RunConfig:
 
     def resolved_phases(self) -> tuple[PhaseConfig, ...]:
         """The phases to run (one implicit phase when none are configured)."""
-        return self.phases or (PhaseConfig(epochs=self.train.epochs, lr=self.train.lr),)
+        train = self.train
+        implicit = PhaseConfig(epochs=train.epochs, lr=train.lr, schedule=train.schedule)
+        return self.phases or (implicit,)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples become lists), for JSON and YAML."""

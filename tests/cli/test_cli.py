@@ -7,11 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
 from tripletlab import Embedder
 from tripletlab.cli.main import app
+from tripletlab.config import RunConfig
 from tripletlab.data import load_mnist
 
 runner = CliRunner()
@@ -266,3 +268,27 @@ def test_onnx_export_embed_and_benchmark(trained_run, tmp_path):
     result = runner.invoke(app, ["benchmark", str(run_dir), "--engine", "onnx", "--seconds", "0.3"])
     assert result.exit_code == 0 and "ONNX Runtime" in result.output
     assert json.loads((run_dir / "metrics.json").read_text())["onnx_embeddings_per_second"] > 100
+
+
+def test_every_flag_reaches_the_resolved_config():
+    args = ["train", "--dry-run", "--bn-train", "--schedule", "cosine", "--no-head",
+            "--no-normalize", "--flip", "--rotation", "5", "--translate", "0.1",
+            "--classes", "1,2", "--per-class", "9", "--image-size", "28", "--channels", "1",
+            "--mine-every", "3", "--triplets", "hard", "--mode", "triplets",
+            "--backbone-weights", "w.pt", "--train-split", "train[:50%]",
+            "--val-split", "train[50%:60%]", "--test-split", "test",
+            "--samples-per-class", "2", "--soft", "--val-fraction", "0.2"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    config = RunConfig.from_dict(yaml.safe_load(result.output))
+    assert config.train.bn_train is True and config.train.schedule == "cosine"
+    assert (config.model.head, config.model.normalize, config.model.flip) == (False, False, True)
+    assert (config.model.rotation, config.model.translate) == (5.0, 0.1)
+    assert config.data.classes == [1, 2] and config.data.per_class == 9
+    assert (config.train.mode, config.train.triplets, config.train.mine_every) == (
+        "triplets",
+        "hard",
+        3,
+    )
+    assert config.model.backbone_weights == "w.pt" and config.data.test_split == "test"
+    assert config.loss.soft is True and config.data.val_fraction == 0.2

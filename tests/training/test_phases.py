@@ -56,3 +56,21 @@ def test_phases_come_from_yaml_and_are_checked(tmp_path):
     assert RunConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="unknown key"):
         merge(RunConfig(), {"phases": [{"epoch": 3}]})
+
+
+def test_cosine_schedule_decays_to_zero_over_the_phase(tmp_path):
+    config = merge(RunConfig(), {"train": {"batch_size": 32, "epochs": 2, "lr": 1e-3,
+                                           "schedule": "cosine"}})  # fmt: skip
+    train = load_mnist("train").subset(np.arange(320))
+    trainer = Trainer(config, tmp_path)
+    rates = []
+
+    class _Rates(Callback):
+        def on_step_end(self, step, loss, images_per_second):
+            rates.append(trainer.optimizer.param_groups[0]["lr"])
+
+    trainer.callbacks.append(_Rates())
+    trainer.fit(train)
+    assert len(rates) == 20 and rates[-1] == pytest.approx(0.0, abs=1e-12)
+    assert rates[0] < 1e-3 and all(a >= b for a, b in zip(rates, rates[1:], strict=False))
+    assert rates[9] == pytest.approx(0.5e-3, rel=0.1)

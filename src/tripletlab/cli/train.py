@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 
 from tripletlab.cli.common import console, err_console, metrics_table, user_errors
 from tripletlab.config import RunConfig, load_yaml, merge
@@ -49,9 +50,14 @@ def _overrides(**flags: Any) -> dict[str, dict[str, Any]]:
             "sampler",
             "samples_per_class",
             "lr",
+            "schedule",
             "seed",
+            "bn_train",
         ),
     }
+    missing = set(flags) - {key for keys in sections.values() for key in keys}
+    if missing:  # a flag without a section would be dropped silently
+        raise RuntimeError(f"flags without a config section: {sorted(missing)}")
     return {name: {key: flags[key] for key in keys} for name, keys in sections.items()}
 
 
@@ -108,6 +114,9 @@ def train(
     sampler: Annotated[str | None, typer.Option(help="shuffle or pk.")] = None,
     samples_per_class: Annotated[int | None, typer.Option(help="K of PK batches.")] = None,
     lr: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
+    schedule: Annotated[
+        str | None, typer.Option(help="constant, or cosine decay to 0 over training.")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     limit: Annotated[int | None, typer.Option(help="Use only N training images.")] = None,
     val_fraction: Annotated[
@@ -119,6 +128,9 @@ def train(
     config: Annotated[
         Path | None, typer.Option("--config", help="YAML run config; flags override it.")
     ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the resolved config (YAML) and exit.")
+    ] = False,
     report: Annotated[bool, typer.Option(help="Write report.md and plots/ at the end.")] = True,
 ) -> None:
     """Train an embedding network with a triplet loss; evaluate it on the MNIST test set.
@@ -141,9 +153,12 @@ def train(
             embedding_dim=embedding_dim, head=head, normalize=normalize, name=loss, margin=margin,
             distance=distance, soft=soft, mode=mode, triplets=triplets, mine_every=mine_every,
             epochs=epochs, batch_size=batch_size, sampler=sampler,
-            samples_per_class=samples_per_class, lr=lr, seed=seed,
+            samples_per_class=samples_per_class, lr=lr, schedule=schedule, seed=seed,
         )  # fmt: skip
         resolved = merge(resolved, flags)
+        if dry_run:
+            typer.echo(yaml.safe_dump(resolved.to_dict(), sort_keys=False), nl=False)
+            return
         result = train_run(resolved, run_dir, console=err_console)
     metrics = result.metrics
     console.print(format_per_class(metrics["per_class"]), highlight=False)

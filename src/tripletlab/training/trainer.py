@@ -104,6 +104,8 @@ class Trainer:
         self.bn_train = bn_train if bn_train is not None else not config.model.backbone_weights
         self.phase: PhaseConfig | None = None
         self.optimizer = self.build_optimizer(config.resolved_phases()[0])
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        self.steps_per_epoch = 1
         self.history = History()
 
     def build_optimizer(self, phase: PhaseConfig) -> torch.optim.Optimizer:
@@ -128,6 +130,12 @@ class Trainer:
             raise ValueError(f"unknown freeze {phase.freeze!r}; expected none or backbone")
         self.phase = phase
         self.optimizer = self.build_optimizer(phase)
+        self.scheduler = None
+        if phase.schedule == "cosine":
+            steps = max(1, phase.epochs * self.steps_per_epoch)
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, steps)
+        elif phase.schedule != "constant":
+            raise ValueError(f"unknown schedule {phase.schedule!r}; expected constant or cosine")
 
     def compute_loss(self, images: Tensor, labels: Tensor, batch: Tensor) -> Tensor:
         """Loss of one batch of indices into `images` / `labels`: (B,) online, (B, 3) triplets."""
@@ -149,6 +157,8 @@ class Trainer:
             )
         loss.backward()
         self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
         return value
 
     def run_epoch(self, epoch: int, images: Tensor, labels: Tensor, sampler) -> dict[str, Any]:
@@ -204,6 +214,7 @@ class Trainer:
         sampler = build_sampler(
             self.config, train.labels, lambda: self.model.embed(train.images, batch_size=eval_batch)
         )
+        self.steps_per_epoch = len(sampler)
         start = time.perf_counter()
         for callback in self.callbacks:
             callback.on_train_start(self)
