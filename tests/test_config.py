@@ -50,3 +50,19 @@ def test_spike_preset_is_the_projects_recipe():
     assert config.loss.distance == "squared-L2"
     with pytest.raises(ValueError, match="spike"):
         preset("nope")
+
+
+def test_fast_preset_runs_end_to_end_on_a_subset(tmp_path):
+    from tripletlab.config import preset
+    from tripletlab.training import train_run
+
+    config = merge(
+        merge(RunConfig(), preset("fast")), {"data": {"limit": 1500}, "train": {"epochs": 1}}
+    )
+    assert (config.model.backbone, config.train.schedule, config.train.sampler) == (
+        "spike_cnn",
+        "cosine",
+        "pk",
+    )
+    result = train_run(config, tmp_path / "run")
+    assert result.metrics["precision_at_1"] > 0.8

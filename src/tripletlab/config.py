@@ -176,6 +176,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train": {"mode": "triplets", "triplets": "random", "batch_size": 32, "epochs": 2,
                   "lr": 1e-3},
     },
+    # Time to quality on 2 CPU cores (measured: Precision@1 0.9902, MAP@R 0.9824 after 46 s of
+    # training): the light spike_cnn with head and L2 norm, PK batches, cosine decay.
+    "fast": {
+        "model": {"backbone": "spike_cnn", "embedding_dim": 64},
+        "loss": {"name": "semihard", "margin": 0.5},
+        "train": {"sampler": "pk", "batch_size": 64, "samples_per_class": 8, "epochs": 3,
+                  "lr": 3e-3, "schedule": "cosine"},
+    },
     # The Keras transfer-learning guide: train a new head on a frozen backbone, then unfreeze
     # everything and fine-tune at a very low learning rate (BatchNorm stays in inference mode).
     "transfer": {
