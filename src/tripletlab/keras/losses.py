@@ -144,8 +144,18 @@ def _metric_from_config(value):
     return value if isinstance(value, str) else keras.saving.deserialize_keras_object(value)
 
 
+class _TripletLoss(keras.losses.Loss):
+    """Restores a `distance_metric` saved as a name or as a serialized callable."""
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["distance_metric"] = _metric_from_config(config.get("distance_metric", "L2"))
+        return cls(**config)
+
+
 @keras.saving.register_keras_serializable(package="tripletlab")
-class TripletSemiHardLoss(keras.losses.Loss):
+class TripletSemiHardLoss(_TripletLoss):
     """Keras 3 replacement for `tfa.losses.TripletSemiHardLoss` (see `triplet_semihard_loss`)."""
 
     def __init__(self, margin: float = 1.0, distance_metric="L2", name=None, **kwargs):
@@ -160,15 +170,9 @@ class TripletSemiHardLoss(keras.losses.Loss):
         return {**super().get_config(), "margin": self.margin,
                 "distance_metric": _metric_config(self.distance_metric)}  # fmt: skip
 
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["distance_metric"] = _metric_from_config(config.get("distance_metric", "L2"))
-        return cls(**config)
-
 
 @keras.saving.register_keras_serializable(package="tripletlab")
-class TripletHardLoss(keras.losses.Loss):
+class TripletHardLoss(_TripletLoss):
     """Keras 3 replacement for `tfa.losses.TripletHardLoss` (see `triplet_hard_loss`)."""
 
     def __init__(self, margin: float = 1.0, soft: bool = False, distance_metric="L2", name=None,
@@ -184,9 +188,3 @@ class TripletHardLoss(keras.losses.Loss):
     def get_config(self):
         return {**super().get_config(), "margin": self.margin, "soft": self.soft,
                 "distance_metric": _metric_config(self.distance_metric)}  # fmt: skip
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["distance_metric"] = _metric_from_config(config.get("distance_metric", "L2"))
-        return cls(**config)
