@@ -110,7 +110,7 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples become lists), for JSON and YAML."""
-        return _plain(dataclasses.asdict(self))
+        return plain(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
@@ -118,11 +118,12 @@ class RunConfig:
         return merge(cls(), values)
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """Nested dicts, lists and tuples as dicts and lists (tuples become lists), for JSON/YAML."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 

@@ -12,6 +12,7 @@ import typer
 from tripletlab.cli.common import console, metrics_table, user_errors
 from tripletlab.data import load_image_file
 from tripletlab.evaluation import benchmark_run
+from tripletlab.export.onnx import select_engine
 from tripletlab.models import Embedder
 from tripletlab.models import summary as summary_table
 from tripletlab.training import evaluate_run
@@ -37,20 +38,10 @@ def embed(
         embedder = Embedder.from_pretrained(run_dir)
         size, channels = embedder.config.image_size, embedder.config.channels
         pixels = np.stack([load_image_file(path, size, channels) for path in images])
-        vectors = _engine(embedder, run_dir, engine).embed(pixels, batch_size=batch_size)
+        vectors = select_engine(embedder, run_dir, engine).embed(pixels, batch_size=batch_size)
         out.parent.mkdir(parents=True, exist_ok=True)
         np.save(out, vectors)
     console.print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} embeddings to {out}")
-
-
-def _engine(embedder: Embedder, run_dir: Path, engine: str):
-    if engine == "torch":
-        return embedder
-    if engine == "onnx":
-        from tripletlab.export.onnx import OnnxEmbedder  # optional extra, on demand
-
-        return OnnxEmbedder(Path(run_dir) / "model.onnx")
-    raise ValueError(f"unknown engine {engine!r}; expected torch or onnx")
 
 
 def report(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:

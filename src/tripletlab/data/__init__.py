@@ -1,7 +1,7 @@
 """Data sources, in-memory image sets and batch samplers."""
 
 from tripletlab.data.images import ImageSet, load_image_file
-from tripletlab.data.mnist import load_mnist, prepare_mnist, read_source
+from tripletlab.data.mnist import load_mnist, load_mnist_splits, prepare_mnist, read_source
 from tripletlab.data.samplers import PKSampler, ShuffleSampler
 from tripletlab.data.triplets import TRIPLET_RULES, TripletBatchSampler, make_triplets
 
@@ -13,6 +13,7 @@ __all__ = [
     "TripletBatchSampler",
     "load_image_file",
     "load_mnist",
+    "load_mnist_splits",
     "make_triplets",
     "prepare_mnist",
     "read_source",

@@ -11,7 +11,7 @@ import numpy as np
 from tripletlab.config import DataConfig
 from tripletlab.data.folder import load_folder
 from tripletlab.data.images import ImageSet
-from tripletlab.data.mnist import load_mnist
+from tripletlab.data.mnist import load_mnist_splits
 from tripletlab.data.splits import parse_split, stratified_split
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def load_sources(
             raise ValueError(
                 f"MNIST images are 28 x 28 grey; got image_size {size}, channels {channels}"
             )
-        return {"train": load_mnist("train"), "test": load_mnist("test")}
+        return load_mnist_splits()
     path = Path(config.dataset).expanduser()
     if path.is_dir():
         images, _ = load_folder(path, tuple(size), channels)

@@ -262,15 +262,27 @@ def _cache_is_valid(path: Path) -> bool:
     return True
 
 
-def load_mnist(split: str = "train", *, cache: Path | None = None) -> ImageSet:
-    """Load one MNIST split ("train": 60,000 images, "test": 10,000), preparing it if needed.
+def load_mnist_splits(
+    splits: tuple[str, ...] = ("train", "test"), *, cache: Path | None = None
+) -> dict[str, ImageSet]:
+    """Load MNIST splits ("train": 60,000 images, "test": 10,000) from one verified cache read,
+    preparing the cache if needed.
 
     Returns:
-        `ImageSet` with uint8 images (N, 28, 28) and int64 labels (N,).
+        Split name -> `ImageSet` with uint8 images (N, 28, 28) and int64 labels (N,).
     """
-    if split not in ("train", "test"):
-        raise ValueError(f"unknown MNIST split {split!r}; expected train or test")
+    for split in splits:
+        if split not in ("train", "test"):
+            raise ValueError(f"unknown MNIST split {split!r}; expected train or test")
     path = prepare_mnist(cache=cache)
+    names = [str(i) for i in range(10)]
     with np.load(path, allow_pickle=False) as npz:
-        images, labels = npz[f"x_{split}"], npz[f"y_{split}"].astype(np.int64)
-    return ImageSet(images=images, labels=labels, class_names=[str(i) for i in range(10)])
+        return {
+            split: ImageSet(npz[f"x_{split}"], npz[f"y_{split}"].astype(np.int64), names)
+            for split in splits
+        }
+
+
+def load_mnist(split: str = "train", *, cache: Path | None = None) -> ImageSet:
+    """Load one MNIST split; see `load_mnist_splits`."""
+    return load_mnist_splits((split,), cache=cache)[split]

@@ -67,16 +67,12 @@ def benchmark_run(
     as `embeddings_per_second` (`onnx_embeddings_per_second` for ONNX Runtime), with the
     settings under `throughput` (`onnx_throughput`)."""
     from tripletlab.evaluation.evaluate import write_metrics
+    from tripletlab.export.onnx import select_engine
     from tripletlab.training.run import load_run
 
     _, data, embedder = load_run(run_dir)
-    if engine == "onnx":
-        from tripletlab.export.onnx import OnnxEmbedder
-
-        embedder = OnnxEmbedder(Path(run_dir) / "model.onnx")
-    elif engine != "torch":
-        raise ValueError(f"unknown engine {engine!r}; expected torch or onnx")
-    result = measure_throughput(embedder, data.test.images, batch_size, min_seconds)
+    runner = select_engine(embedder, run_dir, engine)
+    result = measure_throughput(runner, data.test.images, batch_size, min_seconds)
     prefix = "onnx_" if engine == "onnx" else ""
     write_metrics(run_dir, {f"{prefix}embeddings_per_second": result["embeddings_per_second"],
                             f"{prefix}throughput": result})  # fmt: skip

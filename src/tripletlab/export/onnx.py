@@ -96,6 +96,19 @@ class OnnxEmbedder:
         return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
 
+def select_engine(embedder: Embedder, run_dir: Path, engine: str) -> Embedder | OnnxEmbedder:
+    """`embedder` itself for "torch", the run's `model.onnx` in ONNX Runtime for "onnx".
+
+    Raises:
+        ValueError: any other engine name.
+    """
+    if engine == "torch":
+        return embedder
+    if engine == "onnx":
+        return OnnxEmbedder(Path(run_dir) / "model.onnx")
+    raise ValueError(f"unknown engine {engine!r}; expected torch or onnx")
+
+
 def check_parity(embedder: Embedder, onnx_embedder: OnnxEmbedder, images: np.ndarray) -> float:
     """Largest absolute difference between PyTorch and ONNX Runtime embeddings of `images`."""
     expected = embedder.embed(images)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tripletlab.config import ModelConfig
+from tripletlab.config import ModelConfig, plain
 from tripletlab.models.augment import Augment
 from tripletlab.models.backbones import build_backbone, feature_size, keras_init
 from tripletlab.models.checkpoint import read_checkpoint, write_checkpoint
@@ -95,7 +95,7 @@ class Embedder(nn.Module):
 
     def save(self, directory: Path, extra: dict[str, Any] | None = None) -> Path:
         """Write a checkpoint folder (`model.safetensors` + `config.json`) atomically."""
-        config = {"model": _plain(dataclasses.asdict(self.config)), **(extra or {})}
+        config = {"model": plain(dataclasses.asdict(self.config)), **(extra or {})}
         return write_checkpoint(directory, self.state_dict(), config)
 
     @classmethod
@@ -113,7 +113,3 @@ class Embedder(nn.Module):
                 f"(saved by another version?): {str(error).splitlines()[-1].strip()[:300]}"
             ) from error
         return embedder.eval()
-
-
-def _plain(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
