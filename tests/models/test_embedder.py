@@ -26,6 +26,24 @@ def test_seed_cnn_matches_the_tutorial_network():
     assert out.shape == (2, 32 * 7 * 7)
 
 
+def test_seed_cnn_pooling_before_relu_equals_the_tutorial_order(digits):
+    """The backbone pools before its ReLUs for speed; values and gradients must equal
+    the tutorial's Conv -> ReLU -> MaxPool order exactly."""
+    backbone = build_backbone("seed_cnn").eval()  # dropout off: identical masks not needed
+    layers = list(backbone)
+    tutorial = torch.nn.Sequential(
+        layers[0], layers[1], torch.nn.ReLU(), layers[2], layers[4],
+        layers[5], layers[6], torch.nn.ReLU(), layers[7], layers[9], layers[10],
+    )  # fmt: skip
+    images = torch.from_numpy(digits[:64]).float().div(255).unsqueeze(1)
+    images = (images - 0.3).requires_grad_()  # negative pixels too: ReLU must see both signs
+    ours, reference = backbone(images), tutorial(images)
+    assert torch.equal(ours, reference)
+    (grad_ours,) = torch.autograd.grad(ours.square().sum(), images)
+    (grad_reference,) = torch.autograd.grad(reference.square().sum(), images)
+    torch.testing.assert_close(grad_ours, grad_reference, rtol=0, atol=0)
+
+
 def test_embeddings_are_unit_float32_of_the_configured_size(digits):
     embedder = Embedder(ModelConfig(embedding_dim=64))
     vectors = embedder.embed(digits, batch_size=128)
