@@ -3,8 +3,9 @@
 The reference is the obvious PyTorch eager port of the tutorial's model, measured in the same
 run: Conv2d(padding="same") -> ReLU -> MaxPool -> nn.Dropout, twice, then Dense and L2
 normalisation, the same loss and optimizer, in a fresh process (so glibc's malloc starts
-untuned, as in a user's own script). tripletlab's `Trainer` computes the same function
-(pooling before ReLU is exact, dropout masks come from 16-bit uniforms) and tunes malloc.
+untuned, as in a user's own script). tripletlab's `Trainer` trains the same network with the
+same loss (pooling before ReLU is exact; its dropout masks are drawn differently, with p
+rounded to 0.300003) and tunes malloc.
 Run: `make bench` or `python benchmarks/training.py`.
 """
 

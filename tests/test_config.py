@@ -66,3 +66,19 @@ def test_fast_preset_runs_end_to_end_on_a_subset(tmp_path):
     )
     result = train_run(config, tmp_path / "run")
     assert result.metrics["precision_at_1"] > 0.8
+
+
+def test_accurate_preset_runs_end_to_end_on_a_subset(tmp_path):
+    from tripletlab.config import preset
+    from tripletlab.training import train_run
+
+    config = merge(
+        merge(RunConfig(), preset("accurate")), {"data": {"limit": 1000}, "train": {"epochs": 1}}
+    )
+    assert (config.model.backbone, config.model.rotation, config.train.sampler) == (
+        "resnet_small",
+        10.0,
+        "pk",
+    )
+    result = train_run(config, tmp_path / "run")
+    assert result.metrics["precision_at_1"] > 0.5

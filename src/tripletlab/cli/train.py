@@ -9,11 +9,13 @@ import typer
 import yaml
 
 from tripletlab.cli.common import console, err_console, metrics_table, user_errors
-from tripletlab.config import RunConfig, load_yaml, merge
+from tripletlab.config import PRESETS, RunConfig, load_yaml, merge
 from tripletlab.config import preset as preset_overrides
 from tripletlab.evaluation import format_per_class
 from tripletlab.training import train_run
 from tripletlab.viz import build_report
+
+_PRESET_NAMES = ", ".join(sorted(PRESETS))
 
 
 def _overrides(**flags: Any) -> dict[str, dict[str, Any]]:
@@ -62,7 +64,9 @@ def _overrides(**flags: Any) -> dict[str, dict[str, Any]]:
 
 
 def train(
-    preset: Annotated[str | None, typer.Option(help="Named recipe under the flags: spike.")] = None,
+    preset: Annotated[
+        str | None, typer.Option(help=f"Named recipe under the flags: {_PRESET_NAMES}.")
+    ] = None,
     mode: Annotated[
         str | None, typer.Option(help="online (mining in the batch) or triplets (explicit).")
     ] = None,
