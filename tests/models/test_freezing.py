@@ -6,7 +6,14 @@ from torch import nn
 
 from tripletlab import Embedder
 from tripletlab.config import ModelConfig
-from tripletlab.models import freeze, parameter_counts, set_train_mode, summary, unfreeze
+from tripletlab.models import (
+    build_backbone,
+    freeze,
+    parameter_counts,
+    set_train_mode,
+    summary,
+    unfreeze,
+)
 
 
 def _resnet() -> Embedder:
@@ -93,3 +100,25 @@ def test_resnet_small_from_28_to_224_pixels(size, channels):
                                  embedding_dim=16)).eval()  # fmt: skip
     shape = (2, *size) if channels == 1 else (2, *size, 3)
     assert model(torch.zeros(shape, dtype=torch.uint8)).shape == (2, 16)
+
+
+def test_resnet_small_computes_channels_last_but_saves_plain_tensors(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    backbone = build_backbone("resnet_small").eval()
+    assert backbone.layer2.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    # The same weights in the standard layout give the same features.
+    standard = build_backbone("resnet_small").eval()
+    standard.load_state_dict(backbone.state_dict())
+    standard.to(memory_format=torch.contiguous_format)
+    standard.forward = lambda x: standard.pool(  # skip the channels-last conversion
+        standard.layer3(standard.layer2(standard.layer1(standard.stem(x))))
+    )
+    images = torch.rand(4, 1, 28, 28)
+    torch.testing.assert_close(backbone(images), standard(images), atol=1e-5, rtol=1e-5)
+    state = backbone.state_dict()
+    assert all(tensor.is_contiguous() for tensor in state.values())
+    save_file(state, tmp_path / "w.safetensors")  # refuses non-contiguous tensors
+    assert torch.equal(load_file(tmp_path / "w.safetensors")["layer2.conv1.weight"],
+                       backbone.layer2.conv1.weight)  # fmt: skip

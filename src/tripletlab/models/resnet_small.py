@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from tripletlab.models.backbones import register_backbone
@@ -55,9 +56,23 @@ class ResNetSmallBackbone(nn.Module):
         for layer in self.modules():
             if isinstance(layer, nn.Conv2d):
                 nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+        # Channels-last weights and activations: oneDNN's 3x3 convolutions and their backward
+        # pass trained this network 1.2x to 1.4x faster on 2 CPU cores (batch 64, paired runs;
+        # converting the weights in each forward pass instead gained only half of that).
+        self.to(memory_format=torch.channels_last)
+        self.register_state_dict_post_hook(_contiguous_state)
 
     def forward(self, x: Tensor) -> Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
         return self.pool(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+
+
+def _contiguous_state(module: nn.Module, state: dict, prefix: str, metadata: dict) -> None:
+    """State dicts hold plain contiguous tensors, as safetensors and other readers expect."""
+    del module, metadata
+    for key, value in state.items():
+        if key.startswith(prefix) and isinstance(value, Tensor):
+            state[key] = value.contiguous()
 
 
 @register_backbone("resnet_small")
