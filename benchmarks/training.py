@@ -32,7 +32,7 @@ from tripletlab.training import Trainer
 STEPS_AT_32 = 600
 
 
-def plain_step(batch_size: int) -> Callable[[torch.Tensor, torch.Tensor], None]:
+def plain_step() -> Callable[[torch.Tensor, torch.Tensor], None]:
     """One training step of the straightforward eager port of the tutorial network."""
     torch.manual_seed(0)
     model = nn.Sequential(
@@ -68,7 +68,7 @@ def images_per_second(kind: str, batch_size: int, steps: int) -> float:
     images = torch.from_numpy(train.images[order]).view(-1, batch_size, 28, 28)
     labels = torch.from_numpy(train.labels[order]).long().view(-1, batch_size)
     with tempfile.TemporaryDirectory() as folder:
-        step = plain_step(batch_size) if kind == "plain" else tripletlab_step(batch_size, folder)
+        step = plain_step() if kind == "plain" else tripletlab_step(batch_size, folder)
         for i in range(5):
             step(images[i], labels[i])
         start = time.perf_counter()

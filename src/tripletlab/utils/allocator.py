@@ -10,7 +10,6 @@ half speed (measured: ~1,000 vs ~1,900 images / s at batch 32 on 2 cores).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import os
 import sys
@@ -38,11 +37,9 @@ def tune_malloc() -> bool:
         return False
     if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
         return False
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and other C libraries have no mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the C library already linked into Python
+    except (OSError, AttributeError):  # C libraries without mallopt
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
