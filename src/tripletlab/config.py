@@ -72,6 +72,9 @@ class TrainConfig:
     schedule: str = "constant"  # "constant", or "cosine" decay to 0 over the run
     seed: int = 0
     eval_batch_size: int = 1024
+    # Decay of an exponential moving average of the weights (e.g. 0.998); the average, not the
+    # raw weights, is validated and checkpointed. None: no average.
+    ema: float | None = None
     # BatchNorm in training mode? None: yes, unless backbone weights were loaded (transfer),
     # where it stays in inference mode. Frozen BatchNorm is always in inference mode.
     bn_train: bool | None = None

@@ -277,11 +277,13 @@ def test_every_flag_reaches_the_resolved_config():
             "--mine-every", "3", "--triplets", "hard", "--mode", "triplets",
             "--backbone-weights", "w.pt", "--train-split", "train[:50%]",
             "--val-split", "train[50%:60%]", "--test-split", "test",
-            "--samples-per-class", "2", "--soft", "--val-fraction", "0.2"]  # fmt: skip
+            "--samples-per-class", "2", "--soft", "--val-fraction", "0.2",
+            "--ema", "0.99"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     config = RunConfig.from_dict(yaml.safe_load(result.output))
     assert config.train.bn_train is True and config.train.schedule == "cosine"
+    assert config.train.ema == 0.99
     assert (config.model.head, config.model.normalize, config.model.flip) == (False, False, True)
     assert (config.model.rotation, config.model.translate) == (5.0, 0.1)
     assert config.data.classes == [1, 2] and config.data.per_class == 9

@@ -9,6 +9,7 @@ import torch
 from tripletlab import Embedder
 from tripletlab.config import RunConfig, merge
 from tripletlab.data import load_mnist
+from tripletlab.evaluation import retrieval_metrics
 from tripletlab.training import Callback, Trainer, TrainingDivergedError, new_run_dir
 
 
@@ -70,6 +71,52 @@ def test_same_seed_same_weights(small_mnist, tmp_path):
         trainer.fit(train.subset(np.arange(256)))
         runs.append(trainer.model.head.weight.detach().clone())
     torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
+
+
+def _weights(model):
+    return [t.detach().double().numpy().copy() for t in [*model.parameters(), *model.buffers()]]
+
+
+def test_weight_average_follows_the_warmed_up_decay(tmp_path):
+    trainer = Trainer(_config(ema=0.5), tmp_path)
+    expected = _weights(trainer.model)  # the average starts at the initial weights
+    rng = np.random.default_rng(0)
+    for step in range(12):
+        with torch.no_grad():
+            for tensor in [*trainer.model.parameters(), *trainer.model.buffers()]:
+                if tensor.is_floating_point():
+                    tensor.copy_(torch.as_tensor(rng.normal(size=tensor.shape)))
+                else:
+                    tensor.add_(1)
+        trainer.update_ema()
+        decay = min(0.5, (1 + step) / (10 + step))
+        current = _weights(trainer.model)
+        expected = [
+            c if np.issubdtype(c.dtype, np.integer) else decay * e + (1 - decay) * c
+            for e, c in zip(expected, current, strict=True)
+        ]
+    for average, reference in zip(_weights(trainer.ema_model), expected, strict=True):
+        np.testing.assert_allclose(average, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_weight_average_is_validated_and_checkpointed(small_mnist, tmp_path):
+    train, val = small_mnist
+    trainer = Trainer(_config(epochs=1, sampler="pk", samples_per_class=8, ema=0.9), tmp_path)
+    history = trainer.fit(train, val)
+    saved = Embedder.from_pretrained(tmp_path)
+    for name, tensor in saved.state_dict().items():
+        torch.testing.assert_close(tensor, trainer.ema_model.state_dict()[name], rtol=0, atol=0)
+    raw, averaged = trainer.model.head.weight, trainer.ema_model.head.weight
+    assert not torch.equal(raw, averaged)
+    embeddings = trainer.ema_model.embed(val.images)
+    expected = retrieval_metrics(embeddings, val.labels)["map_at_r"]
+    assert history.epochs[0]["val_map_at_r"] == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("decay", [1.0, -0.1])
+def test_weight_average_decay_must_be_below_one(tmp_path, decay):
+    with pytest.raises(ValueError, match="ema must be in"):
+        Trainer(_config(ema=decay), tmp_path)
 
 
 def test_run_folders_are_never_reused(tmp_path):

@@ -54,6 +54,7 @@ def _overrides(**flags: Any) -> dict[str, dict[str, Any]]:
             "lr",
             "schedule",
             "seed",
+            "ema",
             "bn_train",
         ),
     }
@@ -122,6 +123,10 @@ def train(
         str | None, typer.Option(help="constant, or cosine decay to 0 over training.")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    ema: Annotated[
+        float | None,
+        typer.Option(help="Validate and save a moving average of the weights with this decay."),
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="Use only N training images.")] = None,
     val_fraction: Annotated[
         float | None, typer.Option(help="Share of training images held out for validation.")
@@ -157,7 +162,7 @@ def train(
             embedding_dim=embedding_dim, head=head, normalize=normalize, name=loss, margin=margin,
             distance=distance, soft=soft, mode=mode, triplets=triplets, mine_every=mine_every,
             epochs=epochs, batch_size=batch_size, sampler=sampler,
-            samples_per_class=samples_per_class, lr=lr, schedule=schedule, seed=seed,
+            samples_per_class=samples_per_class, lr=lr, schedule=schedule, seed=seed, ema=ema,
         )  # fmt: skip
         resolved = merge(resolved, flags)
         if dry_run:

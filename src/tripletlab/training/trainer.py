@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -109,6 +110,39 @@ class Trainer:
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self.steps_per_epoch = 1
         self.history = History()
+        self.ema_model: Embedder | None = None
+        self.ema_steps = 0
+        if config.train.ema is not None:
+            if not 0.0 <= config.train.ema < 1.0:
+                raise ValueError(f"ema must be in [0, 1), got {config.train.ema}")
+            self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+
+    @property
+    def evaluated_model(self) -> Embedder:
+        """The model validated and checkpointed: the weight average if there is one."""
+        return self.ema_model if self.ema_model is not None else self.model
+
+    def update_ema(self) -> None:
+        """Move the weight average towards the current weights (BatchNorm statistics too).
+
+        The decay warms up as min(ema, (1 + t) / (10 + t)) over the steps t taken so far, so
+        the random initial weights do not linger in the average of a short run.
+        """
+        if self.ema_model is None:
+            return
+        decay = min(float(self.config.train.ema), (1 + self.ema_steps) / (10 + self.ema_steps))
+        self.ema_steps += 1
+        pairs = zip(
+            [*self.ema_model.parameters(), *self.ema_model.buffers()],
+            [*self.model.parameters(), *self.model.buffers()],
+            strict=True,
+        )
+        with torch.no_grad():
+            for average, value in pairs:
+                if average.is_floating_point():
+                    average.lerp_(value, 1.0 - decay)
+                else:  # e.g. BatchNorm's num_batches_tracked
+                    average.copy_(value)
 
     def build_optimizer(self, phase: PhaseConfig) -> torch.optim.Optimizer:
         """A fresh optimizer over the parameters trainable now (the Keras "compile" step)."""
@@ -161,6 +195,7 @@ class Trainer:
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
+        self.update_ema()
         return value
 
     def run_epoch(self, epoch: int, images: Tensor, labels: Tensor, sampler) -> dict[str, Any]:
@@ -189,7 +224,9 @@ class Trainer:
 
     def validate(self, val: ImageSet) -> dict[str, float]:
         """Retrieval metrics of the validation images among themselves."""
-        embeddings = self.model.embed(val.images, batch_size=self.config.train.eval_batch_size)
+        embeddings = self.evaluated_model.embed(
+            val.images, batch_size=self.config.train.eval_batch_size
+        )
         metrics = retrieval_metrics(embeddings, val.labels)
         return {f"val_{k}": v for k, v in metrics.items() if k != "num_queries"}
 
@@ -197,7 +234,7 @@ class Trainer:
         """Save this epoch; point `last` at it, and `best` too if its score is the best so far."""
         name = f"epoch-{epoch + 1:04d}"
         extra = {"run": self.config.to_dict(), "epoch": epoch + 1, "logs": logs}
-        self.model.save(self.run_dir / "checkpoints" / name, extra)
+        self.evaluated_model.save(self.run_dir / "checkpoints" / name, extra)
         score_key = "val_map_at_r" if "val_map_at_r" in logs else "loss"
         sign = 1.0 if score_key == "val_map_at_r" else -1.0
         best = self.history.best_epoch
