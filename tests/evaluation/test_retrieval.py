@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import tripletlab.evaluation.retrieval as retrieval
 from tripletlab.evaluation import knn_accuracy, retrieval_metrics
@@ -43,7 +44,9 @@ def _brute_force(embeddings, labels):
         if r == 0:
             continue
         count += 1
-        order = [i for i in np.argsort(dist[q], kind="stable") if i != q][:r]
+        same = labels == labels[q]
+        # Equal distances: the other class first (np.lexsort sorts by the last key first).
+        order = [i for i in np.lexsort((same, dist[q])) if i != q][:r]
         hits = (labels[order] == labels[q]).astype(float)
         p1.append(hits[0])
         rp.append(hits.sum() / r)
@@ -63,6 +66,74 @@ def test_chunked_metrics_equal_brute_force(monkeypatch):
     assert metrics["precision_at_1"] == pytest.approx(p1)
     assert metrics["r_precision"] == pytest.approx(rp)
     assert metrics["map_at_r"] == pytest.approx(mapr)
+
+
+def _on_grid(x):
+    """Round to multiples of 2^-8: float32 then computes these distances exactly, so equal
+    distances are equal in both implementations and float64 is a fair reference."""
+    x = (np.round(np.clip(x, -1.99, 1.99) * 256) / 256).astype(np.float32)
+    t = torch.from_numpy(x)
+    float32 = (t.square().sum(1)[:, None] + t.square().sum(1)[None] - 2 * t @ t.T).numpy()
+    float64 = ((x.astype(np.float64)[:, None] - x[None]) ** 2).sum(-1)
+    assert np.array_equal(float32, float64)
+    return x
+
+
+def _assert_equal_to_brute_force(embeddings, labels):
+    metrics = retrieval_metrics(embeddings, labels)
+    p1, rp, mapr, count = _brute_force(embeddings.astype(np.float64), labels)
+    assert metrics["num_queries"] == count
+    assert metrics["precision_at_1"] == pytest.approx(p1, abs=1e-12)
+    assert metrics["r_precision"] == pytest.approx(rp, abs=1e-12)
+    assert metrics["map_at_r"] == pytest.approx(mapr, abs=1e-12)
+    return metrics
+
+
+@pytest.mark.parametrize("spread", [0.5, 2.0])  # overlapping classes, separated classes
+def test_low_rank_embeddings_ranked_through_principal_axes_equal_brute_force(spread):
+    # 64-d embeddings with 6 informative axes and a little noise on the rest, as trained
+    # embeddings look: ranked on a few principal axes, close calls recomputed in full.
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 7, 900)
+    centres = rng.normal(size=(7, 6)) * spread
+    axes = np.linalg.qr(rng.normal(size=(64, 6)))[0].T  # (6, 64) orthonormal
+    embeddings = _on_grid(0.5 * (centres[labels] + rng.normal(size=(900, 6))) @ axes)
+    assert retrieval._low_rank(torch.from_numpy(embeddings)) is not None
+    metrics = _assert_equal_to_brute_force(embeddings, labels)
+    assert 0.05 < metrics["map_at_r"] < 0.99  # neither trivial nor empty
+
+
+def test_low_rank_error_bound_holds_for_every_pair():
+    rng = np.random.default_rng(4)
+    axes = np.linalg.qr(rng.normal(size=(128, 9)))[0].T
+    x = (rng.normal(size=(600, 9)) @ axes + 3e-3 * rng.normal(size=(600, 128))).astype(np.float32)
+    z, norms, error, slack = retrieval._low_rank(torch.from_numpy(x))
+    assert z.shape[1] <= 128 // 4
+    approx = norms[:, None] + norms[None] - 2 * z @ z.T  # float32, as ranked
+    exact = ((x.astype(np.float64)[:, None] - x[None]) ** 2).sum(-1)
+    gap = np.abs(exact - approx.double().numpy())
+    bound = error.numpy()[:, None] * error.numpy()[None] + slack
+    assert (gap <= bound).all()
+    assert bound.mean() < 0.01 * exact.mean()  # and it is tight enough to prune with
+
+
+def test_full_rank_embeddings_equal_brute_force():
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 5, 700)
+    embeddings = _on_grid(0.4 * (rng.normal(size=(700, 64)) + 3.0 * np.eye(64)[labels]))
+    assert retrieval._low_rank(torch.from_numpy(embeddings)) is None
+    metrics = _assert_equal_to_brute_force(embeddings, labels)
+    assert 0.05 < metrics["map_at_r"] < 0.99
+
+
+def test_equal_distances_rank_the_other_class_first():
+    # Points on an integer grid, many at equal distances, some duplicated across classes.
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, 200)
+    embeddings = rng.integers(0, 4, size=(200, 2)).astype(np.float32)
+    _assert_equal_to_brute_force(embeddings, labels)
+    collapsed = retrieval_metrics(np.ones((50, 4)), np.arange(50) % 2)
+    assert collapsed["precision_at_1"] == 0.0 and collapsed["r_precision"] < 0.05
 
 
 def test_knn_accuracy_against_reference_set():
