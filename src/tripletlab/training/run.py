@@ -94,6 +94,8 @@ def check_config(config: RunConfig) -> None:
     check_rule(config.train.triplets)
     if config.train.sampler not in ("shuffle", "pk"):
         raise ValueError(f"unknown sampler {config.train.sampler!r}; expected shuffle or pk")
+    if config.train.ema is not None and not 0.0 <= config.train.ema < 1.0:
+        raise ValueError(f"ema must be in [0, 1), got {config.train.ema}")
     for phase in config.resolved_phases():
         if phase.epochs < 1 or phase.lr <= 0:
             raise ValueError(f"each phase needs epochs >= 1 and lr > 0, got {phase}")
