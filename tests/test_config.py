@@ -80,5 +80,6 @@ def test_accurate_preset_runs_end_to_end_on_a_subset(tmp_path):
         10.0,
         "pk",
     )
+    assert config.train.ema == 0.998
     result = train_run(config, tmp_path / "run")
     assert result.metrics["precision_at_1"] > 0.5

@@ -73,7 +73,8 @@ class TrainConfig:
     seed: int = 0
     eval_batch_size: int = 1024
     # Decay of an exponential moving average of the weights (e.g. 0.998); the average, not the
-    # raw weights, is validated and checkpointed. None: no average.
+    # raw weights, is validated and checkpointed. Step t uses min(ema, (1 + t) / (10 + t)).
+    # None: no average.
     ema: float | None = None
     # BatchNorm in training mode? None: yes, unless backbone weights were loaded (transfer),
     # where it stays in inference mode. Frozen BatchNorm is always in inference mode.
@@ -188,15 +189,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train": {"sampler": "pk", "batch_size": 64, "samples_per_class": 8, "epochs": 3,
                   "lr": 3e-3, "schedule": "cosine"},
     },
-    # The most accurate recipe found for 5 minutes on 2 CPU cores (measured: Precision@1 0.9947,
-    # MAP@R 0.9878 after 295 s of training): resnet_small, rotations and shifts inside the
-    # model, PK batches, cosine decay.
+    # The most accurate recipe found for 5 minutes on 2 CPU cores: resnet_small, rotations and
+    # shifts inside the model, PK batches, cosine decay, a moving average of the weights.
+    # Measured on the MNIST test set, seeds 0 / 1: Precision@1 0.9946 / 0.9955, MAP@R 0.9893 /
+    # 0.9902, 224 s to 308 s of training (README, "Performance").
     "accurate": {
         "model": {"backbone": "resnet_small", "embedding_dim": 64, "rotation": 10.0,
                   "translate": 0.1},
         "loss": {"name": "semihard", "margin": 0.5},
         "train": {"sampler": "pk", "batch_size": 64, "samples_per_class": 8, "epochs": 5,
-                  "lr": 3e-3, "schedule": "cosine"},
+                  "lr": 3e-3, "schedule": "cosine", "ema": 0.998},
     },
     # The Keras transfer-learning guide: train a new head on a frozen backbone, then unfreeze
     # everything and fine-tune at a very low learning rate (BatchNorm stays in inference mode).
