@@ -20,7 +20,9 @@ import numpy as np
 from numba import njit
 
 _BUCKETS = 4096
-_LEVELS = 10  # tau candidates: own-class ranks R - 4, R - 8, ..., R - 2^(LEVELS + 1)
+# tau candidates: own-class ranks R - 4, R - 8, ..., R - 2^(LEVELS + 1); `_count_within` is
+# written out for exactly ten.
+_LEVELS = 10
 
 
 def workspace(items: int, relevant: int) -> tuple[np.ndarray, ...]:

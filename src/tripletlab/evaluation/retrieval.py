@@ -5,8 +5,9 @@ out; R is the number of other items of the query's class. Queries whose class ha
 are skipped. Items of another class at the same distance as one of the query's class rank
 first (a collapsed embedding scores 0, not 1). Paper: https://arxiv.org/abs/2003.08505
 
-No row is sorted: a compiled pass per query (`_rows`) histograms the distances and counts,
-for each other-class item near enough to matter, how many own-class items are closer.
+No row is sorted: a compiled pass per query (`_rows`) finds a distance within which the R
+nearest lie and counts, for each other-class item within it, how many own-class items are
+closer.
 """
 
 from __future__ import annotations
@@ -33,14 +34,11 @@ def _as_tensors(embeddings: np.ndarray, labels: np.ndarray) -> tuple[Tensor, Ten
     return x, y
 
 
-def _squared_distances(
-    queries: Tensor, items: Tensor, item_sq: Tensor, query_sq: Tensor | None = None
-) -> Tensor:
-    """(q, D), (n, D) -> (q, n) squared Euclidean distances: query_sq + item_sq - 2 q . x,
-    the squared norms (q,) and (n,) computed from the rows unless given."""
-    if query_sq is None:
-        query_sq = queries.square().sum(1)
-    return torch.addmm(item_sq[None, :], queries, items.T, alpha=-2.0).add_(query_sq[:, None])
+def _squared_distances(queries: Tensor, items: Tensor, item_sq: Tensor) -> Tensor:
+    """(q, D), (n, D) -> (q, n) squared Euclidean distances (ranking only needs the order)."""
+    return torch.addmm(item_sq[None, :], queries, items.T, alpha=-2.0).add_(
+        queries.square().sum(1, keepdim=True)
+    )
 
 
 def _low_rank(x: Tensor) -> tuple[Tensor, Tensor, Tensor, float] | None:
