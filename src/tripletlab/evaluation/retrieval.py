@@ -113,7 +113,9 @@ def retrieval_metrics(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, f
     stops = counts.cumsum(0).tolist()
     with ThreadPoolExecutor(threads) as pool:
         for start, stop in zip([0, *stops[:-1]], stops, strict=True):
-            for first in range(start, stop if stop - start > 1 else start, step):
+            if stop - start < 2:  # a class of one item: no queries
+                continue
+            for first in range(start, stop, step):
                 rows = slice(first, min(first + step, stop))  # queries of one class
                 b = rows.stop - rows.start
                 dot = torch.mm(coords[rows], coords.T, out=dot_buffer[: b * n].view(b, n))
