@@ -102,6 +102,12 @@ def test_bad_weight_average_decay_is_refused_before_the_run_folder(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_bad_test_time_shift_is_refused_before_the_run_folder(tmp_path):
+    result = runner.invoke(app, ["train", "--tta-shift", "40", "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 1 and "tta_shift must be in [0, 28)" in result.output
+    assert not (tmp_path / "run").exists()
+
+
 def test_data_prepare_reports_the_cache():
     result = runner.invoke(app, ["data", "prepare", "mnist"])
     assert result.exit_code == 0 and "MNIST ready" in result.output
@@ -284,12 +290,12 @@ def test_every_flag_reaches_the_resolved_config():
             "--backbone-weights", "w.pt", "--train-split", "train[:50%]",
             "--val-split", "train[50%:60%]", "--test-split", "test",
             "--samples-per-class", "2", "--soft", "--val-fraction", "0.2",
-            "--ema", "0.99"]  # fmt: skip
+            "--ema", "0.99", "--tta-shift", "1"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     config = RunConfig.from_dict(yaml.safe_load(result.output))
     assert config.train.bn_train is True and config.train.schedule == "cosine"
-    assert config.train.ema == 0.99
+    assert config.train.ema == 0.99 and config.model.tta_shift == 1
     assert (config.model.head, config.model.normalize, config.model.flip) == (False, False, True)
     assert (config.model.rotation, config.model.translate) == (5.0, 0.1)
     assert config.data.classes == [1, 2] and config.data.per_class == 9

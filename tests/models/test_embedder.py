@@ -66,6 +66,29 @@ def test_rescaling_lives_inside_the_model(digits):
     torch.testing.assert_close(as_uint8, as_float_pixels)
 
 
+@pytest.mark.parametrize("normalize", [True, False])
+def test_test_time_views_average_the_shifted_images(digits, normalize):
+    torch.manual_seed(0)
+    embedder = Embedder(ModelConfig(tta_shift=2, normalize=normalize))
+    views = [digits] + [np.roll(digits, shift, axis=axis) for axis in (1, 2) for shift in (2, -2)]
+    single = [embedder.embed(view, views=False).astype(np.float64) for view in views]
+    expected = np.mean(single, axis=0)
+    if normalize:
+        expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(embedder.embed(digits, batch_size=64), expected, atol=1e-5)
+    assert not np.allclose(single[0], expected, atol=1e-3)  # the views do change something
+    embedder.train()
+    assert embedder(torch.from_numpy(digits[:8])).shape == (8, embedder.embedding_dim)
+    assert embedder.use_views  # embed(views=False) restores it
+
+
+def test_test_time_shift_must_fit_the_image():
+    with pytest.raises(ValueError, match="tta_shift"):
+        Embedder(ModelConfig(tta_shift=28))
+    with pytest.raises(ValueError, match="tta_shift"):
+        Embedder(ModelConfig(tta_shift=-1))
+
+
 def test_wrong_image_shape_is_a_clear_error():
     with pytest.raises(ValueError, match=r"\(N, H, W\) or \(N, H, W, 1\)"):
         Embedder().embed(np.zeros((2, 28, 28, 3), dtype=np.uint8))

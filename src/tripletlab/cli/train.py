@@ -41,6 +41,7 @@ def _overrides(**flags: Any) -> dict[str, dict[str, Any]]:
             "flip",
             "rotation",
             "translate",
+            "tta_shift",
         ),
         "loss": ("name", "margin", "distance", "soft"),
         "train": (
@@ -101,6 +102,9 @@ def train(
     flip: Annotated[bool | None, typer.Option("--flip/--no-flip", help="Random flips.")] = None,
     rotation: Annotated[float | None, typer.Option(help="Random rotation, degrees.")] = None,
     translate: Annotated[float | None, typer.Option(help="Random shift, fraction.")] = None,
+    tta_shift: Annotated[
+        int | None, typer.Option(help="Test-time views: also embed copies shifted by N pixels.")
+    ] = None,
     model: Annotated[str | None, typer.Option(help="Backbone, e.g. seed_cnn.")] = None,
     loss: Annotated[str | None, typer.Option(help="semihard, hard or batch-all.")] = None,
     margin: Annotated[float | None, typer.Option(help="Triplet margin.")] = None,
@@ -157,7 +161,7 @@ def train(
             train_split=train_split, val_split=val_split, test_split=test_split,
             classes=class_ids, per_class=per_class, image_size=image_size, channels=channels,
             backbone_weights=backbone_weights, bn_train=bn_train, flip=flip, rotation=rotation,
-            translate=translate,
+            translate=translate, tta_shift=tta_shift,
             dataset=dataset, limit=limit, val_fraction=val_fraction, backbone=model,
             embedding_dim=embedding_dim, head=head, normalize=normalize, name=loss, margin=margin,
             distance=distance, soft=soft, mode=mode, triplets=triplets, mine_every=mine_every,

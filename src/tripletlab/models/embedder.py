@@ -38,6 +38,14 @@ class Rescale(nn.Module):
         return images.permute(0, 3, 1, 2).float().div(255.0)
 
 
+def check_tta_shift(config: ModelConfig) -> None:
+    """Refuse a test-time shift that is negative or not smaller than the image."""
+    if not 0 <= config.tta_shift < min(config.image_size):
+        raise ValueError(
+            f"tta_shift must be in [0, {min(config.image_size)}) pixels, got {config.tta_shift}"
+        )
+
+
 class Embedder(nn.Module):
     """Maps raw uint8 images to float32 embeddings (N, D), L2-normalized by default."""
 
@@ -47,6 +55,9 @@ class Embedder(nn.Module):
         self.rescale = Rescale(self.config.channels)
         config = self.config
         self.augment = Augment(config.flip, config.rotation, config.translate)
+        check_tta_shift(config)
+        self.tta_shift = config.tta_shift
+        self.use_views = True  # `embed(..., views=False)` turns the test-time views off
         self.backbone = build_backbone(
             self.config.backbone, channels=self.config.channels, image_size=self.config.image_size
         )
@@ -59,36 +70,58 @@ class Embedder(nn.Module):
         self.embedding_dim = self.config.embedding_dim if self.config.head else features
 
     def forward(self, images: Tensor) -> Tensor:
-        """uint8 images (N, H, W) or (N, H, W, C) -> embeddings (N, D)."""
-        embeddings = self.head(self.backbone(self.augment(self.rescale(images))))
-        if self.config.normalize:
-            # Same epsilon as tf.math.l2_normalize.
-            embeddings = embeddings * torch.rsqrt(
-                embeddings.square().sum(1, keepdim=True).clamp_min(1e-12)
-            )
+        """uint8 images (N, H, W) or (N, H, W, C) -> embeddings (N, D).
+
+        In eval mode with `tta_shift` k > 0 the embedding is the mean of those of five views
+        (the image, and its copies rolled by k pixels up, down, left and right), L2-normalized
+        again when the model normalizes.
+        """
+        x = self.augment(self.rescale(images))  # (N, C, H, W) floats
+        views = 1
+        if self.tta_shift > 0 and self.use_views and not self.training:
+            k = self.tta_shift
+            shifted = [x.roll(k, 2), x.roll(-k, 2), x.roll(k, 3), x.roll(-k, 3)]
+            x, views = torch.cat([x, *shifted]), 5
+        embeddings = self._normalize(self.head(self.backbone(x)))
+        if views > 1:
+            embeddings = self._normalize(embeddings.unflatten(0, (views, -1)).mean(0))
         return embeddings
 
+    def _normalize(self, embeddings: Tensor) -> Tensor:
+        if not self.config.normalize:
+            return embeddings
+        # Same epsilon as tf.math.l2_normalize.
+        return embeddings * torch.rsqrt(embeddings.square().sum(1, keepdim=True).clamp_min(1e-12))
+
     @torch.no_grad()
-    def embed(self, images: np.ndarray | Tensor, batch_size: int = 1024) -> np.ndarray:
+    def embed(
+        self, images: np.ndarray | Tensor, batch_size: int = 1024, views: bool = True
+    ) -> np.ndarray:
         """Embed images in eval mode, in batches, without gradients.
 
         Args:
             images: uint8 (N, H, W) or (N, H, W, C).
-            batch_size: images per forward pass.
+            batch_size: images per forward pass (with test-time views, a fifth of that many
+                images, so that a pass still holds about `batch_size` views).
+            views: False embeds the images alone even when `tta_shift` asks for test-time views.
         Returns:
             float32 array (N, D).
         """
-        was_training = self.training
+        was_training, used_views = self.training, self.use_views
         self.eval()
+        self.use_views = views
         try:
             data = torch.as_tensor(images)
             device = next(self.parameters()).device
+            if views and self.tta_shift > 0:
+                batch_size = max(1, batch_size // 5)
             chunks = [
                 self(data[start : start + batch_size].to(device)).float().cpu()
                 for start in range(0, len(data), batch_size)
             ]
         finally:
             self.train(was_training)
+            self.use_views = used_views
         if not chunks:
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
         return torch.cat(chunks).numpy()

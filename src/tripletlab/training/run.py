@@ -19,6 +19,7 @@ from tripletlab.data.triplets import check_rule
 from tripletlab.evaluation.evaluate import evaluate_embedder, write_metrics
 from tripletlab.losses import build_loss
 from tripletlab.models import Embedder, backbone_names
+from tripletlab.models.embedder import check_tta_shift
 from tripletlab.training.callbacks import Callback, ProgressCallback
 from tripletlab.training.tensorboard import TensorBoardCallback
 from tripletlab.training.trainer import History, Trainer
@@ -96,6 +97,7 @@ def check_config(config: RunConfig) -> None:
         raise ValueError(f"unknown sampler {config.train.sampler!r}; expected shuffle or pk")
     if config.train.ema is not None and not 0.0 <= config.train.ema < 1.0:
         raise ValueError(f"ema must be in [0, 1), got {config.train.ema}")
+    check_tta_shift(config.model)
     for phase in config.resolved_phases():
         if phase.epochs < 1 or phase.lr <= 0:
             raise ValueError(f"each phase needs epochs >= 1 and lr > 0, got {phase}")

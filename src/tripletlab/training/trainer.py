@@ -223,9 +223,10 @@ class Trainer:
         }
 
     def validate(self, val: ImageSet) -> dict[str, float]:
-        """Retrieval metrics of the validation images among themselves."""
+        """Retrieval metrics of the validation images among themselves (single views: the
+        test-time views of `model.tta_shift` would make each epoch's check five times longer)."""
         embeddings = self.evaluated_model.embed(
-            val.images, batch_size=self.config.train.eval_batch_size
+            val.images, batch_size=self.config.train.eval_batch_size, views=False
         )
         metrics = retrieval_metrics(embeddings, val.labels)
         return {f"val_{k}": v for k, v in metrics.items() if k != "num_queries"}
@@ -251,7 +252,9 @@ class Trainer:
         labels = torch.from_numpy(train.labels).long()
         eval_batch = self.config.train.eval_batch_size
         sampler = build_sampler(
-            self.config, train.labels, lambda: self.model.embed(train.images, batch_size=eval_batch)
+            self.config,
+            train.labels,
+            lambda: self.model.embed(train.images, batch_size=eval_batch, views=False),
         )
         self.steps_per_epoch = len(sampler)
         start = time.perf_counter()
