@@ -109,7 +109,7 @@ def retrieval_metrics(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, f
     threads = max(1, torch.get_num_threads())
     scratch = [_rows.workspace(n, int(counts.max()) - 1) for _ in range(threads)]
     sums = np.zeros(3)
-    step = max(1, _BLOCK_ELEMENTS // n)
+    step = max(1, min(_BLOCK_ELEMENTS // n, int(counts.max())))  # rows of one class at most
     dot_buffer = torch.empty(step * n)
     same_buffer = torch.empty(step * int(counts.max()))
     stops = counts.cumsum(0).tolist()
