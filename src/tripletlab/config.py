@@ -46,7 +46,8 @@ class ModelConfig:
     rotation: float = 0.0  # largest random rotation, degrees
     translate: float = 0.0  # largest random shift, fraction of the image size
     # Test-time views: in eval mode, average the embeddings of the image and of its copies
-    # shifted by this many pixels up, down, left and right (0: the image alone).
+    # rolled by this many pixels up, down, left and right (pixels leaving one edge come back at
+    # the other; on MNIST's empty border that is a shift); 0: the image alone.
     tta_shift: int = 0
 
 

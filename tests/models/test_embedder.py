@@ -77,9 +77,14 @@ def test_test_time_views_average_the_shifted_images(digits, normalize):
         expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     np.testing.assert_allclose(embedder.embed(digits, batch_size=64), expected, atol=1e-5)
     assert not np.allclose(single[0], expected, atol=1e-3)  # the views do change something
-    embedder.train()
-    assert embedder(torch.from_numpy(digits[:8])).shape == (8, embedder.embedding_dim)
     assert embedder.use_views  # embed(views=False) restores it
+    batches = []
+    embedder.backbone.register_forward_hook(lambda module, args, out: batches.append(len(out)))
+    embedder.train()  # training sees the image alone
+    assert embedder(torch.from_numpy(digits[:8])).shape == (8, embedder.embedding_dim)
+    embedder.eval()
+    assert embedder(torch.from_numpy(digits[:8])).shape == (8, embedder.embedding_dim)
+    assert batches == [8, 40]
 
 
 def test_test_time_shift_must_fit_the_image():
