@@ -196,7 +196,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The most accurate recipe found for 5 minutes on 2 CPU cores: resnet_small, rotations and
     # shifts inside the model, PK batches, cosine decay, a moving average of the weights, and
     # test-time views (one-pixel shifts). MNIST test set, seeds 0 / 1 / 2: Precision@1 0.9955 /
-    # 0.9951 / 0.9952, MAP@R 0.9901 / 0.9896 / 0.9900, 224 s to 266 s of training in a slow
+    # 0.9951 / 0.9952, MAP@R 0.9901 / 0.9896 / 0.9900, 224 s to 243 s of training in a slow
     # machine state (README, "Performance").
     "accurate": {
         "model": {"backbone": "resnet_small", "embedding_dim": 64, "rotation": 10.0,
