@@ -22,7 +22,7 @@ from tripletlab.models import Embedder, backbone_names
 from tripletlab.models.embedder import check_tta_shift
 from tripletlab.training.callbacks import Callback, ProgressCallback
 from tripletlab.training.tensorboard import TensorBoardCallback
-from tripletlab.training.trainer import History, Trainer
+from tripletlab.training.trainer import History, Trainer, check_ema
 from tripletlab.utils.io import atomic_write_bytes
 
 CONFIG_FILE = "config.yaml"
@@ -95,8 +95,7 @@ def check_config(config: RunConfig) -> None:
     check_rule(config.train.triplets)
     if config.train.sampler not in ("shuffle", "pk"):
         raise ValueError(f"unknown sampler {config.train.sampler!r}; expected shuffle or pk")
-    if config.train.ema is not None and not 0.0 <= config.train.ema < 1.0:
-        raise ValueError(f"ema must be in [0, 1), got {config.train.ema}")
+    check_ema(config.train.ema)
     check_tta_shift(config.model)
     for phase in config.resolved_phases():
         if phase.epochs < 1 or phase.lr <= 0:

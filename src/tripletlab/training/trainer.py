@@ -69,6 +69,12 @@ def build_sampler(
     raise ValueError(f"unknown sampler {train.sampler!r}; expected shuffle or pk")
 
 
+def check_ema(ema: float | None) -> None:
+    """Refuse a weight-average decay outside [0, 1) (None: no average)."""
+    if ema is not None and not 0.0 <= ema < 1.0:
+        raise ValueError(f"ema must be in [0, 1), got {ema}")
+
+
 class Trainer:
     """Trains an `Embedder` and checkpoints it into `run_dir`.
 
@@ -112,9 +118,8 @@ class Trainer:
         self.history = History()
         self.ema_model: Embedder | None = None
         self.ema_steps = 0
+        check_ema(config.train.ema)
         if config.train.ema is not None:
-            if not 0.0 <= config.train.ema < 1.0:
-                raise ValueError(f"ema must be in [0, 1), got {config.train.ema}")
             self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
 
     @property
