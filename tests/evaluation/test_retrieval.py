@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+import tripletlab.evaluation._clustered as clustered
 import tripletlab.evaluation.retrieval as retrieval
 from tripletlab.evaluation import knn_accuracy, retrieval_metrics
 
@@ -37,7 +38,8 @@ def test_hand_worked_example_with_mistakes():
 
 
 def _brute_force(embeddings, labels):
-    dist = np.linalg.norm(embeddings[:, None] - embeddings[None], axis=2)
+    squared = np.square(embeddings).sum(1)
+    dist = squared[:, None] + squared[None] - 2 * embeddings @ embeddings.T  # ranks as distance
     p1, rp, mapr, count = [], [], [], 0
     for q in range(len(labels)):
         r = int(np.sum(labels == labels[q])) - 1
@@ -46,7 +48,8 @@ def _brute_force(embeddings, labels):
         count += 1
         same = labels == labels[q]
         # Equal distances: the other class first (np.lexsort sorts by the last key first).
-        order = [i for i in np.lexsort((same, dist[q])) if i != q][:r]
+        order = np.lexsort((same, dist[q]))
+        order = order[order != q][:r]
         hits = (labels[order] == labels[q]).astype(float)
         p1.append(hits[0])
         rp.append(hits.sum() / r)
@@ -74,7 +77,8 @@ def _on_grid(x):
     x = (np.round(np.clip(x, -1.99, 1.99) * 256) / 256).astype(np.float32)
     t = torch.from_numpy(x)
     float32 = (t.square().sum(1)[:, None] + t.square().sum(1)[None] - 2 * t @ t.T).numpy()
-    float64 = ((x.astype(np.float64)[:, None] - x[None]) ** 2).sum(-1)
+    x64 = x.astype(np.float64)  # exact: every product and sum is a multiple of 2^-16 < 2^10
+    float64 = np.square(x64).sum(1)[:, None] + np.square(x64).sum(1)[None] - 2 * x64 @ x64.T
     assert np.array_equal(float32, float64)
     return x
 
@@ -101,6 +105,60 @@ def test_low_rank_embeddings_ranked_through_principal_axes_equal_brute_force(spr
     assert retrieval._low_rank(torch.from_numpy(embeddings)) is not None
     metrics = _assert_equal_to_brute_force(embeddings, labels)
     assert 0.05 < metrics["map_at_r"] < 0.99  # neither trivial nor empty
+
+
+def _low_rank_classes(n, classes, spread, seed):
+    """(n, 64) embeddings on 6 informative axes, `classes` classes plus one singleton."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, n)
+    labels[0] = classes  # a class of one: never a query, still a neighbour of others
+    centres = rng.normal(size=(classes + 1, 6)) * spread
+    axes = np.linalg.qr(rng.normal(size=(64, 6)))[0].T
+    embeddings = _on_grid(0.3 * (centres[labels] + rng.normal(size=(n, 6))) @ axes)
+    assert retrieval._low_rank(torch.from_numpy(embeddings)) is not None
+    return embeddings, labels
+
+
+def test_clustered_pass_prunes_and_equals_brute_force():
+    # A few thousand items in well separated classes, as trained embeddings are: most
+    # clusters of the other classes lie beyond a query's tau.
+    embeddings, labels = _low_rank_classes(3000, 10, 3.0, seed=5)
+    metrics = _assert_equal_to_brute_force(embeddings, labels)
+    assert 0.5 < metrics["map_at_r"] < 1.0
+
+
+@pytest.mark.parametrize(
+    ("tile", "found", "margin"),
+    [(3, 2, 1.1), (5, 4096, 0.5), (63, 8192, 1e9)],
+    ids=["too-many-found", "guess-too-small", "guess-huge"],
+)
+def test_clustered_pass_fallbacks_equal_brute_force(monkeypatch, tile, found, margin):
+    # Each way a tile query can go: more items than it may keep (done alone), a guessed tau
+    # smaller than the one its items prove (done alone under it), a guess covering everything.
+    monkeypatch.setattr(clustered, "TILE", tile)
+    monkeypatch.setattr(clustered, "FOUND", found)
+    monkeypatch.setattr(clustered, "GUESS_MARGIN", margin)
+    embeddings, labels = _low_rank_classes(1200, 6, 1.0, seed=6)
+    metrics = _assert_equal_to_brute_force(embeddings, labels)
+    assert 0.05 < metrics["map_at_r"] < 0.99
+
+
+def test_clusters_cover_each_class_within_their_radius():
+    rng = np.random.default_rng(7)
+    z = torch.from_numpy(rng.normal(size=(500, 8)).astype(np.float32))
+    stops = [120, 121, 400, 500]  # classes of 120, 1, 279 and 100 items
+    order, centres, radius, starts = retrieval._clusters(z, stops)
+    assert sorted(order.tolist()) == list(range(500))
+    for start, stop in zip([0, *stops[:-1]], stops, strict=True):  # classes stay in place
+        assert sorted(order[start:stop].tolist()) == list(range(start, stop))
+    assert starts[0] == 0 and starts[-1] == 500 and (starts.diff() > 0).all()
+    assert set(stops) <= set(starts.tolist())  # no cluster spans two classes
+    assert len(radius) == len(centres) == len(starts) - 1 >= 500 // 16 - 4
+    for k in range(len(radius)):
+        members = z[order[starts[k] : starts[k + 1]]].double()
+        gaps = (members - centres[k]).norm(dim=1)
+        assert (gaps <= radius[k]).all()
+        assert gaps.max() >= radius[k] * (1 - 1e-6)  # and the radius is no larger than needed
 
 
 def test_low_rank_error_bound_holds_for_every_pair():

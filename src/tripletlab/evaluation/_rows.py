@@ -169,11 +169,12 @@ def _count_below(value: float, strict: bool, scale: float, starts: np.ndarray, g
 
 
 @njit(cache=True, nogil=True)
-def _one_row(
-    same_dot, dot, query, own_start, own_stop, squared_norms, coord_norms, error, slack, embeddings,
-    same_counts, fill, own_values, grouped, found, found_index, ahead, out,
-):  # fmt: skip
-    n = dot.shape[0]
+def _own_buckets(same_dot, query, own_start, squared_norms, same_counts, fill, own_values, grouped):
+    """Bucket the query's own-class squared distances (its own column left out).
+
+    Returns (scale, top): bucket b holds values in [b / scale, (b + 1) / scale), the last one
+    also `top`, the largest; same_counts[b] own distances lie in buckets < b, and grouped
+    holds them bucket after bucket."""
     r = same_dot.shape[0] - 1
     own = query - own_start
     query_sq = squared_norms[query]
@@ -184,7 +185,6 @@ def _one_row(
         if j != own and value > top:
             top = value
     scale = _BUCKETS / top if top > 0.0 else 0.0
-    # Own-class distances grouped by bucket: starts[b] own distances lie in buckets < b.
     same_counts[:] = 0
     for j in range(r + 1):
         if j != own:
@@ -197,6 +197,61 @@ def _one_row(
             b = _bucket(own_values[j], scale)
             grouped[fill[b]] = own_values[j]
             fill[b] += 1
+    return scale, top
+
+
+@njit(cache=True, nogil=True)
+def _score(query, r, found, found_index, m, tau, exact, error, slack, embeddings, scale,
+           same_counts, grouped, ahead, out):  # fmt: skip
+    """Place the found other-class items (ranking distance and index) with a lower bound <= tau
+    among the own-class distances and write the query's P@1 hit, R-Precision and AP@R."""
+    err_q = error[query]
+    ahead[: r + 1] = 0
+    for t in range(m):
+        approx = found[t]
+        if exact:
+            if approx <= tau:
+                ahead[_count_below(approx, True, scale, same_counts, grouped)] += 1
+            continue
+        bound = err_q * error[found_index[t]] + slack
+        if approx - bound > tau:
+            continue
+        below = _count_below(approx - bound, True, scale, same_counts, grouped)
+        if below >= r:  # ranks after the R-th own item whatever its exact distance
+            continue
+        if below != _count_below(approx + bound, False, scale, same_counts, grouped):
+            distance = _exact_squared(embeddings, query, found_index[t])
+            below = _count_below(distance, True, scale, same_counts, grouped)
+        ahead[below] += 1
+    # Walk the own-class ranks k = 1..R: the intruders with fewer than k closer own items
+    # rank before the k-th.
+    before = 0
+    hits = 0
+    precision_sum = 0.0
+    first = 0.0
+    for k in range(1, r + 1):
+        before += ahead[k - 1]
+        position = k + before
+        if position > r:
+            break
+        if position == 1:
+            first = 1.0
+        hits = k
+        precision_sum += k / position
+    out[0] = first
+    out[1] = hits / r
+    out[2] = precision_sum / r
+
+
+@njit(cache=True, nogil=True)
+def _one_row(
+    same_dot, dot, query, own_start, own_stop, squared_norms, coord_norms, error, slack, embeddings,
+    same_counts, fill, own_values, grouped, found, found_index, ahead, out,
+):  # fmt: skip
+    n = dot.shape[0]
+    r = same_dot.shape[0] - 1
+    scale, top = _own_buckets(same_dot, query, own_start, squared_norms, same_counts, fill,
+                              own_values, grouped)  # fmt: skip
     # tau candidates: the upper edge of the bucket holding own rank R - 2^(l + 2), for levels
     # l = 0..LEVELS-1, and `top` (level -1) which always holds. Level l holds if the
     # other-class items surely within its tau make up the rest of R.
@@ -227,33 +282,5 @@ def _one_row(
     for lo, hi in ((0, own_start), (own_stop, n)):
         m = _collect(dot[lo:hi], coord_norms[lo:hi], error[lo:hi], coord_q, err_q, tau + slack, lo,
                      found, found_index, m)  # fmt: skip
-    ahead[: r + 1] = 0
-    for t in range(m):
-        approx = found[t]
-        if exact:
-            ahead[_count_below(approx, True, scale, same_counts, grouped)] += 1
-            continue
-        bound = err_q * error[found_index[t]] + slack
-        below = _count_below(approx - bound, True, scale, same_counts, grouped)
-        if below != _count_below(approx + bound, False, scale, same_counts, grouped):
-            distance = _exact_squared(embeddings, query, found_index[t])
-            below = _count_below(distance, True, scale, same_counts, grouped)
-        ahead[below] += 1
-    # Walk the own-class ranks k = 1..R: the intruders with fewer than k closer own items
-    # rank before the k-th.
-    before = 0
-    hits = 0
-    precision_sum = 0.0
-    first = 0.0
-    for k in range(1, r + 1):
-        before += ahead[k - 1]
-        position = k + before
-        if position > r:
-            break
-        if position == 1:
-            first = 1.0
-        hits = k
-        precision_sum += k / position
-    out[0] = first
-    out[1] = hits / r
-    out[2] = precision_sum / r
+    _score(query, r, found, found_index, m, tau, exact, error, slack, embeddings, scale,
+           same_counts, grouped, ahead, out)  # fmt: skip

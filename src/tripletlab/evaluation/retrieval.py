@@ -12,7 +12,9 @@ closer.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -24,6 +26,9 @@ from torch import Tensor
 _BLOCK_ELEMENTS = 1 << 25
 # Variance share allowed off the principal axes for ranking through them (see `_low_rank`).
 _LOW_RANK_TAIL = 1e-4
+# Items per k-means cluster of a class on the principal axes, and k-means iterations.
+_CLUSTER_SIZE = 16
+_KMEANS_STEPS = 6
 
 
 def _as_tensors(embeddings: np.ndarray, labels: np.ndarray) -> tuple[Tensor, Tensor]:
@@ -76,6 +81,122 @@ def _low_rank(x: Tensor) -> tuple[Tensor, Tensor, Tensor, float] | None:
     return z.float(), norms.float(), (2.0**0.5) * residual, slack
 
 
+def _clusters(z: Tensor, stops: list[int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Small k-means clusters of each class's principal-axes coordinates.
+
+    Args:
+        z: (N, m) float32 coordinates, classes in contiguous ranges ending at `stops`.
+    Returns:
+        order (N,) int64: items cluster after cluster, each class's range kept; centres (K, m)
+        float64; radius (K,) float64, the largest distance of a member from its centre;
+        starts (K + 1,) int64, cluster k is items starts[k]..starts[k + 1] after `order`.
+    """
+    generator = torch.Generator().manual_seed(0)
+    order, centres, radius, sizes = [], [], [], []
+    for start, stop in zip([0, *stops[:-1]], stops, strict=True):
+        points = z[start:stop]
+        k = max(1, round(len(points) / _CLUSTER_SIZE))
+        centre = points[torch.randperm(len(points), generator=generator)[:k]].clone()
+        for _ in range(_KMEANS_STEPS):
+            nearest = torch.cdist(points, centre).argmin(1)
+            sizes_k = torch.bincount(nearest, minlength=k)
+            sums = torch.zeros_like(centre).index_add_(0, nearest, points)
+            moved = sizes_k > 0  # an emptied cluster keeps its centre
+            centre[moved] = sums[moved] / sizes_k[moved, None]
+        nearest = torch.cdist(points, centre).argmin(1)
+        size = torch.bincount(nearest, minlength=k)
+        kept = size > 0
+        sorted_nearest, within = torch.sort(nearest, stable=True)
+        order.append(start + within)
+        # Exact (float64) centre and radius of each non-empty cluster's members.
+        members = points[within].double()
+        centre64 = (
+            torch.zeros(k, z.shape[1], dtype=torch.float64).index_add_(0, sorted_nearest, members)
+            / size.clamp_min(1)[:, None]
+        )
+        centre64 = centre64.float().double()  # the centres as float32 products see them
+        gap = (members - centre64[sorted_nearest]).norm(dim=1)
+        reach = torch.zeros(k, dtype=torch.float64).scatter_reduce_(0, sorted_nearest, gap, "amax")
+        centres.append(centre64[kept])
+        radius.append(reach[kept] * (1.0 + 1e-9))
+        sizes.append(size[kept])
+    starts = torch.cat([torch.zeros(1, dtype=torch.long), torch.cat(sizes).cumsum(0)])
+    return torch.cat(order), torch.cat(centres), torch.cat(radius), starts
+
+
+def _exact_blocks(x: Tensor, classes: list[tuple[int, int]], threads: int) -> Iterator[tuple]:
+    """(kernel, args, scratch per thread, out) per block of one class's queries: exact ranking."""
+    from tripletlab.evaluation import _rows  # numba: compiled on first use, then cached
+
+    n = len(x)
+    largest = max(stop - start for start, stop in classes)
+    x_sq = x.square().sum(1)
+    error = np.zeros(n)
+    scratch = [_rows.workspace(n, largest - 1) for _ in range(threads)]
+    step = max(1, min(_BLOCK_ELEMENTS // n, largest))
+    dot_buffer = torch.empty(step * n)
+    for start, stop in classes:
+        for first in range(start, stop, step):
+            rows = slice(first, min(first + step, stop))
+            b = rows.stop - rows.start
+            dot = torch.mm(x[rows], x.T, out=dot_buffer[: b * n].view(b, n))
+            same = dot[:, start:stop].contiguous()
+            args = (same.numpy(), dot.numpy(), np.arange(rows.start, rows.stop), start, stop,
+                    x_sq.numpy(), x_sq.numpy(), error, 0.0, x.numpy())  # fmt: skip
+            yield _rows.query_rows, args, scratch, np.empty((b, 3))
+
+
+def _clustered_blocks(
+    x: Tensor,
+    stops: list[int],
+    classes: list[tuple[int, int]],
+    threads: int,
+    coords: Tensor,
+    coord_norms: Tensor,
+    error: Tensor,
+    slack: float,
+) -> Iterator[tuple]:
+    """(kernel, args, scratch per thread, out) per block of one class's queries: ranking on the
+    principal axes, items grouped in clusters (`_clustered`)."""
+    from tripletlab.evaluation import _clustered
+
+    order, centres, radius, starts = _clusters(coords, stops)
+    x, coords, coord_norms, error = (t[order].contiguous() for t in (x, coords, coord_norms, error))
+    n, k = len(x), len(radius)
+    sizes = starts.diff()
+    blocks = torch.cat([coords[start:stop].T.reshape(-1)
+                        for start, stop in pairwise(starts.tolist())])  # fmt: skip
+    items = (x.square().sum(1).numpy(), coords.numpy(), blocks.numpy(),
+             coords.double().square().sum(1).numpy(), coord_norms.numpy(), error.numpy(),
+             x.numpy())  # fmt: skip
+    clusters = (centres.square().sum(1).numpy(), radius.numpy(), starts.numpy(),
+                torch.segment_reduce(error, "max", lengths=sizes).numpy())  # fmt: skip
+    largest = max(stop - start for start, stop in classes)
+    scratch = [_clustered.workspace(n, largest - 1, k, int(sizes.max()))
+               for _ in range(threads)]  # fmt: skip
+    step = max(1, min(_BLOCK_ELEMENTS // max(largest, k), largest))
+    same_buffer, centre_buffer = torch.empty(step * largest), torch.empty(step * k)
+    centres32 = centres.float()
+    starts_np = starts.numpy()
+    for start, stop in classes:
+        for first in range(start, stop, step):
+            rows = slice(first, min(first + step, stop))
+            b = rows.stop - rows.start
+            same = torch.mm(x[rows], x[start:stop].T,
+                            out=same_buffer[: b * (stop - start)].view(b, -1))  # fmt: skip
+            centre_dot = torch.mm(coords[rows], centres32.T, out=centre_buffer[: b * k].view(b, k))
+            # Tiles: the block's rows cut at cluster starts, at most TILE rows each.
+            cuts = starts_np[(starts_np > rows.start) & (starts_np < rows.stop)] - rows.start
+            tiles = [0]
+            for cut in [*cuts.tolist(), b]:
+                tiles.extend(range(tiles[-1] + _clustered.TILE, cut, _clustered.TILE))
+                tiles.append(cut)
+            args = (same.numpy(), centre_dot.numpy(), np.arange(rows.start, rows.stop), start,
+                    stop, items, clusters, slack, _clustered.GUESS_MARGIN,
+                    np.array(tiles, dtype=np.int64))  # fmt: skip
+            yield _clustered.query_tiles, args, scratch, np.empty((b, 3))
+
+
 def retrieval_metrics(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Precision@1, R-Precision and MAP@R of every item queried against all the others.
 
@@ -89,51 +210,29 @@ def retrieval_metrics(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, f
     Returns:
         Dict with `precision_at_1`, `r_precision`, `map_at_r` and `num_queries`.
     """
-    from tripletlab.evaluation import _rows  # numba: compiled on first use, then cached
-
     x, y = _as_tensors(embeddings, labels)
     order = torch.argsort(y, stable=True)
     x, y = x[order].contiguous(), y[order]
     _, counts = torch.unique_consecutive(y, return_counts=True)
     if len(y) == 0 or int(counts.max()) < 2:
         raise ValueError("retrieval metrics need at least one class with two or more items")
-    n = len(x)
-    x_sq = x.square().sum(1)
-    low_rank = _low_rank(x)
-    if low_rank is None:  # rank on the exact distances
-        coords, coord_sq, error, slack = x, x_sq, torch.zeros(n, dtype=torch.float64), 0.0
-    else:
-        coords, coord_sq, error, slack = low_rank
-    x_np, x_sq_np, coord_sq_np = x.numpy(), x_sq.numpy(), coord_sq.numpy()
-    error_np = error.numpy()
-    threads = max(1, torch.get_num_threads())
-    scratch = [_rows.workspace(n, int(counts.max()) - 1) for _ in range(threads)]
-    sums = np.zeros(3)
-    step = max(1, min(_BLOCK_ELEMENTS // n, int(counts.max())))  # rows of one class at most
-    dot_buffer = torch.empty(step * n)
-    same_buffer = torch.empty(step * int(counts.max()))
     stops = counts.cumsum(0).tolist()
+    classes = [(start, stop) for start, stop in zip([0, *stops[:-1]], stops, strict=True)
+               if stop - start > 1]  # a class of one item has no queries  # fmt: skip
+    threads = max(1, torch.get_num_threads())
+    low_rank = _low_rank(x)
+    if low_rank is None:
+        blocks = _exact_blocks(x, classes, threads)
+    else:
+        blocks = _clustered_blocks(x, stops, classes, threads, *low_rank)
+    sums = np.zeros(3)
     with ThreadPoolExecutor(threads) as pool:
-        for start, stop in zip([0, *stops[:-1]], stops, strict=True):
-            if stop - start < 2:  # a class of one item: no queries
-                continue
-            for first in range(start, stop, step):
-                rows = slice(first, min(first + step, stop))  # queries of one class
-                b = rows.stop - rows.start
-                dot = torch.mm(coords[rows], coords.T, out=dot_buffer[: b * n].view(b, n))
-                same = same_buffer[: b * (stop - start)].view(b, -1)
-                if low_rank is None:  # the exact products are in `dot` already
-                    same.copy_(dot[:, start:stop])
-                else:
-                    torch.mm(x[rows], x[start:stop].T, out=same)
-                out = np.empty((b, 3))
-                args = (same.numpy(), dot.numpy(), np.arange(rows.start, rows.stop), start, stop,
-                        x_sq_np, coord_sq_np, error_np, slack, x_np)  # fmt: skip
-                jobs = [pool.submit(_rows.query_rows, *args, scratch[t], out, t, threads)
-                        for t in range(threads)]  # fmt: skip
-                for job in jobs:
-                    job.result()
-                sums += out.sum(0)
+        for kernel, args, scratch, out in blocks:
+            jobs = [pool.submit(kernel, *args, scratch[t], out, t, threads)
+                    for t in range(threads)]  # fmt: skip
+            for job in jobs:
+                job.result()
+            sums += out.sum(0)
     num_queries = int(counts[counts > 1].sum())
     return {
         "precision_at_1": float(sums[0] / num_queries),
