@@ -143,6 +143,21 @@ def test_clustered_pass_fallbacks_equal_brute_force(monkeypatch, tile, found, ma
     assert 0.05 < metrics["map_at_r"] < 0.99
 
 
+def test_clustered_pass_in_small_blocks_equals_brute_force(monkeypatch):
+    # Blocks of a few queries, and each block's own-class products computed apart (the
+    # class's products do not fit in one block) instead of mirrored from one product.
+    monkeypatch.setattr(retrieval, "_BLOCK_ELEMENTS", 5000)
+    embeddings, labels = _low_rank_classes(1000, 5, 1.0, seed=8)
+    _assert_equal_to_brute_force(embeddings, labels)
+
+
+def test_symmetric_products_equal_the_product():
+    x = torch.from_numpy(np.random.default_rng(9).normal(size=(1000, 16)).astype(np.float32))
+    products = retrieval._symmetric_products(x, torch.empty(1000 * 1000), band=96)
+    assert torch.equal(products, products.T)
+    torch.testing.assert_close(products, x @ x.T, rtol=1e-5, atol=1e-5)
+
+
 def test_clusters_cover_each_class_within_their_radius():
     rng = np.random.default_rng(7)
     z = torch.from_numpy(rng.normal(size=(500, 8)).astype(np.float32))

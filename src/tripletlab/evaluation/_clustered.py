@@ -105,7 +105,8 @@ def query_tiles(
 @njit(cache=True, nogil=True, fastmath=True)
 def _cluster_values(zq, coord_q, blocks, coord_norms, start, stop, values):
     """values[:stop - start] = ranking distances of the items start..stop of one cluster,
-    whose coordinates are blocks[start * m:stop * m] axis after axis; vectorised over items."""
+    whose coordinates are blocks[start * m:stop * m] axis after axis; vectorised over items.
+    Returns the smallest."""
     count = stop - start
     for j in range(count):
         values[j] = coord_q + coord_norms[start + j]
@@ -115,6 +116,19 @@ def _cluster_values(zq, coord_q, blocks, coord_norms, start, stop, values):
         row = blocks[base + d * count : base + (d + 1) * count]
         for j in range(count):
             values[j] += weight * row[j]
+    smallest = values[0]
+    for j in range(1, count):
+        smallest = min(smallest, values[j])
+    return smallest
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _dot(x: np.ndarray, a: int, b: int) -> np.float32:
+    """float32 dot product of rows a and b of x."""
+    total = np.float32(0.0)
+    for d in range(x.shape[1]):
+        total += x[a, d] * x[b, d]
+    return total
 
 
 @njit(cache=True, nogil=True)
@@ -163,6 +177,8 @@ def _single(
     zq = coords[query]
     coord_q = coord_norms[query]
     err_q = error[query]
+    query_sq = squared_norms[query]
+    cluster_error = clusters[3]
     # Clusters by bucket of their bound (bucket _BUCKETS: beyond `top`), in counting order.
     k_total = cluster_start.shape[0] - 1
     cluster_counts[:] = 0
@@ -196,15 +212,19 @@ def _single(
             k = cluster_order[position]
             position += 1
             start, stop = cluster_start[k], cluster_start[k + 1]
-            _cluster_values(zq, coord_q, blocks, coord_norms, start, stop, values)
+            smallest = _cluster_values(zq, coord_q, blocks, coord_norms, start, stop, values)
+            if smallest - (err_q * cluster_error[k] + slack) > tau:
+                continue
             for j in range(stop - start):
-                item_bound = err_q * error[start + j] + slack
-                if values[j] - item_bound > tau:
+                if values[j] - (err_q * error[start + j] + slack) > tau:
                     continue
-                found[m] = values[j]
+                distance = query_sq + squared_norms[start + j] - np.float32(2.0) * _dot(
+                    embeddings, query, start + j
+                )  # as the own distances are computed
+                found[m] = distance
                 found_index[m] = start + j
                 m += 1
-                upper = (values[j] + item_bound) * scale
+                upper = distance * scale
                 if upper < _BUCKETS:
                     u = max(int(upper), 0)
                     other_counts[u] += 1
@@ -215,7 +235,7 @@ def _single(
                     edge -= 1
                 tau = (edge + 1) / scale * (1.0 + 1e-6)
         b += 1
-    _score(query, r, found, found_index, m, tau, False, error, slack, embeddings, scale,
+    _score(query, r, found, found_index, m, tau, True, error, slack, embeddings, scale,
            same_counts, grouped, ahead, out)  # fmt: skip
     return tau
 
@@ -276,13 +296,18 @@ def _tile(
             if not (bits >> g) & 1:
                 continue
             query = query_index[a + 1 + g]
-            _cluster_values(coords[query], coord_norms[query], blocks, coord_norms, start, stop,
-                            values)  # fmt: skip
+            smallest = _cluster_values(coords[query], coord_norms[query], blocks, coord_norms,
+                                       start, stop, values)  # fmt: skip
             limit, err_q, m = tile_limit[g], error[query], tile_m[g]
+            if smallest - (err_q * cluster_error[k] + slack) > limit:
+                continue
+            query_sq = squared_norms[query]
             for j in range(stop - start):
                 if values[j] - (err_q * error[start + j] + slack) <= limit:
-                    if m < keep:
-                        tile_found[g, m] = values[j]
+                    if m < keep:  # its distance, computed as the own ones are
+                        product = _dot(embeddings, query, start + j)
+                        tile_found[g, m] = (query_sq + squared_norms[start + j]
+                                            - np.float32(2.0) * product)  # fmt: skip
                         tile_index[g, m] = start + j
                     m += 1
             tile_m[g] = m
@@ -296,11 +321,11 @@ def _tile(
             continue
         scale, top = _own_buckets(same_dot[row], query, own_start, squared_norms, same_counts,
                                   fill, own_values, grouped)  # fmt: skip
-        tau, _ = _prove(tile_found[g], tile_index[g], tile_m[g], error[query], error, slack,
-                        scale, same_counts, other_counts, r, top * (1.0 + 1e-6))  # fmt: skip
+        tau, _ = _prove(tile_found[g], tile_index[g], tile_m[g], 0.0, error, 0.0, scale,
+                        same_counts, other_counts, r, top * (1.0 + 1e-6))  # fmt: skip
         if tau > tile_limit[g]:  # the guess was too small: alone, under the tau proven
             _single(same_dot[row], centre_dot[row], query, own_start, own_first, own_last, items,
                     clusters, slack, scratch, out[row])  # fmt: skip
             continue
-        _score(query, r, tile_found[g], tile_index[g], tile_m[g], tau, False, error, slack,
+        _score(query, r, tile_found[g], tile_index[g], tile_m[g], tau, True, error, slack,
                embeddings, scale, same_counts, grouped, ahead, out[row])  # fmt: skip

@@ -124,6 +124,19 @@ def _clusters(z: Tensor, stops: list[int]) -> tuple[Tensor, Tensor, Tensor, Tens
     return torch.cat(order), torch.cat(centres), torch.cat(radius), starts
 
 
+def _symmetric_products(x: Tensor, buffer: Tensor, band: int = 1024) -> Tensor:
+    """(n, D) -> (n, n) x @ x.T in `buffer`, each product computed once and mirrored: bands
+    of rows against the columns from their own on (about half the work of the full product)."""
+    n = len(x)
+    out = buffer[: n * n].view(n, n)
+    for first in range(0, n, band):
+        last = min(first + band, n)
+        upper = x[first:last] @ x[first:].T  # (band, n - first)
+        out[first:last, first:] = upper
+        out[last:, first:last] = upper[:, last - first :].T
+    return out
+
+
 def _exact_blocks(x: Tensor, classes: list[tuple[int, int]], threads: int) -> Iterator[tuple]:
     """(kernel, args, scratch per thread, out) per block of one class's queries: exact ranking."""
     from tripletlab.evaluation import _rows  # numba: compiled on first use, then cached
@@ -175,15 +188,22 @@ def _clustered_blocks(
     scratch = [_clustered.workspace(n, largest - 1, k, int(sizes.max()))
                for _ in range(threads)]  # fmt: skip
     step = max(1, min(_BLOCK_ELEMENTS // max(largest, k), largest))
-    same_buffer, centre_buffer = torch.empty(step * largest), torch.empty(step * k)
+    whole = largest * largest <= 2 * _BLOCK_ELEMENTS  # a class's products at once: symmetric
+    same_buffer = torch.empty(largest * largest if whole else step * largest)
+    centre_buffer = torch.empty(step * k)
     centres32 = centres.float()
     starts_np = starts.numpy()
     for start, stop in classes:
+        if whole:
+            products = _symmetric_products(x[start:stop], same_buffer)
         for first in range(start, stop, step):
             rows = slice(first, min(first + step, stop))
             b = rows.stop - rows.start
-            same = torch.mm(x[rows], x[start:stop].T,
-                            out=same_buffer[: b * (stop - start)].view(b, -1))  # fmt: skip
+            if whole:
+                same = products[rows.start - start : rows.stop - start]
+            else:
+                same = torch.mm(x[rows], x[start:stop].T,
+                                out=same_buffer[: b * (stop - start)].view(b, -1))  # fmt: skip
             centre_dot = torch.mm(coords[rows], centres32.T, out=centre_buffer[: b * k].view(b, k))
             # Tiles: the block's rows cut at cluster starts, at most TILE rows each.
             cuts = starts_np[(starts_np > rows.start) & (starts_np < rows.stop)] - rows.start
