@@ -218,9 +218,8 @@ def _single(
             for j in range(stop - start):
                 if values[j] - (err_q * error[start + j] + slack) > tau:
                     continue
-                distance = query_sq + squared_norms[start + j] - np.float32(2.0) * _dot(
-                    embeddings, query, start + j
-                )  # as the own distances are computed
+                product = _dot(embeddings, query, start + j)  # as for the own distances
+                distance = query_sq + squared_norms[start + j] - np.float32(2.0) * product
                 found[m] = distance
                 found_index[m] = start + j
                 m += 1
