@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from tripletlab.evaluation._rows import _BUCKETS, _own_buckets, _score
+from tripletlab.evaluation._rows import _BUCKETS, _own_buckets, _score, _walk
 from tripletlab.evaluation._rows import workspace as _row_workspace
 
 # Queries of one tile at most (up to 64: one bit each), and found items kept per tile query
@@ -45,6 +45,10 @@ def workspace(items: int, relevant: int, clusters: int, largest: int) -> tuple:
         np.empty(TILE, dtype=np.int64),
         np.empty(TILE, dtype=np.float64),
         np.empty(clusters, dtype=np.int64),
+        np.empty(_BUCKETS + 1, dtype=np.int64),
+        np.empty(FOUND, dtype=np.int64),
+        np.empty(FOUND, dtype=np.int64),
+        np.empty(_BUCKETS + 2, dtype=np.int64),
     )
 
 
@@ -239,6 +243,60 @@ def _single(
     return tau
 
 
+@njit(cache=True, nogil=True)
+def _histogram_bucket(value: float, scale: float) -> int:
+    """Bucket of `value` for `_own_histogram`: _BUCKETS for values at or past the last edge."""
+    f = value * scale
+    if f >= _BUCKETS:
+        return _BUCKETS
+    return max(int(f), 0)
+
+
+@njit(cache=True, nogil=True)
+def _own_histogram(same_dot, query, own_start, squared_norms, scale, same_counts, own_values):
+    """The query's own-class squared distances in own_values (its own +inf) and
+    same_counts[b] = how many lie in buckets < b, buckets of width 1 / scale from 0 and the
+    last, _BUCKETS, holding all beyond. One pass; no grouping (see `_score_histogram`)."""
+    query_sq = squared_norms[query]
+    same_counts[:] = 0
+    for j in range(same_dot.shape[0]):
+        value = query_sq + squared_norms[own_start + j] - np.float32(2.0) * same_dot[j]
+        own_values[j] = value
+        same_counts[_histogram_bucket(value, scale) + 1] += 1
+    own = query - own_start
+    same_counts[_histogram_bucket(own_values[own], scale) + 1] -= 1
+    own_values[own] = np.inf
+    for b in range(_BUCKETS + 1):
+        same_counts[b + 1] += same_counts[b]
+
+
+@njit(cache=True, nogil=True)
+def _score_histogram(found, m, tau, scale, own_values, r, same_counts, scratch, out):
+    """`_score` for exact distances of found items with the own distances histogrammed
+    (`_own_histogram`): each found item within tau is chained to its bucket, and one pass
+    over the own distances counts, for the items in its bucket, those it lies below."""
+    ahead = scratch[6]
+    head, chain, extra = scratch[17:20]
+    head[:] = -1
+    for t in range(m):
+        if found[t] <= tau:
+            b = _histogram_bucket(found[t], scale)
+            chain[t] = head[b]
+            head[b] = t
+            extra[t] = 0
+    for i in range(r + 1):
+        value = own_values[i]
+        t = head[_histogram_bucket(value, scale)]
+        while t >= 0:
+            extra[t] += value < found[t]
+            t = chain[t]
+    ahead[: r + 1] = 0
+    for t in range(m):
+        if found[t] <= tau:
+            ahead[same_counts[_histogram_bucket(found[t], scale)] + extra[t]] += 1
+    _walk(ahead, r, out)
+
+
 @njit(cache=True, nogil=True, fastmath=True)
 def _want(cq, allowed, centre_dot, centre_sq, radius, g, wanted):
     """Set bit g of wanted[k] where |q - centre k|^2 (cq + centre_sq - 2 centre_dot, cq
@@ -258,11 +316,11 @@ def _tile(
     """Rows a + 1..b, guessing each tau as at most `guess` from row a's (`anchor_tau`)."""
     squared_norms, coords, blocks, coord_sq, coord_norms, error, embeddings = items
     cluster_start = clusters[2]
-    same_counts, fill, own_values, grouped = scratch[:4]
-    ahead = scratch[6]
+    own_values = scratch[2]
     other_counts = scratch[7]
     values = scratch[8]
-    tile_found, tile_index, tile_m, tile_limit, wanted = scratch[12:]
+    tile_found, tile_index, tile_m, tile_limit, wanted = scratch[12:17]
+    same_counts = scratch[20]
     centre_sq, radius, cluster_start, cluster_error = clusters
     count = b - a - 1
     keep = tile_found.shape[1]
@@ -318,13 +376,19 @@ def _tile(
             _single(same_dot[row], centre_dot[row], query, own_start, own_first, own_last, items,
                     clusters, slack, scratch, out[row])  # fmt: skip
             continue
-        scale, top = _own_buckets(same_dot[row], query, own_start, squared_norms, same_counts,
-                                  fill, own_values, grouped)  # fmt: skip
-        tau, _ = _prove(tile_found[g], tile_index[g], tile_m[g], 0.0, error, 0.0, scale,
-                        same_counts, other_counts, r, top * (1.0 + 1e-6))  # fmt: skip
-        if tau > tile_limit[g]:  # the guess was too small: alone, under the tau proven
+        limit = tile_limit[g]
+        if not limit > 0.0:  # nothing to scale the buckets by
             _single(same_dot[row], centre_dot[row], query, own_start, own_first, own_last, items,
                     clusters, slack, scratch, out[row])  # fmt: skip
             continue
-        _score(query, r, tile_found[g], tile_index[g], tile_m[g], tau, True, error, slack,
-               embeddings, scale, same_counts, grouped, ahead, out[row])  # fmt: skip
+        scale = _BUCKETS * (1.0 + 2e-6) / limit  # every bucket edge a tau can be is <= limit
+        _own_histogram(same_dot[row], query, own_start, squared_norms, scale, same_counts,
+                       own_values)  # fmt: skip
+        tau, _ = _prove(tile_found[g], tile_index[g], tile_m[g], 0.0, error, 0.0, scale,
+                        same_counts, other_counts, r, np.inf)  # fmt: skip
+        if tau > limit:  # the guess was too small: alone
+            _single(same_dot[row], centre_dot[row], query, own_start, own_first, own_last, items,
+                    clusters, slack, scratch, out[row])  # fmt: skip
+            continue
+        _score_histogram(tile_found[g], tile_m[g], tau, scale, own_values, r, same_counts,
+                         scratch, out[row])  # fmt: skip

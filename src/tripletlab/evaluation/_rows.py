@@ -223,8 +223,14 @@ def _score(query, r, found, found_index, m, tau, exact, error, slack, embeddings
             distance = _exact_squared(embeddings, query, found_index[t])
             below = _count_below(distance, True, scale, same_counts, grouped)
         ahead[below] += 1
-    # Walk the own-class ranks k = 1..R: the intruders with fewer than k closer own items
-    # rank before the k-th.
+    _walk(ahead, r, out)
+
+
+@njit(cache=True, nogil=True)
+def _walk(ahead, r, out):
+    """P@1 hit, R-Precision and AP@R from ahead[c] = how many other-class items have c
+    own-class items closer: walking the own ranks k = 1..R, those with fewer than k closer
+    rank before the k-th."""
     before = 0
     hits = 0
     precision_sum = 0.0
