@@ -173,6 +173,7 @@ def test_clusters_cover_each_class_within_their_radius():
         members = z[order[starts[k] : starts[k + 1]]].double()
         gaps = (members - centres[k]).norm(dim=1)
         assert (gaps <= radius[k]).all()
+        assert gaps[0] == gaps.min()  # the member nearest the centre first
         assert gaps.max() >= radius[k] * (1 - 1e-6)  # and the radius is no larger than needed
 
 

@@ -87,7 +87,8 @@ def _clusters(z: Tensor, stops: list[int]) -> tuple[Tensor, Tensor, Tensor, Tens
     Args:
         z: (N, m) float32 coordinates, classes in contiguous ranges ending at `stops`.
     Returns:
-        order (N,) int64: items cluster after cluster, each class's range kept; centres (K, m)
+        order (N,) int64: items cluster after cluster, each class's range kept, each cluster's
+        members by distance from its centre; centres (K, m)
         float64; radius (K,) float64, the largest distance of a member from its centre;
         starts (K + 1,) int64, cluster k is items starts[k]..starts[k + 1] after `order`.
     """
@@ -106,17 +107,18 @@ def _clusters(z: Tensor, stops: list[int]) -> tuple[Tensor, Tensor, Tensor, Tens
         nearest = torch.cdist(points, centre).argmin(1)
         size = torch.bincount(nearest, minlength=k)
         kept = size > 0
-        sorted_nearest, within = torch.sort(nearest, stable=True)
-        order.append(start + within)
         # Exact (float64) centre and radius of each non-empty cluster's members.
-        members = points[within].double()
+        members = points.double()
         centre64 = (
-            torch.zeros(k, z.shape[1], dtype=torch.float64).index_add_(0, sorted_nearest, members)
+            torch.zeros(k, z.shape[1], dtype=torch.float64).index_add_(0, nearest, members)
             / size.clamp_min(1)[:, None]
         )
         centre64 = centre64.float().double()  # the centres as float32 products see them
-        gap = (members - centre64[sorted_nearest]).norm(dim=1)
-        reach = torch.zeros(k, dtype=torch.float64).scatter_reduce_(0, sorted_nearest, gap, "amax")
+        gap = (members - centre64[nearest]).norm(dim=1)
+        reach = torch.zeros(k, dtype=torch.float64).scatter_reduce_(0, nearest, gap, "amax")
+        # Cluster after cluster, each from its member nearest the centre out: the first is
+        # the query a tile starts from (`_clustered`).
+        order.append(start + torch.from_numpy(np.lexsort((gap.numpy(), nearest.numpy()))))
         centres.append(centre64[kept])
         radius.append(reach[kept] * (1.0 + 1e-9))
         sizes.append(size[kept])
