@@ -94,9 +94,14 @@ def _assert_equal_to_brute_force(embeddings, labels):
 
 
 @pytest.mark.parametrize("spread", [0.5, 2.0])  # overlapping classes, separated classes
-def test_low_rank_embeddings_ranked_through_principal_axes_equal_brute_force(spread):
+@pytest.mark.parametrize("share", [-1.0, 1.0], ids=["dense", "clustered"])
+def test_low_rank_embeddings_ranked_through_principal_axes_equal_brute_force(
+    monkeypatch, spread, share
+):
     # 64-d embeddings with 6 informative axes and a little noise on the rest, as trained
-    # embeddings look: ranked on a few principal axes, close calls recomputed in full.
+    # embeddings look: ranked on a few principal axes (every item: close calls recomputed in
+    # full; or by clusters), whichever pass the data would get.
+    monkeypatch.setattr(retrieval, "_VISITED_SHARE", share)
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 7, 900)
     centres = rng.normal(size=(7, 6)) * spread
@@ -107,24 +112,49 @@ def test_low_rank_embeddings_ranked_through_principal_axes_equal_brute_force(spr
     assert 0.05 < metrics["map_at_r"] < 0.99  # neither trivial nor empty
 
 
-def _low_rank_classes(n, classes, spread, seed):
+def _low_rank_classes(n, classes, spread, seed, scale=0.3):
     """(n, 64) embeddings on 6 informative axes, `classes` classes plus one singleton."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, classes, n)
     labels[0] = classes  # a class of one: never a query, still a neighbour of others
     centres = rng.normal(size=(classes + 1, 6)) * spread
     axes = np.linalg.qr(rng.normal(size=(64, 6)))[0].T
-    embeddings = _on_grid(0.3 * (centres[labels] + rng.normal(size=(n, 6))) @ axes)
+    embeddings = _on_grid(scale * (centres[labels] + rng.normal(size=(n, 6))) @ axes)
     assert retrieval._low_rank(torch.from_numpy(embeddings)) is not None
     return embeddings, labels
 
 
-def test_clustered_pass_prunes_and_equals_brute_force():
+def _pass_taken(monkeypatch):
+    """Records which pass (`_dense_blocks` or `_clustered_blocks`) ranks the next data."""
+    taken = []
+    for name in ("_dense_blocks", "_clustered_blocks"):
+        real = getattr(retrieval, name)
+
+        def spy(*args, real=real, name=name):
+            taken.append(name)
+            return real(*args)
+
+        monkeypatch.setattr(retrieval, name, spy)
+    return taken
+
+
+def test_clustered_pass_prunes_and_equals_brute_force(monkeypatch):
     # A few thousand items in well separated classes, as trained embeddings are: most
-    # clusters of the other classes lie beyond a query's tau.
+    # clusters of the other classes lie beyond a query's tau, so the clustered pass runs.
+    taken = _pass_taken(monkeypatch)
     embeddings, labels = _low_rank_classes(3000, 10, 3.0, seed=5)
     metrics = _assert_equal_to_brute_force(embeddings, labels)
     assert 0.5 < metrics["map_at_r"] < 1.0
+    assert taken == ["_clustered_blocks"]
+
+
+def test_overlapping_classes_take_the_dense_pass_and_equal_brute_force(monkeypatch):
+    # Classes overlapping so much that a query's tau reaches most clusters: the dense pass.
+    taken = _pass_taken(monkeypatch)
+    embeddings, labels = _low_rank_classes(3000, 10, 1.5, seed=10, scale=0.4)
+    metrics = _assert_equal_to_brute_force(embeddings, labels)
+    assert 0.05 < metrics["map_at_r"] < 0.5
+    assert taken == ["_dense_blocks"]
 
 
 @pytest.mark.parametrize(
@@ -138,6 +168,7 @@ def test_clustered_pass_fallbacks_equal_brute_force(monkeypatch, tile, found, ma
     monkeypatch.setattr(clustered, "TILE", tile)
     monkeypatch.setattr(clustered, "FOUND", found)
     monkeypatch.setattr(clustered, "GUESS_MARGIN", margin)
+    monkeypatch.setattr(retrieval, "_VISITED_SHARE", 1.0)  # the clustered pass whatever
     embeddings, labels = _low_rank_classes(1200, 6, 1.0, seed=6)
     metrics = _assert_equal_to_brute_force(embeddings, labels)
     assert 0.05 < metrics["map_at_r"] < 0.99
@@ -147,6 +178,7 @@ def test_clustered_pass_in_small_blocks_equals_brute_force(monkeypatch):
     # Blocks of a few queries, and each block's own-class products computed apart (the
     # class's products do not fit in one block) instead of mirrored from one product.
     monkeypatch.setattr(retrieval, "_BLOCK_ELEMENTS", 5000)
+    monkeypatch.setattr(retrieval, "_VISITED_SHARE", 1.0)
     embeddings, labels = _low_rank_classes(1000, 5, 1.0, seed=8)
     _assert_equal_to_brute_force(embeddings, labels)
 
