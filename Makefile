@@ -35,7 +35,7 @@ bench: install
 	cd benchmarks && ../$(BIN)/python losses.py
 	cd benchmarks && ../$(BIN)/python training.py
 	cd benchmarks && ../$(BIN)/python inference.py
-	cd benchmarks && ../$(BIN)/python evaluation.py
+	cd benchmarks && ../$(BIN)/python evaluation.py $(if $(RUN),--run $(abspath $(RUN)))
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check src tests scripts benchmarks

@@ -190,7 +190,9 @@ def test_symmetric_products_equal_the_product():
     torch.testing.assert_close(products, x @ x.T, rtol=1e-5, atol=1e-5)
 
 
-def test_clusters_cover_each_class_within_their_radius():
+@pytest.mark.parametrize("block", [1 << 25, 64], ids=["one-block", "blocks-of-points"])
+def test_clusters_cover_each_class_within_their_radius(monkeypatch, block):
+    monkeypatch.setattr(retrieval, "_BLOCK_ELEMENTS", block)  # nearest centres in blocks
     rng = np.random.default_rng(7)
     z = torch.from_numpy(rng.normal(size=(500, 8)).astype(np.float32))
     stops = [120, 121, 400, 500]  # classes of 120, 1, 279 and 100 items
