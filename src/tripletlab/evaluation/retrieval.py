@@ -82,8 +82,11 @@ def _low_rank(x: Tensor) -> tuple[Tensor, Tensor, Tensor, float] | None:
         return None
     axes = eigenvectors[:, :m]
     z = centred @ axes
-    residual = (centred - z @ axes.T).norm(dim=1)  # (N,)
     norms = centred.square().sum(1)
+    # |residual|^2 = |centred|^2 - |z|^2 (orthonormal axes); float64 cancellation errs by
+    # about 1e-13 of the norm (measured 6e-13 absolute on 60,000 MNIST embeddings against
+    # residuals of at least 1.4e-3), allowed for 1e-12 of it.
+    residual = (norms - z.square().sum(1) + 1e-12 * norms).clamp_min(0).sqrt()  # (N,)
     # float32 rounding of norms_i + norms_j - 2 z_i . z_j is under (m + 3) * 2^-24 * 4 * the
     # largest squared norm; allowed for three times over.
     slack = 3 * (m + 3) * 4.0 * float(norms.max()) * 2.0**-24
