@@ -157,6 +157,18 @@ def test_overlapping_classes_take_the_dense_pass_and_equal_brute_force(monkeypat
     assert taken == ["_dense_blocks"]
 
 
+def test_clustering_judged_on_no_query_keeps_the_dense_pass(monkeypatch):
+    # Judged on one query, the first after sorting by class: here a class of one item (and
+    # negative and huge label ids work as any other).
+    monkeypatch.setattr(retrieval, "_SAMPLE", 1)
+    taken = _pass_taken(monkeypatch)
+    embeddings, labels = _low_rank_classes(1000, 5, 3.0, seed=11)
+    labels = np.where(labels == 4, 10**12, labels)
+    labels[1] = -7
+    _assert_equal_to_brute_force(embeddings, labels)
+    assert taken == ["_dense_blocks"]
+
+
 @pytest.mark.parametrize(
     ("tile", "found", "margin"),
     [(3, 2, 1.1), (5, 4096, 0.5), (63, 8192, 1e9)],

@@ -1,17 +1,20 @@
 """Compiled per-query pass of the retrieval metrics over small clusters of items (numba).
 
 Used when the embeddings are ranked on a few principal axes (see `_rows`, whose scoring it
-shares). Each class's items are grouped in k-means clusters of about 16 on those axes; a
-cluster whose centre lies at distance g from the query, with all its members within radius
-rho of it, holds no item nearer than (g - rho)^2. A query visits only the other-class
-clusters whose bound lies within a guess of its tau, and keeps the items whose lower bound
-does; the items surely within then prove a tau. If that tau exceeds the guess the query is
-redone under it, so the result never depends on the guess.
+shares) and their classes are compact enough. Each class's items are grouped in k-means
+clusters of about 16 on those axes; a cluster whose centre lies at distance g from the
+query, with all its members within radius rho of it, holds no item nearer than (g - rho)^2.
+A query reads only the other-class clusters whose bound lies within its tau, and gives the
+items whose own lower bound does their distance in full, computed as the own-class distances
+are (so every path gives the same value).
 
-Queries go a tile at a time: the queries of one cluster. The first is done alone, its tau
-guessed from the own-class rank the previous tile's first query needed; the tau of the
-others is guessed from it (the R-th nearest distance moves by at most the distance between
-two queries), and each other-class cluster is read once for the whole tile.
+Queries go a tile at a time, the queries of one cluster. The first (the member nearest the
+centre) is done alone, visiting clusters nearest first until the next one lies beyond the
+tau proven so far. The others guess their tau from it (at most `guess_margin` times it, and
+at most it moved by the distance between the two queries: the R-th nearest distance is
+1-Lipschitz), and each cluster wanted by the tile is read once for all of them. The items a
+tile query finds must prove a tau within its guess, else the query is redone alone: the
+result never depends on the guess.
 """
 
 from __future__ import annotations
@@ -32,7 +35,14 @@ GUESS_MARGIN = 1.1
 
 
 def workspace(items: int, relevant: int, clusters: int, largest: int) -> tuple:
-    """Scratch arrays for one thread running `query_tiles`: allocated once per evaluation."""
+    """Scratch arrays for one thread running `query_tiles`: allocated once per evaluation.
+
+    0-6: `_rows.workspace` (own-distance buckets, found items, counts ahead); 7: other-class
+    histogram; 8: one cluster's ranking distances; 9-11: clusters by bucket (counts, bucket,
+    order); 12-16: the tile's found distances and items, their counts, guesses and wanted
+    clusters (a bit per query); 17-19: found items chained by bucket (heads, links, counts);
+    20: own-distance histogram.
+    """
     return (
         *_row_workspace(items, relevant),
         np.empty(_BUCKETS + 1, dtype=np.int64),
@@ -146,22 +156,20 @@ def _cluster_bound(cq, err_q, slack, centre_dot, k, clusters):
 
 
 @njit(cache=True, nogil=True)
-def _prove(found, found_index, m, err_q, error, slack, scale, same_counts, other_counts, r, tau):
-    """The smallest bucket edge (at most tau) within which the own-class distances and the
-    found items surely within (upper bound) number R, and how many found items that is."""
-    if scale == 0.0:
-        return tau, 0
+def _prove(found, m, scale, same_counts, other_counts, r):
+    """The smallest bucket edge within which the own-class distances (histogram
+    `same_counts`) and the found items' distances number R; +inf if none does."""
     other_counts[:] = 0
     for t in range(m):
-        upper = (found[t] + err_q * error[found_index[t]] + slack) * scale
+        upper = found[t] * scale
         if upper < _BUCKETS:
             other_counts[max(int(upper), 0)] += 1
     within = 0
     for b in range(_BUCKETS):
         within += other_counts[b]
         if same_counts[b + 1] + within >= r:
-            return min(tau, (b + 1) / scale * (1.0 + 1e-6)), within
-    return tau, within
+            return (b + 1) / scale * (1.0 + 1e-6)
+    return np.inf
 
 
 @njit(cache=True, nogil=True)
@@ -384,8 +392,7 @@ def _tile(
         scale = _BUCKETS * (1.0 + 2e-6) / limit  # every bucket edge a tau can be is <= limit
         _own_histogram(same_dot[row], query, own_start, squared_norms, scale, same_counts,
                        own_values)  # fmt: skip
-        tau, _ = _prove(tile_found[g], tile_index[g], tile_m[g], 0.0, error, 0.0, scale,
-                        same_counts, other_counts, r, np.inf)  # fmt: skip
+        tau = _prove(tile_found[g], tile_m[g], scale, same_counts, other_counts, r)
         if tau > limit:  # the guess was too small: alone
             _single(same_dot[row], centre_dot[row], query, own_start, own_first, own_last, items,
                     clusters, slack, scratch, out[row])  # fmt: skip

@@ -107,9 +107,9 @@ def _clusters(z: Tensor, stops: list[int]) -> tuple[Tensor, Tensor, Tensor, Tens
         z: (N, m) float32 coordinates, classes in contiguous ranges ending at `stops`.
     Returns:
         order (N,) int64: items cluster after cluster, each class's range kept, each cluster's
-        members by distance from its centre; centres (K, m)
-        float64; radius (K,) float64, the largest distance of a member from its centre;
-        starts (K + 1,) int64, cluster k is items starts[k]..starts[k + 1] after `order`.
+        members by distance from its centre; centres (K, m) float64; radius (K,) float64, the
+        largest distance of a member from its centre; starts (K + 1,) int64, cluster k is
+        items starts[k]..starts[k + 1] after `order`.
     """
     generator = torch.Generator().manual_seed(0)
     order, centres, radius, sizes = [], [], [], []
@@ -147,7 +147,8 @@ def _clusters(z: Tensor, stops: list[int]) -> tuple[Tensor, Tensor, Tensor, Tens
 
 def _symmetric_products(x: Tensor, buffer: Tensor, band: int = 1024) -> Tensor:
     """(n, D) -> (n, n) x @ x.T in `buffer`, each product computed once and mirrored: bands
-    of rows against the columns from their own on (about half the work of the full product)."""
+    of rows against the columns from their own on (6,000 x 256: 58% of the products; 0.09 to
+    0.11 s of products and 0.02 to 0.07 s of copies against 0.13 to 0.14 s for the full one)."""
     n = len(x)
     out = buffer[: n * n].view(n, n)
     for first in range(0, n, band):
@@ -191,23 +192,30 @@ def _dense_blocks(
 
 
 def _clusters_pay_off(
-    x: Tensor, y: Tensor, coords: Tensor, clustering: tuple[Tensor, Tensor, Tensor, Tensor]
+    x: Tensor,
+    y: Tensor,
+    counts: Tensor,
+    coords: Tensor,
+    clustering: tuple[Tensor, Tensor, Tensor, Tensor],
 ) -> bool:
     """Whether a query would visit few enough other-class clusters for the clustered pass to
     beat the dense one: estimated on evenly spaced queries from their exact tau (distance
-    to the R-th nearest) and the clusters' distance bounds."""
+    to the R-th nearest) and the clusters' distance bounds. x, y sorted by class, counts the
+    class sizes in that order."""
     from tripletlab.evaluation import _clustered
 
     order, centres, radius, starts = clustering
     n = len(x)
-    counts = torch.bincount(y)
+    relevant = torch.repeat_interleave(counts, counts) - 1  # (N,) R of each item
     sample = torch.linspace(0, n - 1, max(1, min(_SAMPLE, _BLOCK_ELEMENTS // n))).long()
-    sample = sample[counts[y[sample]] > 1]
+    sample = sample[relevant[sample] > 0]
+    if len(sample) == 0:  # nothing to judge by (almost every class a single item)
+        return False
     x_sq = x.square().sum(1)
     squared = _squared_distances(x[sample], x, x_sq)
     squared[torch.arange(len(sample)), sample] = torch.inf
-    tau = torch.stack([row.kthvalue(int(counts[label]) - 1).values
-                       for row, label in zip(squared, y[sample], strict=True)])  # fmt: skip
+    tau = torch.stack([row.kthvalue(int(r)).values
+                       for row, r in zip(squared, relevant[sample], strict=True)])  # fmt: skip
     gap = (torch.cdist(coords[sample].double(), centres) - radius).clamp_min(0).square()
     other = y[order][starts[:-1]][None] != y[sample, None]
     visited = (other & (gap <= tau[:, None] * _clustered.GUESS_MARGIN)).sum(1).double().mean()
@@ -302,7 +310,7 @@ def retrieval_metrics(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, f
         blocks = _dense_blocks(x, classes, threads, x, x.square().sum(1), zeros, 0.0)
     else:
         clustering = _clusters(low_rank[0], stops)
-        if _clusters_pay_off(x, y, low_rank[0], clustering):
+        if _clusters_pay_off(x, y, counts, low_rank[0], clustering):
             blocks = _clustered_blocks(x, classes, threads, clustering, *low_rank)
         else:
             blocks = _dense_blocks(x, classes, threads, *low_rank)
