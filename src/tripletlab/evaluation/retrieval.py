@@ -242,7 +242,12 @@ def _clustered_blocks(
     sizes = starts.diff()
     blocks = torch.cat([coords[start:stop].T.reshape(-1)
                         for start, stop in pairwise(starts.tolist())])  # fmt: skip
-    items = (x.square().sum(1).numpy(), coords.numpy(), blocks.numpy(),
+    x_sq = x.square().sum(1)
+    # The items' distances in full are float32 products too (rounding under (D + 3) * 2^-24 *
+    # 4 * the largest squared norm): the bounds allow for that, three times over, so that no
+    # item whose float32 distance lies within tau is ever left out.
+    slack += 3 * (x.shape[1] + 3) * 4.0 * float(x_sq.max()) * 2.0**-24
+    items = (x_sq.numpy(), coords.numpy(), blocks.numpy(),
              coords.double().square().sum(1).numpy(), coord_norms.numpy(), error.numpy(),
              x.numpy())  # fmt: skip
     clusters = (centres.square().sum(1).numpy(), radius.numpy(), starts.numpy(),
