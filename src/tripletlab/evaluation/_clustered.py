@@ -107,13 +107,14 @@ def query_tiles(
     """
     cluster_start = clusters[2]
     own = np.searchsorted(cluster_start, np.array([own_start, own_stop]))
+    widest = clusters[3].max()
     for t in range(first, tile_start.shape[0] - 1, step):
         a, b = tile_start[t], tile_start[t + 1]
         tau = _single(same_dot[a], centre_dot[a], query_index[a], own_start, own[0], own[1],
                       items, clusters, slack, scratch, out[a])  # fmt: skip
         if b - a > 1:
             _tile(same_dot, centre_dot, query_index, a, b, own_start, own[0], own[1], items,
-                  clusters, slack, tau * guess_margin, tau, scratch, out)  # fmt: skip
+                  clusters, slack, widest, tau * guess_margin, tau, scratch, out)  # fmt: skip
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -319,11 +320,11 @@ def _want(cq, allowed, centre_dot, centre_sq, radius, g, wanted):
 @njit(cache=True, nogil=True)
 def _tile(
     same_dot, centre_dot, query_index, a, b, own_start, own_first, own_last, items, clusters,
-    slack, guess, anchor_tau, scratch, out,
+    slack, widest, guess, anchor_tau, scratch, out,
 ):  # fmt: skip
-    """Rows a + 1..b, guessing each tau as at most `guess` from row a's (`anchor_tau`)."""
+    """Rows a + 1..b, guessing each tau as at most `guess` from row a's (`anchor_tau`);
+    widest is the largest member error of any cluster."""
     squared_norms, coords, blocks, coord_sq, coord_norms, error, embeddings = items
-    cluster_start = clusters[2]
     own_values = scratch[2]
     other_counts = scratch[7]
     values = scratch[8]
@@ -338,7 +339,6 @@ def _tile(
     # `_cluster_bound(...) <= limit` without a square root per pair, allowing the largest
     # member error of any cluster: |q - centre|^2 <= (sqrt(limit + allowance) + radius)^2.
     wanted[:] = 0
-    widest = cluster_error.max()
     for g in range(count):
         row = a + 1 + g
         query = query_index[row]
