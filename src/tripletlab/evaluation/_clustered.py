@@ -32,17 +32,24 @@ FOUND = 8192
 # Guessed tau of the tile's other queries relative to the first's (at most its distance
 # bound). Trained MNIST embeddings: the ratio's 90th percentile is 1.06, its 99th 1.16.
 GUESS_MARGIN = 1.1
+# Items of the tile's wanted clusters ranked per pass (gathered axis after axis, so that each
+# tile query's ranking distances are long vectorised loops), and the lanes they are checked by.
+CHUNK = 256
+_LANES = 32
 
 
-def workspace(items: int, relevant: int, clusters: int, largest: int) -> tuple:
+def workspace(items: int, relevant: int, clusters: int, largest: int, axes: int) -> tuple:
     """Scratch arrays for one thread running `query_tiles`: allocated once per evaluation.
 
     0-6: `_rows.workspace` (own-distance buckets, found items, counts ahead); 7: other-class
     histogram; 8: one cluster's ranking distances; 9-11: clusters by bucket (counts, bucket,
     order); 12-16: the tile's found distances and items, their counts, guesses and wanted
     clusters (a bit per query); 17-19: found items chained by bucket (heads, links, counts);
-    20: own-distance histogram.
+    20: own-distance histogram; 21-27: a chunk of the tile's wanted clusters (their list, the
+    coordinates axis after axis, squared coordinate norms, errors, items, ranking distances)
+    and the tile queries' weights (-2 times their coordinates) and thresholds.
     """
+    chunk = -(-max(CHUNK, largest) // _LANES) * _LANES
     return (
         *_row_workspace(items, relevant),
         np.empty(_BUCKETS + 1, dtype=np.int64),
@@ -59,6 +66,13 @@ def workspace(items: int, relevant: int, clusters: int, largest: int) -> tuple:
         np.empty(FOUND, dtype=np.int64),
         np.empty(FOUND, dtype=np.int64),
         np.empty(_BUCKETS + 2, dtype=np.int64),
+        np.empty(clusters, dtype=np.int64),
+        np.empty((axes, chunk), dtype=np.float32),
+        np.empty(chunk, dtype=np.float32),
+        np.empty(chunk, dtype=np.float32),
+        np.empty(chunk, dtype=np.int64),
+        np.empty(chunk, dtype=np.float32),
+        np.empty((TILE, axes + 3), dtype=np.float32),
     )
 
 
@@ -101,7 +115,7 @@ def query_tiles(
         guess_margin: a tile's other queries guess their tau as at most this times the first's.
         tile_start: (T + 1,) int64 rows of the tiles: tile t is rows tile_start[t]..[t + 1],
             queries of one cluster, at most TILE.
-        scratch: from `workspace(N, R, K, largest cluster)`, one per thread.
+        scratch: from `workspace(N, R, K, largest cluster, m)`, one per thread.
         out: (B, 3) float64, written: P@1 hit, R-Precision, AP@R of each query.
         first, step: the tiles this call handles.
     """
@@ -317,6 +331,110 @@ def _want(cq, allowed, centre_dot, centre_sq, radius, g, wanted):
         wanted[k] |= np.int64(gap2 <= far * far * (1.0 + 1e-9)) << g
 
 
+@njit(cache=True, nogil=True, fastmath=True)
+def _chunk_values(weights, base, coords, coord_norms, error, n, values):
+    """values[:n] = base[0] + coord_norms - base[1] * error + sum_d weights[d] * coords[d]:
+    one tile query's ranking distances to n gathered items less its error allowance; coords
+    (m, chunk) axis after axis, m a multiple of 8 (axes taken eight at a time: one load and
+    store of `values` per eight products)."""
+    for j in range(n):
+        values[j] = base[0] + coord_norms[j] - base[1] * error[j]
+    for d in range(0, weights.shape[0], 8):
+        w0, w1, w2, w3 = weights[d], weights[d + 1], weights[d + 2], weights[d + 3]
+        w4, w5, w6, w7 = weights[d + 4], weights[d + 5], weights[d + 6], weights[d + 7]
+        r0, r1, r2, r3 = coords[d], coords[d + 1], coords[d + 2], coords[d + 3]
+        r4, r5, r6, r7 = coords[d + 4], coords[d + 5], coords[d + 6], coords[d + 7]
+        for j in range(n):
+            values[j] += (w0 * r0[j] + w1 * r1[j] + w2 * r2[j] + w3 * r3[j]
+                          + w4 * r4[j] + w5 * r5[j] + w6 * r6[j] + w7 * r7[j])  # fmt: skip
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _lane_min(values, c):
+    """Smallest of values[c:c + _LANES]."""
+    smallest = values[c]
+    for j in range(1, _LANES):
+        smallest = min(smallest, values[c + j])
+    return smallest
+
+
+@njit(cache=True, nogil=True)
+def _read_tile(queries, items, cluster_start, slack, scratch):
+    """Collect, for each tile query g (item queries[g]), the items of the clusters wanted by
+    the tile whose ranking distance less their error allowance is within its limit: their
+    float32 distance in full goes to tile_found[g] (up to its width; tile_m[g] counts all).
+
+    The wanted clusters (a bit set in `wanted`) are gathered a chunk at a time, their
+    coordinates axis after axis, and each query wanting one of them ranks the whole chunk in
+    long vectorised loops. The ranking distance and its allowance are summed in float32 in
+    one go (m + 4 roundings, within the slack's allowance for three times m + 3)."""
+    squared_norms, coords, blocks, _, coord_norms, error, embeddings = items
+    tile_found, tile_index, tile_m, tile_limit, wanted = scratch[12:17]
+    union, chunk_coords, chunk_norms, chunk_error, chunk_items, values, lanes = scratch[21:28]
+    count = queries.shape[0]
+    axes = coords.shape[1]
+    capacity = values.shape[0]
+    keep = tile_found.shape[1]
+    for g in range(count):  # weights, then base (coord norm less the limit), error
+        query = queries[g]
+        for d in range(axes):
+            lanes[g, d] = np.float32(-2.0) * coords[query, d]
+        lanes[g, axes] = coord_norms[query] - np.float32(tile_limit[g] + slack)
+        lanes[g, axes + 1] = error[query]
+    used = 0
+    for k in range(cluster_start.shape[0] - 1):
+        if wanted[k] != 0:
+            union[used] = k
+            used += 1
+    i = 0
+    while i < used:
+        n = 0
+        bits = np.int64(0)
+        while i < used:
+            k = union[i]
+            start, stop = cluster_start[k], cluster_start[k + 1]
+            size = stop - start
+            if n + size > capacity:
+                break
+            base = start * axes
+            for d in range(axes):
+                chunk_coords[d, n : n + size] = blocks[base + d * size : base + (d + 1) * size]
+            for j in range(size):
+                chunk_norms[n + j] = coord_norms[start + j]
+                chunk_error[n + j] = error[start + j]
+                chunk_items[n + j] = start + j
+            n += size
+            bits |= wanted[k]
+            i += 1
+        padded = -(-n // _LANES) * _LANES
+        for j in range(n, padded):  # never within any limit
+            chunk_norms[j] = 1e30
+            chunk_error[j] = 0.0
+            for d in range(axes):
+                chunk_coords[d, j] = 0.0
+        for g in range(count):
+            if not (bits >> g) & 1:
+                continue
+            _chunk_values(lanes[g, :axes], lanes[g, axes:], chunk_coords, chunk_norms,
+                          chunk_error, padded, values)  # fmt: skip
+            query = queries[g]
+            query_sq = squared_norms[query]
+            m = tile_m[g]
+            for c in range(0, padded, _LANES):
+                if _lane_min(values, c) > 0.0:
+                    continue
+                for j in range(c, c + _LANES):
+                    if values[j] <= 0.0:
+                        if m < keep:  # its distance, computed as the own ones are
+                            item = chunk_items[j]
+                            product = _dot(embeddings, query, item)
+                            tile_found[g, m] = (query_sq + squared_norms[item]
+                                                - np.float32(2.0) * product)  # fmt: skip
+                            tile_index[g, m] = item
+                        m += 1
+            tile_m[g] = m
+
+
 @njit(cache=True, nogil=True)
 def _tile(
     same_dot, centre_dot, query_index, a, b, own_start, own_first, own_last, items, clusters,
@@ -324,13 +442,12 @@ def _tile(
 ):  # fmt: skip
     """Rows a + 1..b, guessing each tau as at most `guess` from row a's (`anchor_tau`);
     widest is the largest member error of any cluster."""
-    squared_norms, coords, blocks, coord_sq, coord_norms, error, embeddings = items
+    squared_norms, coords, _, coord_sq, _, error, _ = items
     own_values = scratch[2]
     other_counts = scratch[7]
-    values = scratch[8]
-    tile_found, tile_index, tile_m, tile_limit, wanted = scratch[12:17]
+    tile_found, _, tile_m, tile_limit, wanted = scratch[12:17]
     same_counts = scratch[20]
-    centre_sq, radius, cluster_start, cluster_error = clusters
+    centre_sq, radius, cluster_start, _ = clusters
     count = b - a - 1
     keep = tile_found.shape[1]
     anchor = query_index[a]
@@ -352,30 +469,7 @@ def _tile(
         _want(coord_sq[query] - slack, limit + error[query] * widest + 2.0 * slack,
               centre_dot[row], centre_sq, radius, g, wanted)  # fmt: skip
     wanted[own_first:own_last] = 0
-    for k in range(cluster_start.shape[0] - 1):
-        bits = wanted[k]
-        if bits == 0:
-            continue
-        start, stop = cluster_start[k], cluster_start[k + 1]
-        for g in range(count):
-            if not (bits >> g) & 1:
-                continue
-            query = query_index[a + 1 + g]
-            smallest = _cluster_values(coords[query], coord_norms[query], blocks, coord_norms,
-                                       start, stop, values)  # fmt: skip
-            limit, err_q, m = tile_limit[g], error[query], tile_m[g]
-            if smallest - (err_q * cluster_error[k] + slack) > limit:
-                continue
-            query_sq = squared_norms[query]
-            for j in range(stop - start):
-                if values[j] - (err_q * error[start + j] + slack) <= limit:
-                    if m < keep:  # its distance, computed as the own ones are
-                        product = _dot(embeddings, query, start + j)
-                        tile_found[g, m] = (query_sq + squared_norms[start + j]
-                                            - np.float32(2.0) * product)  # fmt: skip
-                        tile_index[g, m] = start + j
-                    m += 1
-            tile_m[g] = m
+    _read_tile(query_index[a + 1 : b], items, cluster_start, slack, scratch)
     r = same_dot.shape[1] - 1
     for g in range(count):
         row = a + 1 + g

@@ -253,13 +253,14 @@ def _clustered_blocks(
     clusters = (centres.square().sum(1).numpy(), radius.numpy(), starts.numpy(),
                 torch.segment_reduce(error, "max", lengths=sizes).numpy())  # fmt: skip
     largest = max(stop - start for start, stop in classes)
-    scratch = [_clustered.workspace(n, largest - 1, k, int(sizes.max()))
+    scratch = [_clustered.workspace(n, largest - 1, k, int(sizes.max()), coords.shape[1])
                for _ in range(threads)]  # fmt: skip
     step = max(1, min(_BLOCK_ELEMENTS // max(largest, k), largest))
     whole = largest * largest <= 2 * _BLOCK_ELEMENTS  # a class's products at once: symmetric
     same_buffer = torch.empty(largest * largest if whole else step * largest)
-    centre_buffer = torch.empty(step * k)
-    centres32 = centres.float()
+    centre_buffer = np.empty(step * k, dtype=np.float32)
+    centres32 = centres.float().T.numpy()
+    coords_np = coords.numpy()
     starts_np = starts.numpy()
     for start, stop in classes:
         if whole:
@@ -272,14 +273,17 @@ def _clustered_blocks(
             else:
                 same = torch.mm(x[rows], x[start:stop].T,
                                 out=same_buffer[: b * (stop - start)].view(b, -1))  # fmt: skip
-            centre_dot = torch.mm(coords[rows], centres32.T, out=centre_buffer[: b * k].view(b, k))
+            # numpy's BLAS: 2.5 to 6 times faster than torch's on these thin (m = 16) products
+            centre_dot = np.matmul(
+                coords_np[rows], centres32, out=centre_buffer[: b * k].reshape(b, k)
+            )
             # Tiles: the block's rows cut at cluster starts, at most TILE rows each.
             cuts = starts_np[(starts_np > rows.start) & (starts_np < rows.stop)] - rows.start
             tiles = [0]
             for cut in [*cuts.tolist(), b]:
                 tiles.extend(range(tiles[-1] + _clustered.TILE, cut, _clustered.TILE))
                 tiles.append(cut)
-            args = (same.numpy(), centre_dot.numpy(), np.arange(rows.start, rows.stop), start,
+            args = (same.numpy(), centre_dot, np.arange(rows.start, rows.stop), start,
                     stop, items, clusters, slack, _clustered.GUESS_MARGIN,
                     np.array(tiles, dtype=np.int64))  # fmt: skip
             yield _clustered.query_tiles, args, scratch, np.empty((b, 3))
