@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
+from queue import SimpleQueue
 
 import numpy as np
 import torch
@@ -38,6 +39,10 @@ _SAMPLE = 128
 # and 415; 3: 0.34 s and 420).
 _CLUSTER_SIZE = 16
 _KMEANS_STEPS = 4
+# Parts of a block of queries per thread: threads take the next part as they finish one, so
+# that an uneven split of the work (some queries cost several times others) leaves no thread
+# idle for long before the next block.
+_PARTS_PER_THREAD = 4
 
 
 def _as_tensors(embeddings: np.ndarray, labels: np.ndarray) -> tuple[Tensor, Tensor]:
@@ -289,6 +294,15 @@ def _clustered_blocks(
             yield _clustered.query_tiles, args, scratch, np.empty((b, 3))
 
 
+def _run_part(kernel, args: tuple, free: SimpleQueue, out: np.ndarray, part: int, parts: int):
+    """Rows (or tiles) part, part + parts, ... of a block, with a scratch taken from `free`."""
+    scratch = free.get()
+    try:
+        kernel(*args, scratch, out, part, parts)
+    finally:
+        free.put(scratch)
+
+
 def retrieval_metrics(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Precision@1, R-Precision and MAP@R of every item queried against all the others.
 
@@ -324,10 +338,14 @@ def retrieval_metrics(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, f
         else:
             blocks = _dense_blocks(x, classes, threads, *low_rank)
     sums = np.zeros(3)
+    parts = _PARTS_PER_THREAD * threads
     with ThreadPoolExecutor(threads) as pool:
         for kernel, args, scratch, out in blocks:
-            jobs = [pool.submit(kernel, *args, scratch[t], out, t, threads)
-                    for t in range(threads)]  # fmt: skip
+            free = SimpleQueue()  # one scratch per running part
+            for space in scratch:
+                free.put(space)
+            jobs = [pool.submit(_run_part, kernel, args, free, out, part, parts)
+                    for part in range(parts)]  # fmt: skip
             for job in jobs:
                 job.result()
             sums += out.sum(0)
