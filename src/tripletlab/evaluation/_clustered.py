@@ -463,6 +463,9 @@ def _tile(
         for d in range(coords.shape[1]):
             diff = np.float64(coords[query, d]) - coords[anchor, d]
             shift += diff * diff
+        # The queries' distance in full: the residuals off the axes add at most
+        # (|r_g| + |r_anchor|)^2, error being sqrt(2) |r|.
+        shift += (error[query] + error[anchor]) ** 2 / 2.0
         limit = min((reach + np.sqrt(shift)) ** 2 * 1.001, guess)
         tile_limit[g] = limit
         tile_m[g] = 0
