@@ -186,6 +186,21 @@ def test_clustered_pass_fallbacks_equal_brute_force(monkeypatch, tile, found, ma
     assert 0.05 < metrics["map_at_r"] < 0.99
 
 
+@pytest.mark.parametrize(
+    ("chunk", "parts"), [(1, 1), (4096, 64)], ids=["cluster-chunks", "many-parts"]
+)
+def test_clustered_pass_chunks_and_parts_equal_brute_force(monkeypatch, chunk, parts):
+    # A tile's wanted clusters gathered one chunk per cluster (capacity: the largest cluster)
+    # or all in one; each block run as one part per thread or as more parts than its tiles.
+    monkeypatch.setattr(clustered, "CHUNK", chunk)
+    monkeypatch.setattr(retrieval, "_PARTS_PER_THREAD", parts)
+    monkeypatch.setattr(retrieval, "_VISITED_SHARE", 1.0)
+    taken = _pass_taken(monkeypatch)
+    embeddings, labels = _low_rank_classes(1200, 6, 1.0, seed=12)
+    _assert_equal_to_brute_force(embeddings, labels)
+    assert taken == ["_clustered_blocks"]
+
+
 def test_clustered_pass_in_small_blocks_equals_brute_force(monkeypatch):
     # Blocks of a few queries, and each block's own-class products computed apart (the
     # class's products do not fit in one block) instead of mirrored from one product.
