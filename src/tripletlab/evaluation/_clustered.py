@@ -12,9 +12,10 @@ Queries go a tile at a time, the queries of one cluster. The first (the member n
 centre) is done alone, visiting clusters nearest first until the next one lies beyond the
 tau proven so far. The others guess their tau from it (at most `guess_margin` times it, and
 at most it moved by the distance between the two queries: the R-th nearest distance is
-1-Lipschitz), and each cluster wanted by the tile is read once for all of them. The items a
-tile query finds must prove a tau within its guess, else the query is redone alone: the
-result never depends on the guess.
+1-Lipschitz in the distance in full), and the clusters wanted by the tile are gathered a
+chunk at a time, axis after axis, for each query wanting one of them to rank in long
+vectorised loops. The items a tile query finds must prove a tau within its guess, else the
+query is redone alone: the result never depends on the guess.
 """
 
 from __future__ import annotations
