@@ -283,3 +283,29 @@ def test_bad_inputs():
         retrieval_metrics(np.zeros((3, 2)), np.array([0, 1, 2]))
     with pytest.raises(ValueError, match="NaN"):
         retrieval_metrics(np.array([[np.nan], [0.0]]), np.array([0, 0]))
+
+
+def test_numpy_blas_held_to_torch_threads(monkeypatch):
+    # Some products go through numpy's BLAS, which keeps its own pool: during the metrics it
+    # gets torch's thread count, and its own back after.
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> set[int]:
+        return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+    seen = []
+    metrics = retrieval._metrics
+
+    def spy(*args):
+        seen.append(blas_threads())
+        return metrics(*args)
+
+    monkeypatch.setattr(retrieval, "_metrics", spy)
+    before, threads = blas_threads(), torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        retrieval_metrics(*_low_rank_classes(300, 3, 1.0, seed=13))
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == [{1}]
+    assert blas_threads() == before

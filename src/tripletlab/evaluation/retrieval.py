@@ -21,6 +21,7 @@ from queue import SimpleQueue
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 # Elements of one (queries x items) distance block; bounds memory whatever the data set size
@@ -328,9 +329,18 @@ def retrieval_metrics(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, f
     if len(y) == 0 or int(counts.max()) < 2:
         raise ValueError("retrieval metrics need at least one class with two or more items")
     stops = counts.cumsum(0).tolist()
+    threads = max(1, torch.get_num_threads())
+    # numpy's BLAS (some products go through it) keeps its own pool: held to torch's threads.
+    with threadpool_limits(threads, user_api="blas"):
+        return _metrics(x, y, counts, stops, threads)
+
+
+def _metrics(
+    x: Tensor, y: Tensor, counts: Tensor, stops: list[int], threads: int
+) -> dict[str, float]:
+    """`retrieval_metrics` of x, y sorted by class (counts the class sizes, stops their ends)."""
     classes = [(start, stop) for start, stop in zip([0, *stops[:-1]], stops, strict=True)
                if stop - start > 1]  # a class of one item has no queries  # fmt: skip
-    threads = max(1, torch.get_num_threads())
     low_rank = _low_rank(x)
     if low_rank is None:  # rank on the exact distances
         zeros = torch.zeros(len(x), dtype=torch.float64)
