@@ -73,7 +73,7 @@ def workspace(items: int, relevant: int, clusters: int, largest: int, axes: int)
         np.empty(chunk, dtype=np.float32),
         np.empty(chunk, dtype=np.int64),
         np.empty(chunk, dtype=np.float32),
-        np.empty((TILE, axes + 3), dtype=np.float32),
+        np.empty((TILE, axes + 2), dtype=np.float32),
     )
 
 
@@ -367,8 +367,9 @@ def _read_tile(queries, items, cluster_start, slack, scratch):
 
     The wanted clusters (a bit set in `wanted`) are gathered a chunk at a time, their
     coordinates axis after axis, and each query wanting one of them ranks the whole chunk in
-    long vectorised loops. The ranking distance and its allowance are summed in float32 in
-    one go (m + 4 roundings, within the slack's allowance for three times m + 3)."""
+    long vectorised loops. The ranking distance less the limit and the allowance is summed in
+    float32 in one go: m + 4 terms of at most 8.4 times the largest squared coordinate norm
+    in all, which the slack's three times m + 3 terms of 4 times it cover."""
     squared_norms, coords, blocks, _, coord_norms, error, embeddings = items
     tile_found, tile_index, tile_m, tile_limit, wanted = scratch[12:17]
     union, chunk_coords, chunk_norms, chunk_error, chunk_items, values, lanes = scratch[21:28]

@@ -14,7 +14,7 @@ reads only the clusters of items that may lie within that distance.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from queue import SimpleQueue
@@ -299,7 +299,9 @@ def _clustered_blocks(
             yield _clustered.query_tiles, args, scratch, np.empty((b, 3))
 
 
-def _run_part(kernel, args: tuple, free: SimpleQueue, out: np.ndarray, part: int, parts: int):
+def _run_part(
+    kernel: Callable, args: tuple, free: SimpleQueue, out: np.ndarray, part: int, parts: int
+) -> None:
     """Rows (or tiles) part, part + parts, ... of a block, with a scratch taken from `free`."""
     scratch = free.get()
     try:
