@@ -162,6 +162,13 @@ def _dot(x: np.ndarray, a: int, b: int) -> np.float32:
 
 
 @njit(cache=True, nogil=True)
+def _distance(squared_norms: np.ndarray, embeddings: np.ndarray, a: int, b: int) -> np.float32:
+    """float32 squared distance in full of items a and b, as the own-class distances are
+    computed from their products: every path that finds an item gives it this value."""
+    return squared_norms[a] + squared_norms[b] - np.float32(2.0) * _dot(embeddings, a, b)
+
+
+@njit(cache=True, nogil=True)
 def _cluster_bound(cq, err_q, slack, centre_dot, k, clusters):
     """Lower bound on the ranking distance minus error allowance of cluster k's items: twice
     the slack, once for their own bound, once for the float32 rounding of the products."""
@@ -205,7 +212,6 @@ def _single(
     zq = coords[query]
     coord_q = coord_norms[query]
     err_q = error[query]
-    query_sq = squared_norms[query]
     cluster_error = clusters[3]
     # Clusters by bucket of their bound (bucket _BUCKETS: beyond `top`), in counting order.
     k_total = cluster_start.shape[0] - 1
@@ -246,8 +252,7 @@ def _single(
             for j in range(stop - start):
                 if values[j] - (err_q * error[start + j] + slack) > tau:
                     continue
-                product = _dot(embeddings, query, start + j)  # as for the own distances
-                distance = query_sq + squared_norms[start + j] - np.float32(2.0) * product
+                distance = _distance(squared_norms, embeddings, query, start + j)
                 found[m] = distance
                 found_index[m] = start + j
                 m += 1
@@ -420,18 +425,15 @@ def _read_tile(queries, items, cluster_start, slack, scratch):
             _chunk_values(lanes[g, :axes], lanes[g, axes:], chunk_coords, chunk_norms,
                           chunk_error, padded, values)  # fmt: skip
             query = queries[g]
-            query_sq = squared_norms[query]
             m = tile_m[g]
             for c in range(0, padded, _LANES):
                 if _lane_min(values, c) > 0.0:
                     continue
                 for j in range(c, c + _LANES):
                     if values[j] <= 0.0:
-                        if m < keep:  # its distance, computed as the own ones are
+                        if m < keep:
                             item = chunk_items[j]
-                            product = _dot(embeddings, query, item)
-                            tile_found[g, m] = (query_sq + squared_norms[item]
-                                                - np.float32(2.0) * product)  # fmt: skip
+                            tile_found[g, m] = _distance(squared_norms, embeddings, query, item)
                             tile_index[g, m] = item
                         m += 1
             tile_m[g] = m
