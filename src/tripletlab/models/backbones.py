@@ -58,12 +58,14 @@ def keras_init(module: nn.Module) -> None:
 
 
 class FastDropout(nn.Module):
-    """Dropout with masks cut from 64-bit random draws: four 16-bit uniforms per draw.
+    """Dropout with cheap random masks; drop probability rounded to a multiple of 1/65536.
 
-    PyTorch's CPU dropout draws one random number per element and took 27% of a batch-32
-    training step of the tutorial network; this takes about a sixth of that time. The drop
-    probability is rounded to a multiple of 1/65536 (0.3 -> 0.300003); outputs are scaled by
-    1 / (1 - p) in training and unchanged in eval mode, like `nn.Dropout`.
+    PyTorch's CPU dropout draws one random number per element from a serial generator and
+    took 27% of a batch-32 training step of the tutorial network. On the CPU (float32) masks
+    come from a counter-based hash seeded by one draw from PyTorch's generator, applied in the
+    same pass (`tripletlab.models._dropout`); elsewhere four 16-bit uniforms are cut from each
+    64-bit draw. p = 0.3 becomes 0.300003. Outputs are scaled by 1 / (1 - p) in training and
+    unchanged in eval mode, like `nn.Dropout`.
     """
 
     def __init__(self, p: float) -> None:
@@ -71,15 +73,27 @@ class FastDropout(nn.Module):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
         self.p = p
-        self._threshold = round(p * 65536) - 32768  # keep where the int16 draw >= this
 
     def forward(self, x: Tensor) -> Tensor:
+        return self._drop(x, relu=False)
+
+    def after_relu(self, x: Tensor) -> Tensor:
+        """self(relu(x)) in one pass where it can: the ReLU and this dropout fused."""
+        return self._drop(x, relu=True)
+
+    def _drop(self, x: Tensor, relu: bool) -> Tensor:
         if not self.training or self.p == 0.0:
-            return x
+            return torch.relu(x) if relu else x
+        from tripletlab.models._dropout import dropout_threshold, fast_dropout  # numba: lazily
+
+        if x.device.type == "cpu" and x.dtype == torch.float32:
+            return fast_dropout(x, self.p, relu=relu)
+        x = torch.relu(x) if relu else x
         count = x.numel()
         draws = torch.randint(-(2**63), 2**63 - 1, ((count + 3) // 4,), dtype=torch.int64,
                               device=x.device)  # fmt: skip
-        keep = draws.view(torch.int16)[:count].view(x.shape) >= self._threshold
+        threshold = dropout_threshold(self.p) - 32768  # keep where the int16 draw >= this
+        keep = draws.view(torch.int16)[:count].view(x.shape) >= threshold
         return x * keep * (1.0 / (1.0 - self.p))
 
     def extra_repr(self) -> str:
@@ -112,6 +126,19 @@ class SeedCNNBackbone(nn.Sequential):
             nn.Flatten(),
         )
         keras_init(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) float images -> (N, 32 * (H // 4) * (W // 4)) features."""
+        from tripletlab.models._conv_pool import conv_pool, conv_pool_applies  # numba: lazily
+
+        layers = list(self)  # slicing an nn.Sequential would build a new backbone
+        if not conv_pool_applies(x, layers):
+            return super().forward(x)
+        pad, conv, pool, _, dropout = layers[5:10]
+        x = conv_pool(x, layers[1].weight, layers[1].bias)  # layers 0-2 in one pass
+        x = layers[4].after_relu(x)  # layers 3-4 in one pass
+        x = dropout.after_relu(pool(conv(pad(x))))
+        return layers[10](x)
 
 
 @register_backbone("seed_cnn")
