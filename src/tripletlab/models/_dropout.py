@@ -1,12 +1,15 @@
 """Dropout (optionally after a ReLU) in one pass, with a counter-based random mask.
 
 PyTorch's CPU dropout draws one random number per element from a serial Mersenne twister and
-then needs several passes (mask, multiply, scale; the same in backward). Here element k of the
-tensor's memory keeps its value when the 16-bit field k % 4 of splitmix64(seed + k // 4) is at
-least round(p * 65536): four uniforms per 64-bit hash, computed in the same pass that applies
-the mask (and the ReLU). The seed is one draw from PyTorch's generator, so `torch.manual_seed`
-makes masks reproducible. The drop probability is rounded to a multiple of 1/65536.
-Reference: Steele et al. 2014, "Fast splittable pseudorandom number generators" (splitmix64).
+then needs several passes (mask, multiply, scale; the same in backward). Here the 16-bit
+uniform of element k of the tensor's memory is the low (k even) or high (k odd) half of
+hash(hash(k // 2 + a) ^ b), with hash the 32-bit lowbias32 and (a, b) the halves of a 64-bit
+seed; the element is kept when its uniform is at least round(p * 65536). The hashes are
+computed in a vectorised loop, then one pass applies mask, ReLU and scale. The seed is one
+draw from PyTorch's generator, so `torch.manual_seed` makes masks reproducible. The drop
+probability is rounded to a multiple of 1/65536.
+Reference: C. Wellons, "Prospecting for hash functions" (2018),
+https://nullprogram.com/blog/2018/07/31/ (lowbias32).
 """
 
 from __future__ import annotations
