@@ -75,7 +75,10 @@ class TrainConfig:
     lr: float = 1e-3
     schedule: str = "constant"  # "constant", or "cosine" decay to 0 over the run
     seed: int = 0
-    eval_batch_size: int = 1024
+    # Images per forward pass when embedding. Small enough that each activation stays under
+    # glibc's 32 MiB mmap limit (larger blocks are mapped and page-faulted in every batch):
+    # the 70,000 evaluation embeddings of the default run took 12-14 s against 17-18 s at 1024.
+    eval_batch_size: int = 128
     # Decay of an exponential moving average of the weights (e.g. 0.998); the average, not the
     # raw weights, is validated and checkpointed. Step t uses min(ema, (1 + t) / (10 + t)).
     # None: no average.

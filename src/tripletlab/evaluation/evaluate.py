@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
 
 
-def evaluate_embedder(embedder: Embedder, data: RunData, batch_size: int = 1024) -> dict[str, Any]:
+def evaluate_embedder(embedder: Embedder, data: RunData, batch_size: int = 128) -> dict[str, Any]:
     """Test-set metrics: retrieval, 1-NN accuracy against the training images, the per-class
     triplet report and verification.
 
