@@ -102,16 +102,10 @@ def _apply_mask(
     factor = np.float32(scale)
     limit = np.uint16(threshold)
     zero = np.float32(0.0)
-    if relu:
-        for k in range(x.size):
-            kept = (uniforms[k] >= limit) & (x[k] > zero)
-            keep[k] = kept
-            out[k] = x[k] * factor if kept else zero
-    else:
-        for k in range(x.size):
-            kept = uniforms[k] >= limit
-            keep[k] = kept
-            out[k] = x[k] * factor if kept else zero
+    for k in range(x.size):
+        kept = (uniforms[k] >= limit) & ((not relu) | (x[k] > zero))
+        keep[k] = kept
+        out[k] = x[k] * factor if kept else zero
 
 
 @njit(cache=True, nogil=True)
