@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from tripletlab.config import EMBED_BATCH_SIZE
 from tripletlab.data.datasets import RunData
 from tripletlab.evaluation.per_class import per_class_report
 from tripletlab.evaluation.retrieval import knn_accuracy, retrieval_metrics
@@ -19,7 +20,9 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
 
 
-def evaluate_embedder(embedder: Embedder, data: RunData, batch_size: int = 128) -> dict[str, Any]:
+def evaluate_embedder(
+    embedder: Embedder, data: RunData, batch_size: int = EMBED_BATCH_SIZE
+) -> dict[str, Any]:
     """Test-set metrics: retrieval, 1-NN accuracy against the training images, the per-class
     triplet report and verification.
 

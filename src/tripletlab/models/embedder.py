@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tripletlab.config import ModelConfig, plain
+from tripletlab.config import EMBED_BATCH_SIZE, ModelConfig, plain
 from tripletlab.models.augment import Augment
 from tripletlab.models.backbones import build_backbone, feature_size, keras_init
 from tripletlab.models.checkpoint import read_checkpoint, write_checkpoint
@@ -95,16 +95,15 @@ class Embedder(nn.Module):
 
     @torch.no_grad()
     def embed(
-        self, images: np.ndarray | Tensor, batch_size: int = 128, views: bool = True
+        self, images: np.ndarray | Tensor, batch_size: int = EMBED_BATCH_SIZE, views: bool = True
     ) -> np.ndarray:
         """Embed images in eval mode, in batches, without gradients.
 
         Args:
             images: uint8 (N, H, W) or (N, H, W, C).
             batch_size: images per forward pass (with test-time views, a fifth of that many
-                images, so that a pass still holds about `batch_size` views). Small batches
-                keep activations under glibc's 32 MiB mmap limit: on 2 CPU cores 60,000 MNIST
-                images took 4.1-4.5 s at 128 against 8.7-9.4 s at 1024 (`seed_cnn`).
+                images, so that a pass still holds about `batch_size` views). The default
+                keeps activations small (see `tripletlab.config.EMBED_BATCH_SIZE`).
             views: False embeds the images alone even when `tta_shift` asks for test-time views.
         Returns:
             float32 array (N, D).
