@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-import tripletlab.evaluation._clustered as clustered
 import tripletlab.evaluation.retrieval as retrieval
-from tripletlab.evaluation import knn_accuracy, retrieval_metrics
+from tripletlab.evaluation import _blocks, _principal, knn_accuracy, retrieval_metrics
+from tripletlab.evaluation._kernels import buffers, tiles
 
 
 def test_hand_worked_example():
@@ -62,7 +62,7 @@ def test_chunked_metrics_equal_brute_force(monkeypatch):
     labels = rng.integers(0, 6, 300)
     labels[0] = 99  # a singleton class: not a query
     embeddings = rng.normal(size=(300, 8)) + labels[:, None] % 3
-    monkeypatch.setattr(retrieval, "_BLOCK_ELEMENTS", 300 * 7)  # many small blocks
+    monkeypatch.setattr(_blocks, "BLOCK_ELEMENTS", 300 * 7)  # many small blocks
     metrics = retrieval_metrics(embeddings, labels)
     p1, rp, mapr, count = _brute_force(embeddings, labels)
     assert metrics["num_queries"] == count == 299
@@ -101,13 +101,13 @@ def test_low_rank_embeddings_ranked_through_principal_axes_equal_brute_force(
     # 64-d embeddings with 6 informative axes and a little noise on the rest, as trained
     # embeddings look: ranked on a few principal axes (every item: close calls recomputed in
     # full; or by clusters), whichever pass the data would get.
-    monkeypatch.setattr(retrieval, "_VISITED_SHARE", share)
+    monkeypatch.setattr(_blocks, "_VISITED_SHARE", share)
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 7, 900)
     centres = rng.normal(size=(7, 6)) * spread
     axes = np.linalg.qr(rng.normal(size=(64, 6)))[0].T  # (6, 64) orthonormal
     embeddings = _on_grid(0.5 * (centres[labels] + rng.normal(size=(900, 6))) @ axes)
-    assert retrieval._low_rank(torch.from_numpy(embeddings)) is not None
+    assert _principal.low_rank(torch.from_numpy(embeddings)) is not None
     metrics = _assert_equal_to_brute_force(embeddings, labels)
     assert 0.05 < metrics["map_at_r"] < 0.99  # neither trivial nor empty
 
@@ -120,21 +120,21 @@ def _low_rank_classes(n, classes, spread, seed, scale=0.3):
     centres = rng.normal(size=(classes + 1, 6)) * spread
     axes = np.linalg.qr(rng.normal(size=(64, 6)))[0].T
     embeddings = _on_grid(scale * (centres[labels] + rng.normal(size=(n, 6))) @ axes)
-    assert retrieval._low_rank(torch.from_numpy(embeddings)) is not None
+    assert _principal.low_rank(torch.from_numpy(embeddings)) is not None
     return embeddings, labels
 
 
 def _pass_taken(monkeypatch):
-    """Records which pass (`_dense_blocks` or `_clustered_blocks`) ranks the next data."""
+    """Records which pass (`dense_blocks` or `clustered_blocks`) ranks the next data."""
     taken = []
-    for name in ("_dense_blocks", "_clustered_blocks"):
-        real = getattr(retrieval, name)
+    for name in ("dense_blocks", "clustered_blocks"):
+        real = getattr(_blocks, name)
 
         def spy(*args, real=real, name=name):
             taken.append(name)
             return real(*args)
 
-        monkeypatch.setattr(retrieval, name, spy)
+        monkeypatch.setattr(_blocks, name, spy)
     return taken
 
 
@@ -145,7 +145,7 @@ def test_clustered_pass_prunes_and_equals_brute_force(monkeypatch):
     embeddings, labels = _low_rank_classes(3000, 10, 3.0, seed=5)
     metrics = _assert_equal_to_brute_force(embeddings, labels)
     assert 0.5 < metrics["map_at_r"] < 1.0
-    assert taken == ["_clustered_blocks"]
+    assert taken == ["clustered_blocks"]
 
 
 def test_overlapping_classes_take_the_dense_pass_and_equal_brute_force(monkeypatch):
@@ -154,19 +154,19 @@ def test_overlapping_classes_take_the_dense_pass_and_equal_brute_force(monkeypat
     embeddings, labels = _low_rank_classes(3000, 10, 1.5, seed=10, scale=0.4)
     metrics = _assert_equal_to_brute_force(embeddings, labels)
     assert 0.05 < metrics["map_at_r"] < 0.5
-    assert taken == ["_dense_blocks"]
+    assert taken == ["dense_blocks"]
 
 
 def test_clustering_judged_on_no_query_keeps_the_dense_pass(monkeypatch):
     # Judged on one query, the first after sorting by class: here a class of one item (and
     # negative and huge label ids work as any other).
-    monkeypatch.setattr(retrieval, "_SAMPLE", 1)
+    monkeypatch.setattr(_blocks, "_SAMPLE", 1)
     taken = _pass_taken(monkeypatch)
     embeddings, labels = _low_rank_classes(1000, 5, 3.0, seed=11)
     labels = np.where(labels == 4, 10**12, labels)
     labels[1] = -7
     _assert_equal_to_brute_force(embeddings, labels)
-    assert taken == ["_dense_blocks"]
+    assert taken == ["dense_blocks"]
 
 
 @pytest.mark.parametrize(
@@ -177,10 +177,10 @@ def test_clustering_judged_on_no_query_keeps_the_dense_pass(monkeypatch):
 def test_clustered_pass_fallbacks_equal_brute_force(monkeypatch, tile, found, margin):
     # Each way a tile query can go: more items than it may keep (done alone), a guessed tau
     # smaller than the one its items prove (done alone under it), a guess covering everything.
-    monkeypatch.setattr(clustered, "TILE", tile)
-    monkeypatch.setattr(clustered, "FOUND", found)
-    monkeypatch.setattr(clustered, "GUESS_MARGIN", margin)
-    monkeypatch.setattr(retrieval, "_VISITED_SHARE", 1.0)  # the clustered pass whatever
+    monkeypatch.setattr(buffers, "TILE", tile)
+    monkeypatch.setattr(buffers, "FOUND", found)
+    monkeypatch.setattr(tiles, "GUESS_MARGIN", margin)
+    monkeypatch.setattr(_blocks, "_VISITED_SHARE", 1.0)  # the clustered pass whatever
     embeddings, labels = _low_rank_classes(1200, 6, 1.0, seed=6)
     metrics = _assert_equal_to_brute_force(embeddings, labels)
     assert 0.05 < metrics["map_at_r"] < 0.99
@@ -192,27 +192,27 @@ def test_clustered_pass_fallbacks_equal_brute_force(monkeypatch, tile, found, ma
 def test_clustered_pass_chunks_and_parts_equal_brute_force(monkeypatch, chunk, parts):
     # A tile's wanted clusters gathered one chunk per cluster (capacity: the largest cluster)
     # or all in one; each block run as one part per thread or as more parts than its tiles.
-    monkeypatch.setattr(clustered, "CHUNK", chunk)
+    monkeypatch.setattr(buffers, "CHUNK", chunk)
     monkeypatch.setattr(retrieval, "_PARTS_PER_THREAD", parts)
-    monkeypatch.setattr(retrieval, "_VISITED_SHARE", 1.0)
+    monkeypatch.setattr(_blocks, "_VISITED_SHARE", 1.0)
     taken = _pass_taken(monkeypatch)
     embeddings, labels = _low_rank_classes(1200, 6, 1.0, seed=12)
     _assert_equal_to_brute_force(embeddings, labels)
-    assert taken == ["_clustered_blocks"]
+    assert taken == ["clustered_blocks"]
 
 
 def test_clustered_pass_in_small_blocks_equals_brute_force(monkeypatch):
     # Blocks of a few queries, and each block's own-class products computed apart (the
     # class's products do not fit in one block) instead of mirrored from one product.
-    monkeypatch.setattr(retrieval, "_BLOCK_ELEMENTS", 5000)
-    monkeypatch.setattr(retrieval, "_VISITED_SHARE", 1.0)
+    monkeypatch.setattr(_blocks, "BLOCK_ELEMENTS", 5000)
+    monkeypatch.setattr(_blocks, "_VISITED_SHARE", 1.0)
     embeddings, labels = _low_rank_classes(1000, 5, 1.0, seed=8)
     _assert_equal_to_brute_force(embeddings, labels)
 
 
 def test_symmetric_products_equal_the_product():
     x = torch.from_numpy(np.random.default_rng(9).normal(size=(1000, 16)).astype(np.float32))
-    products = retrieval._symmetric_products(x, torch.empty(1000 * 1000), band=96)
+    products = _blocks.symmetric_products(x, torch.empty(1000 * 1000), band=96)
     # Computed once and mirrored wherever two rows lie in different bands.
     assert torch.equal(products.triu(96), products.tril(-96).T)
     torch.testing.assert_close(products, x @ x.T, rtol=1e-5, atol=1e-5)
@@ -220,11 +220,11 @@ def test_symmetric_products_equal_the_product():
 
 @pytest.mark.parametrize("block", [1 << 25, 64], ids=["one-block", "blocks-of-points"])
 def test_clusters_cover_each_class_within_their_radius(monkeypatch, block):
-    monkeypatch.setattr(retrieval, "_BLOCK_ELEMENTS", block)  # nearest centres in blocks
+    monkeypatch.setattr(_blocks, "BLOCK_ELEMENTS", block)  # nearest centres in blocks
     rng = np.random.default_rng(7)
     z = torch.from_numpy(rng.normal(size=(500, 8)).astype(np.float32))
     stops = [120, 121, 400, 500]  # classes of 120, 1, 279 and 100 items
-    order, centres, radius, starts = retrieval._clusters(z, stops)
+    order, centres, radius, starts = _principal.class_clusters(z, stops)
     assert sorted(order.tolist()) == list(range(500))
     for start, stop in zip([0, *stops[:-1]], stops, strict=True):  # classes stay in place
         assert sorted(order[start:stop].tolist()) == list(range(start, stop))
@@ -243,7 +243,7 @@ def test_low_rank_error_bound_holds_for_every_pair():
     rng = np.random.default_rng(4)
     axes = np.linalg.qr(rng.normal(size=(128, 9)))[0].T
     x = (rng.normal(size=(600, 9)) @ axes + 3e-3 * rng.normal(size=(600, 128))).astype(np.float32)
-    z, norms, error, slack = retrieval._low_rank(torch.from_numpy(x))
+    z, norms, error, slack = _principal.low_rank(torch.from_numpy(x))
     assert z.shape[1] <= 128 // 4
     approx = norms[:, None] + norms[None] - 2 * z @ z.T  # float32, as ranked
     exact = ((x.astype(np.float64)[:, None] - x[None]) ** 2).sum(-1)
@@ -257,7 +257,7 @@ def test_full_rank_embeddings_equal_brute_force():
     rng = np.random.default_rng(2)
     labels = rng.integers(0, 5, 700)
     embeddings = _on_grid(0.4 * (rng.normal(size=(700, 64)) + 3.0 * np.eye(64)[labels]))
-    assert retrieval._low_rank(torch.from_numpy(embeddings)) is None
+    assert _principal.low_rank(torch.from_numpy(embeddings)) is None
     metrics = _assert_equal_to_brute_force(embeddings, labels)
     assert 0.05 < metrics["map_at_r"] < 0.99
 
