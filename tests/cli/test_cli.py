@@ -98,7 +98,7 @@ def test_user_errors_are_one_line_and_non_zero(trained_run, tmp_path):
 
 def test_bad_weight_average_decay_is_refused_before_the_run_folder(tmp_path):
     result = runner.invoke(app, ["train", "--ema", "1.5", "--run-dir", str(tmp_path / "run")])
-    assert result.exit_code == 1 and "ema must be in [0, 1)" in result.output
+    assert result.exit_code == 1 and "train.ema must be in [0.0, 1.0)" in result.output
     assert not (tmp_path / "run").exists()
 
 
@@ -298,7 +298,7 @@ def test_every_flag_reaches_the_resolved_config():
     assert config.train.ema == 0.99 and config.model.tta_shift == 1
     assert (config.model.head, config.model.normalize, config.model.flip) == (False, False, True)
     assert (config.model.rotation, config.model.translate) == (5.0, 0.1)
-    assert config.data.classes == [1, 2] and config.data.per_class == 9
+    assert config.data.classes == (1, 2) and config.data.per_class == 9
     assert (config.train.mode, config.train.triplets, config.train.mine_every) == (
         "triplets",
         "hard",

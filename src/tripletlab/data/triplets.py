@@ -11,13 +11,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Literal, get_args
 
 import numpy as np
 import torch
 
-TripletRule = Literal["random", "semihard", "hard"]
-TRIPLET_RULES: tuple[str, ...] = get_args(TripletRule)
+from tripletlab.config.sections import TRIPLET_RULES, TripletRule
 
 # Anchors x images per distance block (float32): 2^24 elements = 64 MiB.
 _BLOCK_ELEMENTS = 1 << 24

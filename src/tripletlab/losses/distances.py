@@ -7,13 +7,10 @@ back through `distance_vjp`, so the graph never holds several (N, N) intermediat
 
 from __future__ import annotations
 
-from typing import Literal, get_args
-
 import torch
 from torch import Tensor
 
-Distance = Literal["L2", "squared-L2", "angular"]
-DISTANCES: tuple[str, ...] = get_args(Distance)
+from tripletlab.config.sections import DISTANCES, Distance
 
 # tf.math.l2_normalize clamps the squared norm at this value.
 _NORM_EPSILON = 1e-12

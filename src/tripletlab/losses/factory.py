@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
-
 from torch import nn
 
+from tripletlab.config.sections import LOSS_NAMES, LossName
 from tripletlab.losses.batch_all import TripletBatchAllLoss
 from tripletlab.losses.distances import check_distance
 from tripletlab.losses.hard import TripletHardLoss
 from tripletlab.losses.semihard import TripletSemiHardLoss
 
-LossName = Literal["semihard", "hard", "batch-all"]
-LOSS_NAMES: tuple[str, ...] = get_args(LossName)
-
 
 def build_loss(
-    name: str, *, margin: float = 1.0, distance: str = "L2", soft: bool = False
+    name: LossName, *, margin: float = 1.0, distance: str = "L2", soft: bool = False
 ) -> nn.Module:
     """Return the loss module called `name` ("semihard", "hard" or "batch-all").
 
