@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 import torch
+import typer
 import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
 from tripletlab import Embedder
 from tripletlab.cli.main import app
-from tripletlab.config import RunConfig
+from tripletlab.config import PhaseConfig, RunConfig
 from tripletlab.data import load_mnist
 
 runner = CliRunner()
@@ -85,7 +87,8 @@ def test_user_errors_are_one_line_and_non_zero(trained_run, tmp_path):
         app, ["train", "--loss", "contrastive", "--run-dir", str(tmp_path / "x")]
     )
     assert result.exit_code == 1
-    assert "unknown loss 'contrastive'" in result.output and "Traceback" not in result.output
+    assert "loss.name must be one of semihard, hard, batch-all; got 'contrastive'" in result.output
+    assert "Traceback" not in result.output
     result = runner.invoke(app, ["train", "--run-dir", str(run_dir)])
     assert result.exit_code == 1 and "not empty" in result.output
     bad = tmp_path / "broken.png"
@@ -96,16 +99,30 @@ def test_user_errors_are_one_line_and_non_zero(trained_run, tmp_path):
     assert result.exit_code == 1 and "not a tripletlab run folder" in result.output
 
 
-def test_bad_weight_average_decay_is_refused_before_the_run_folder(tmp_path):
-    result = runner.invoke(app, ["train", "--ema", "1.5", "--run-dir", str(tmp_path / "run")])
-    assert result.exit_code == 1 and "train.ema must be in [0.0, 1.0)" in result.output
-    assert not (tmp_path / "run").exists()
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "train.ema=1.5"], "train.ema must be in [0.0, 1.0), got 1.5"),
+        (["--set", "model.tta_shift=40"], "model.tta_shift must be smaller than the image"),
+        (["--set", "train.schedule=cosin"], "train.schedule must be one of constant, cosine"),
+        (["--set", "phases=[{epochs: 1, freeze: all}]"], "phases[1].freeze must be one of"),
+        (["--backbone", "spike_cnn", "--image-size", "8", "--dataset", "."],
+         "spike_cnn needs images of at least 10 x 10"),
+        (["--backbone-weights", "missing.safetensors"], "backbone weights not found"),
+    ],
+)  # fmt: skip
+def test_bad_settings_are_refused_before_any_data_is_read_or_file_written(
+    tmp_path, monkeypatch, args, message
+):
+    import tripletlab.training.run as run_module
 
+    def no_data(config):  # the data must not even be asked for
+        raise AssertionError("data was read")
 
-def test_bad_test_time_shift_is_refused_before_the_run_folder(tmp_path):
-    result = runner.invoke(app, ["train", "--tta-shift", "40", "--run-dir", str(tmp_path / "run")])
-    assert result.exit_code == 1 and "tta_shift must be in [0, 28)" in result.output
-    assert not (tmp_path / "run").exists()
+    monkeypatch.setattr(run_module, "run_data", no_data)
+    result = runner.invoke(app, ["train", *args, "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()
 
 
 def test_data_prepare_reports_the_cache():
@@ -187,7 +204,7 @@ def test_no_report_skips_the_plots(tmp_path):
 def test_explicit_triplets_run_end_to_end_and_embed_like_online_runs(tmp_path):
     run_dir = tmp_path / "spike"
     result = runner.invoke(app, ["train", "--preset", "spike", "--triplets", "semihard",
-                                 "--mine-every", "20", "--limit", "2000", "--epochs", "1",
+                                 "--set", "train.mine_every=20", "--limit", "2000", "--epochs", "1",
                                  "--no-report", "--run-dir", str(run_dir)])  # fmt: skip
     assert result.exit_code == 0, result.output
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -227,10 +244,11 @@ def test_image_folder_transfer_with_phases(tmp_path, monkeypatch):
     folder = tmp_path / "shapes"
     _shapes_folder(folder)
     common = ["--dataset", str(folder), "--image-size", "32", "--channels", "3",
-              "--model", "resnet_small", "--embedding-dim", "16", "--no-report"]  # fmt: skip
+              "--backbone", "resnet_small", "--embedding-dim", "16", "--no-report"]  # fmt: skip
     base = tmp_path / "base"
     result = runner.invoke(app, ["train", *common, "--epochs", "1", "--batch-size", "16",
-                                 "--flip", "--rotation", "10", "--run-dir", str(base)])  # fmt: skip
+                                 "--set", "model.flip=true", "--set", "model.rotation=10",
+                                 "--run-dir", str(base)])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert (base / "augment.png").is_file()
     metrics = json.loads((base / "metrics.json").read_text())
@@ -240,8 +258,10 @@ def test_image_folder_transfer_with_phases(tmp_path, monkeypatch):
                          "  - {epochs: 1, lr: 1.0e-5}\n")  # fmt: skip
     tuned = tmp_path / "tuned"
     result = runner.invoke(app, ["train", *common, "--config", str(yaml_file), "--batch-size", "16",
-                                 "--backbone-weights", str(base), "--train-split", "train[:60%]",
-                                 "--val-split", "train[60%:80%]", "--test-split", "train[80%:]",
+                                 "--backbone-weights", str(base),
+                                 "--set", "data.train_split=train[:60%]",
+                                 "--set", "data.val_split=train[60%:80%]",
+                                 "--set", "data.test_split=train[80%:]",
                                  "--run-dir", str(tuned)])  # fmt: skip
     assert result.exit_code == 0, result.output
     history = json.loads((tuned / "history.json").read_text())
@@ -282,27 +302,86 @@ def test_onnx_export_embed_and_benchmark(trained_run, tmp_path):
     assert json.loads((run_dir / "metrics.json").read_text())["onnx_embeddings_per_second"] > 100
 
 
-def test_every_flag_reaches_the_resolved_config():
-    args = ["train", "--dry-run", "--bn-train", "--schedule", "cosine", "--no-head",
-            "--no-normalize", "--flip", "--rotation", "5", "--translate", "0.1",
-            "--classes", "1,2", "--per-class", "9", "--image-size", "28", "--channels", "1",
-            "--mine-every", "3", "--triplets", "hard", "--mode", "triplets",
-            "--backbone-weights", "w.pt", "--train-split", "train[:50%]",
-            "--val-split", "train[50%:60%]", "--test-split", "test",
-            "--samples-per-class", "2", "--soft", "--val-fraction", "0.2",
-            "--ema", "0.99", "--tta-shift", "1"]  # fmt: skip
+def _config_keys() -> set[str]:
+    sections = {f.name: f.type for f in dataclasses.fields(RunConfig)}
+    keys = {"phases"}
+    for name in ("data", "model", "loss", "train"):
+        section = getattr(RunConfig(), name)
+        keys |= {f"{name}.{field.name}" for field in dataclasses.fields(section)}
+    assert set(sections) == {"data", "model", "loss", "train", "phases"}
+    return keys
+
+
+def test_flags_are_named_as_their_config_keys():
+    command = typer.main.get_command(app).commands["train"]
+    keys = _config_keys()
+    flags = [p.name for p in command.params if p.name not in _NOT_CONFIG]
+    assert len(flags) >= 15
+    for name in flags:
+        key = "loss.name" if name == "loss" else None
+        key = key or next((k for k in keys if k.endswith(f".{name}")), None)
+        assert key is not None, f"--{name.replace('_', '-')} names no config key"
+
+
+_NOT_CONFIG = {"preset_name", "config", "assignments", "imports", "run_dir", "dry_run", "report"}
+
+# A value for every config key, none of them the default, that fit together.
+_EVERY_KEY = {
+    "data.dataset": "mnist", "data.limit": "500", "data.val_fraction": "0.2",
+    "data.train_split": "train[:50%]", "data.val_split": "train[50%:60%]",
+    "data.test_split": "test", "data.classes": "[1, 2]", "data.per_class": "9",
+    "model.backbone": "spike_cnn", "model.embedding_dim": "32", "model.head": "false",
+    "model.normalize": "false", "model.channels": "1", "model.image_size": "28",
+    "model.backbone_weights": "w.pt", "model.imports": "[json]", "model.flip": "true",
+    "model.rotation": "5", "model.translate": "0.1", "model.tta_shift": "1",
+    "loss.name": "hard", "loss.margin": "0.3", "loss.distance": "angular", "loss.soft": "true",
+    "train.mode": "triplets", "train.triplets": "hard", "train.mine_every": "3",
+    "train.epochs": "2", "train.batch_size": "16", "train.sampler": "pk",
+    "train.samples_per_class": "2", "train.lr": "1e-4", "train.schedule": "cosine",
+    "train.seed": "3", "train.eval_batch_size": "64", "train.ema": "0.99",
+    "train.bn_train": "true", "phases": "[{epochs: 2, lr: 0.01, freeze: backbone}]",
+}  # fmt: skip
+
+
+def test_set_reaches_every_config_key():
+    assert set(_EVERY_KEY) == _config_keys()  # a new key needs a value here
+    args = ["train", "--dry-run"]
+    for key, value in _EVERY_KEY.items():
+        args += ["--set", f"{key}={value}"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    config = RunConfig.from_dict(yaml.safe_load(result.output))
-    assert config.train.bn_train is True and config.train.schedule == "cosine"
-    assert config.train.ema == 0.99 and config.model.tta_shift == 1
-    assert (config.model.head, config.model.normalize, config.model.flip) == (False, False, True)
-    assert (config.model.rotation, config.model.translate) == (5.0, 0.1)
-    assert config.data.classes == (1, 2) and config.data.per_class == 9
-    assert (config.train.mode, config.train.triplets, config.train.mine_every) == (
-        "triplets",
-        "hard",
-        3,
+    resolved = yaml.safe_load(result.output)
+    for key, value in _EVERY_KEY.items():
+        section, _, name = key.partition(".")
+        got = resolved[section][name] if name else resolved[section]
+        expected = yaml.safe_load(value)
+        if key == "model.image_size":
+            expected = [28, 28]
+        if key == "train.lr":
+            expected = 1e-4  # PyYAML reads 1e-4 (no dot) as text; the config makes it a number
+        if key == "phases":
+            expected = [{**dataclasses.asdict(PhaseConfig()), **expected[0]}]
+        assert got == expected, key
+    assert RunConfig.from_dict(resolved).phases[0].freeze == "backbone"
+
+
+def test_flags_and_set_are_refused_together_and_set_needs_a_key():
+    result = runner.invoke(app, ["train", "--dry-run", "--lr", "1e-3", "--set", "train.lr=2e-3"])
+    assert result.exit_code == 1 and "train.lr is given both as a flag and with --set" in (
+        result.output
     )
-    assert config.model.backbone_weights == "w.pt" and config.data.test_split == "test"
-    assert config.loss.soft is True and config.data.val_fraction == 0.2
+    for bad in ("train.lr", "lr=3", "train.=3", "=3"):
+        result = runner.invoke(app, ["train", "--dry-run", "--set", bad])
+        assert result.exit_code == 1 and "expected section.key=value" in result.output, bad
+    result = runner.invoke(app, ["train", "--dry-run", "--set", "train.epoch=3"])
+    assert result.exit_code == 1 and "unknown key train.epoch" in result.output
+
+
+def test_version_and_completion():
+    from tripletlab import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"tripletlab {__version__}"
+    assert __version__ == "0.1.0"  # the version of pyproject.toml, read from the installation
+    result = runner.invoke(app, ["--show-completion", "bash"])
+    assert result.exit_code == 0 and "complete" in result.output and "tripletlab" in result.output

@@ -7,7 +7,7 @@ from torch.nn import functional
 
 from tripletlab import Embedder
 from tripletlab.data import load_mnist
-from tripletlab.models import build_backbone
+from tripletlab.models import build_backbone, layer_by_layer
 from tripletlab.models._conv_pool import conv_pool, conv_pool_applies
 
 
@@ -69,40 +69,69 @@ def test_ties_route_the_gradient_where_pytorch_does_and_nan_wins():
 
 
 def test_applies_only_where_the_fused_pass_computes_the_same():
-    backbone = build_backbone("seed_cnn")
-    layers = list(backbone)
+    weight = build_backbone("seed_cnn").conv1.weight
     images = torch.rand(2, 1, 28, 28)
-    assert conv_pool_applies(images, layers)
-    assert not conv_pool_applies(images.requires_grad_(), layers)  # input gradients wanted
-    assert not conv_pool_applies(torch.rand(2, 3, 28, 28), layers)  # colour images
-    assert not conv_pool_applies(torch.rand(2, 1, 28, 28).double(), layers)
-    handle = layers[6].register_forward_hook(lambda *args: None)
-    assert not conv_pool_applies(torch.rand(2, 1, 28, 28), layers)  # a hook watches a layer
-    handle.remove()
+    assert conv_pool_applies(images, weight)
+    assert not conv_pool_applies(images.requires_grad_(), weight)  # input gradients wanted
+    assert not conv_pool_applies(torch.rand(2, 3, 28, 28), weight)  # colour images
+    assert not conv_pool_applies(torch.rand(2, 1, 28, 28).double(), weight)
+
+
+def test_the_fused_option_chooses_the_path():
+    """`fused` (default True) runs conv1 inside the compiled pass, so its own forward (and a
+    hook on it) never runs; `fused=False` and `layer_by_layer` run every layer."""
+    backbone = build_backbone("seed_cnn").eval()
+    calls = []
+    backbone.conv1.register_forward_hook(lambda *args: calls.append(1))
+    images = torch.rand(2, 1, 28, 28)
+    fused = backbone(images)
+    assert backbone.fused and calls == []
+    with layer_by_layer(backbone):
+        layered = backbone(images)
+    assert backbone.fused and calls == [1]  # switched back after the block
+    backbone.fused = False
+    torch.testing.assert_close(backbone(images), fused)
+    torch.testing.assert_close(layered, fused)
+    assert calls == [1, 1]
 
 
 def test_seed_cnn_training_step_equals_the_layer_by_layer_path():
     """The fused backbone (conv-pool pass, ReLU and dropout fused) against the same model run
-    layer by layer (a hook disables fusion): same dropout masks, same values, gradients."""
+    layer by layer: same dropout masks, same values, gradients."""
     torch.manual_seed(0)
     embedder = Embedder().train()
     images = torch.from_numpy(load_mnist("test").images[:64])
     grad = torch.randn(64, embedder.config.embedding_dim)
 
-    def run(hooked: bool):
-        layer = embedder.backbone[4]
-        handle = layer.register_forward_hook(lambda *args: None) if hooked else None
+    def run(fused: bool):
+        embedder.backbone.fused = fused
         torch.manual_seed(1)
         out = embedder(images)
         grads = torch.autograd.grad(out, list(embedder.parameters()), grad)
-        if handle is not None:
-            handle.remove()
         return out, grads
 
-    fused, fused_grads = run(hooked=False)
-    layered, layered_grads = run(hooked=True)
+    fused, fused_grads = run(fused=True)
+    layered, layered_grads = run(fused=False)
     torch.testing.assert_close(fused, layered)
     for got, want in zip(fused_grads, layered_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    embedder.backbone.fused = True
     torch.manual_seed(2)  # other masks: other outputs (dropout is on)
     assert not torch.allclose(embedder(images), fused)
+
+
+def test_checkpoints_with_position_indexed_layers_still_load():
+    """Checkpoints written before the layers had names (`backbone.1.weight`) load unchanged."""
+    torch.manual_seed(0)
+    embedder = Embedder()
+    old = {k.replace("backbone.conv1.", "backbone.1.").replace("backbone.conv2.", "backbone.6."): v
+           for k, v in embedder.state_dict().items()}  # fmt: skip
+    assert "backbone.1.weight" in old and "backbone.conv1.weight" not in old
+    torch.manual_seed(1)
+    loaded = Embedder()
+    loaded.load_state_dict(old)
+    for name, tensor in embedder.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor)
+    backbone_only = {k[len("backbone.") :]: v for k, v in old.items() if k.startswith("backbone.")}
+    renamed = loaded.backbone.upgrade_state_dict(backbone_only)
+    assert set(renamed) == set(loaded.backbone.state_dict())

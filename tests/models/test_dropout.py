@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tripletlab.models._dropout import dropout_threshold, fast_dropout
-from tripletlab.models.backbones import FastDropout
+from tripletlab.models.fast_dropout import FastDropout
 
 
 def lowbias32(z: np.ndarray) -> np.ndarray:

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from tripletlab import Embedder
-from tripletlab.config import ModelConfig
+from tripletlab.config import ModelConfig, RunConfig, check_config
 from tripletlab.data import load_mnist
 from tripletlab.models import backbone_names, build_backbone
-from tripletlab.models.checkpoint import read_checkpoint, resolve_checkpoint, update_index
+from tripletlab.runs import RunDir, read_checkpoint, resolve_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +88,10 @@ def test_test_time_views_average_the_shifted_images(digits, normalize):
 
 
 def test_test_time_shift_must_fit_the_image():
-    with pytest.raises(ValueError, match="tta_shift"):
-        Embedder(ModelConfig(tta_shift=28))
-    with pytest.raises(ValueError, match="tta_shift"):
-        Embedder(ModelConfig(tta_shift=-1))
+    with pytest.raises(ValueError, match=r"model\.tta_shift must be smaller than the image"):
+        check_config(RunConfig(model=ModelConfig(tta_shift=28)))
+    with pytest.raises(ValueError, match=r"model\.tta_shift must be >= 0"):
+        ModelConfig(tta_shift=-1)
 
 
 def test_wrong_image_shape_is_a_clear_error():
@@ -111,7 +111,7 @@ def test_checkpoint_round_trip_gives_identical_embeddings(digits, tmp_path):
         for parameter in embedder.parameters():
             parameter.add_(0.01 * torch.randn_like(parameter))
     embedder.save(tmp_path / "checkpoints" / "epoch-0001", {"note": "test"})
-    update_index(tmp_path, last="epoch-0001", best="epoch-0001")
+    RunDir(tmp_path).point_checkpoints(last="epoch-0001", best="epoch-0001")
     loaded = Embedder.from_pretrained(tmp_path)
     assert loaded.config == embedder.config
     np.testing.assert_array_equal(loaded.embed(digits), embedder.embed(digits))
@@ -126,14 +126,3 @@ def test_checkpoint_round_trip_gives_identical_embeddings(digits, tmp_path):
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         Embedder.from_pretrained(tmp_path)
-
-
-def test_index_update_keeps_only_referenced_checkpoints(tmp_path):
-    embedder = Embedder(ModelConfig(embedding_dim=8))
-    for epoch in (1, 2, 3):
-        embedder.save(tmp_path / "checkpoints" / f"epoch-000{epoch}")
-    update_index(tmp_path, last="epoch-0003", best="epoch-0001")
-    kept = sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.is_dir())
-    assert kept == ["epoch-0001", "epoch-0003"]
-    assert resolve_checkpoint(tmp_path).name == "epoch-0001"
-    assert resolve_checkpoint(tmp_path, "last").name == "epoch-0003"

@@ -32,11 +32,11 @@ def test_phases_freeze_then_fine_tune_with_a_rebuilt_optimizer(tmp_path):
                    {"epochs": 1, "lr": 1e-5, "freeze": "none", "optimizer": "sgd"}],
     })  # fmt: skip
     train = load_mnist("train").subset(np.arange(256))
-    trainer = Trainer(config, tmp_path)
+    trainer = Trainer(config)
     recorder = _Recorder()
     trainer.callbacks.append(recorder)
     backbone_before = trainer.model.backbone.layer1.conv1.weight.clone()
-    history = trainer.fit(train)
+    history = trainer.fit(train, run_dir=tmp_path)
     (e0, lr0, opt0, n0), (e1, lr1, opt1, n1), (e2, lr2, opt2, n2) = recorder.seen
     head = sum(p.numel() for p in trainer.model.head.parameters())
     assert (e0, e1, e2) == (0, 1, 2) and (lr0, lr1, lr2) == (1e-3, 1e-3, 1e-5)
@@ -64,7 +64,7 @@ def test_cosine_schedule_decays_to_zero_over_the_phase(tmp_path):
     config = merge(RunConfig(), {"train": {"batch_size": 32, "epochs": 2, "lr": 1e-3,
                                            "schedule": "cosine"}})  # fmt: skip
     train = load_mnist("train").subset(np.arange(320))
-    trainer = Trainer(config, tmp_path)
+    trainer = Trainer(config)
     rates = []
 
     class _Rates(Callback):
@@ -72,7 +72,7 @@ def test_cosine_schedule_decays_to_zero_over_the_phase(tmp_path):
             rates.append(trainer.optimizer.param_groups[0]["lr"])
 
     trainer.callbacks.append(_Rates())
-    trainer.fit(train)
+    trainer.fit(train, run_dir=tmp_path)
     assert len(rates) == 20 and rates[-1] == pytest.approx(0.0, abs=1e-12)
     assert rates[0] < 1e-3 and all(a >= b for a, b in itertools.pairwise(rates))
     assert rates[9] == pytest.approx(0.5e-3, rel=0.1)

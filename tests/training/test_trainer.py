@@ -10,7 +10,7 @@ from tripletlab import Embedder
 from tripletlab.config import RunConfig, merge
 from tripletlab.data import load_mnist
 from tripletlab.evaluation import retrieval_metrics
-from tripletlab.training import Callback, Trainer, TrainingDivergedError, new_run_dir
+from tripletlab.training import Callback, Trainer, TrainingDivergedError, is_better, train_run
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +37,8 @@ class _PoisonAt(Callback):
 
 def test_training_lowers_the_loss_and_checkpoints_every_epoch(small_mnist, tmp_path):
     train, val = small_mnist
-    trainer = Trainer(_config(sampler="pk", samples_per_class=8), tmp_path)
-    history = trainer.fit(train, val)
+    trainer = Trainer(_config(sampler="pk", samples_per_class=8))
+    history = trainer.fit(train, val, run_dir=tmp_path)
     assert len(history.epochs) == 2
     first, last = np.mean(history.step_losses[:5]), np.mean(history.step_losses[-5:])
     assert last < first
@@ -52,10 +52,10 @@ def test_training_lowers_the_loss_and_checkpoints_every_epoch(small_mnist, tmp_p
 
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(small_mnist, tmp_path):
     train, val = small_mnist
-    trainer = Trainer(_config(epochs=3), tmp_path)
+    trainer = Trainer(_config(epochs=3))
     trainer.callbacks.append(_PoisonAt(trainer.model, epoch=1))
     with pytest.raises(TrainingDivergedError, match="nan"):
-        trainer.fit(train, val)
+        trainer.fit(train, val, run_dir=tmp_path)
     index = json.loads((tmp_path / "checkpoints" / "index.json").read_text())
     assert index == {"last": "epoch-0001", "best": "epoch-0001"}
     restored = Embedder.from_pretrained(tmp_path)
@@ -67,8 +67,8 @@ def test_same_seed_same_weights(small_mnist, tmp_path):
     train, _ = small_mnist
     runs = []
     for name in ("a", "b"):
-        trainer = Trainer(_config(epochs=1), tmp_path / name)
-        trainer.fit(train.subset(np.arange(256)))
+        trainer = Trainer(_config(epochs=1))
+        trainer.fit(train.subset(np.arange(256)), run_dir=tmp_path / name)
         runs.append(trainer.model.head.weight.detach().clone())
     torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
 
@@ -78,7 +78,7 @@ def _weights(model):
 
 
 def test_weight_average_follows_the_warmed_up_decay(tmp_path):
-    trainer = Trainer(_config(ema=0.5), tmp_path)
+    trainer = Trainer(_config(ema=0.5))
     expected = _weights(trainer.model)  # the average starts at the initial weights
     rng = np.random.default_rng(0)
     for step in range(12):
@@ -101,8 +101,8 @@ def test_weight_average_follows_the_warmed_up_decay(tmp_path):
 
 def test_weight_average_is_validated_and_checkpointed(small_mnist, tmp_path):
     train, val = small_mnist
-    trainer = Trainer(_config(epochs=1, sampler="pk", samples_per_class=8, ema=0.9), tmp_path)
-    history = trainer.fit(train, val)
+    trainer = Trainer(_config(epochs=1, sampler="pk", samples_per_class=8, ema=0.9))
+    history = trainer.fit(train, val, run_dir=tmp_path)
     saved = Embedder.from_pretrained(tmp_path)
     for name, tensor in saved.state_dict().items():
         torch.testing.assert_close(tensor, trainer.ema_model.state_dict()[name], rtol=0, atol=0)
@@ -114,16 +114,55 @@ def test_weight_average_is_validated_and_checkpointed(small_mnist, tmp_path):
 
 
 @pytest.mark.parametrize("decay", [1.0, -0.1])
-def test_weight_average_decay_must_be_below_one(tmp_path, decay):
-    with pytest.raises(ValueError, match="ema must be in"):
-        Trainer(_config(ema=decay), tmp_path)
+def test_weight_average_decay_must_be_below_one(decay):
+    with pytest.raises(ValueError, match=r"train\.ema must be in \[0\.0, 1\.0\)"):
+        _config(ema=decay)
 
 
-def test_run_folders_are_never_reused(tmp_path):
-    config = RunConfig()
-    first = new_run_dir(config, base=tmp_path)
-    second = new_run_dir(config, base=tmp_path)
-    assert first != second and first.is_dir() and second.is_dir()
-    (first / "config.yaml").write_text("x")
-    with pytest.raises(ValueError, match="not empty"):
-        new_run_dir(config, run_dir=first)
+def test_the_best_epoch_has_the_highest_validation_map_at_r_and_ties_keep_the_first():
+    first = {"loss": 0.5, "val_map_at_r": 0.80}
+    assert is_better(first, None)
+    assert is_better({"loss": 0.9, "val_map_at_r": 0.81}, first)  # loss does not count
+    assert not is_better({"loss": 0.1, "val_map_at_r": 0.79}, first)
+    assert not is_better({"loss": 0.1, "val_map_at_r": 0.80}, first)  # a tie keeps the first
+    # Without validation, the lowest training loss.
+    assert is_better({"loss": 0.4}, {"loss": 0.5})
+    assert not is_better({"loss": 0.6}, {"loss": 0.5})
+    assert not is_better({"loss": 0.5}, {"loss": 0.5})
+
+
+class _Scramble(Callback):
+    """From epoch 2 on: random weights and a learning rate of 0, so epoch 2 is much worse."""
+
+    def on_train_start(self, trainer):
+        self.trainer = trainer
+
+    def on_epoch_start(self, epoch, num_steps):
+        if epoch != 1:
+            return
+        generator = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for parameter in self.trainer.model.parameters():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator))
+        for group in self.trainer.optimizer.param_groups:
+            group["lr"] = 0.0
+
+
+@pytest.mark.slow
+def test_metrics_come_from_the_best_epoch_not_the_last(tmp_path):
+    config = merge(RunConfig(), {"data": {"limit": 1500},
+                                 "train": {"epochs": 2, "batch_size": 64, "sampler": "pk",
+                                           "samples_per_class": 8}})  # fmt: skip
+    result = train_run(config, tmp_path / "run", callbacks=[_Scramble()])
+    epochs = result.history.epochs
+    assert epochs[1]["val_map_at_r"] < epochs[0]["val_map_at_r"] - 0.1
+    index = json.loads((tmp_path / "run" / "checkpoints" / "index.json").read_text())
+    assert index == {"last": "epoch-0002", "best": "epoch-0001"}
+    assert result.metrics["best_epoch"] == 1
+    test = load_mnist("test")
+    scores = {
+        which: retrieval_metrics(Embedder.from_pretrained(tmp_path / "run", which).embed(
+            test.images), test.labels)["map_at_r"]
+        for which in ("best", "last")
+    }  # fmt: skip
+    assert result.metrics["map_at_r"] == scores["best"] > scores["last"] + 0.1

@@ -8,9 +8,10 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from tripletlab.training.trainer import TrainingDivergedError
+from tripletlab.training import TrainingDivergedError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -31,13 +32,14 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except (ValueError, FileNotFoundError, TrainingDivergedError) as error:
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False,
+                          soft_wrap=True)  # fmt: skip
         raise typer.Exit(1) from None
 
 
 def metrics_table(metrics: dict[str, Any], title: str) -> Table:
     """The headline metrics as a two-column table."""
-    table = Table(title=title)
+    table = Table(title=escape(title))
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, label in METRIC_LABELS.items():

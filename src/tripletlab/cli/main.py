@@ -1,13 +1,19 @@
-"""The `tripletlab` command: sub-commands are assembled here."""
+"""The `tripletlab` command: one module per command (group), assembled here."""
 
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
 import typer
 
+from tripletlab import __version__
 from tripletlab.cli import data, export
-from tripletlab.cli.inspect import benchmark, embed, evaluate, report, summary
+from tripletlab.cli.benchmark import benchmark
+from tripletlab.cli.embed import embed
+from tripletlab.cli.evaluate import evaluate
+from tripletlab.cli.report import report
+from tripletlab.cli.summary import summary
 from tripletlab.cli.train import train
 
 app = typer.Typer(
@@ -15,8 +21,27 @@ app = typer.Typer(
     help="Learn image similarity with triplet losses: train, evaluate, embed, inspect.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"tripletlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Learn image similarity with triplet losses: train, evaluate, embed, inspect."""
+
+
 app.command()(train)
 app.command()(evaluate)
 app.command()(embed)

@@ -1,20 +1,25 @@
 """Data sources, in-memory image sets and batch samplers."""
 
+from tripletlab.data.datasets import RunData, load_run_data, run_data
 from tripletlab.data.images import ImageSet, load_image_file
 from tripletlab.data.mnist import load_mnist, load_mnist_splits, prepare_mnist, read_source
-from tripletlab.data.samplers import PKSampler, ShuffleSampler
+from tripletlab.data.samplers import PKSampler, ShuffleSampler, build_sampler
 from tripletlab.data.triplets import TRIPLET_RULES, TripletBatchSampler, make_triplets
 
 __all__ = [
     "TRIPLET_RULES",
     "ImageSet",
     "PKSampler",
+    "RunData",
     "ShuffleSampler",
     "TripletBatchSampler",
+    "build_sampler",
     "load_image_file",
     "load_mnist",
     "load_mnist_splits",
+    "load_run_data",
     "make_triplets",
     "prepare_mnist",
     "read_source",
+    "run_data",
 ]

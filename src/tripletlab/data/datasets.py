@@ -8,15 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from tripletlab.config import DataConfig
+from tripletlab.config import DataConfig, RunConfig
 from tripletlab.data.folder import load_folder
 from tripletlab.data.images import ImageSet
 from tripletlab.data.mnist import load_mnist_splits
 from tripletlab.data.splits import parse_split, stratified_split
 
 log = logging.getLogger(__name__)
-
-DATASETS = ("mnist",)
 
 
 @dataclass(frozen=True)
@@ -108,8 +106,6 @@ def load_run_data(
     sources = {
         k: _keep_classes(v, config.classes) for k, v in load_sources(config, size, channels).items()
     }
-    if not 0.0 <= config.val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {config.val_fraction}")
     if any((config.train_split, config.val_split, config.test_split)):
         train, val, test = _from_specs(config, sources, seed)
     elif "test" in sources:
@@ -123,8 +119,6 @@ def load_run_data(
     else:
         parts = stratified_split(sources["train"].labels, (0.8, 0.1, 0.1), seed)
         train, val, test = (sources["train"].subset(part) for part in parts)
-    if config.limit is not None and config.limit < 2:
-        raise ValueError(f"--limit must be at least 2, got {config.limit}")
     if config.limit is not None and len(train) > config.limit:
         train = train.subset(
             np.sort(np.random.default_rng(seed).permutation(len(train))[: config.limit])
@@ -135,3 +129,11 @@ def load_run_data(
     if len(test) < 2:
         raise ValueError("the test part is empty; check the split specs")
     return RunData(train, val, test)
+
+
+def run_data(config: RunConfig) -> RunData:
+    """The train, validation and test parts of a run: `load_run_data` with the run's seed and
+    its model's image size and channels (what `evaluate` and `export` use to see the same parts
+    as `train`)."""
+    model = config.model
+    return load_run_data(config.data, config.train.seed, model.image_size, model.channels)

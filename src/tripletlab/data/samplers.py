@@ -1,10 +1,14 @@
-"""Batch samplers: plain shuffled batches and P classes x K images (PK) batches."""
+"""Batch samplers: plain shuffled batches and P classes x K images (PK) batches, and
+`build_sampler`, which picks the sampler of a run (explicit triplets included)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
+
+from tripletlab.config import RunConfig
+from tripletlab.data.triplets import TripletBatchSampler
 
 
 class ShuffleSampler:
@@ -113,3 +117,27 @@ class PKSampler:
             batches.append(np.concatenate([groups[c].pop() for c in chosen]))
         self._cached_epoch, self._cached = self.epoch, batches
         return batches
+
+
+def build_sampler(
+    config: RunConfig, labels: np.ndarray, embed_all: Callable[[], np.ndarray] | None = None
+) -> ShuffleSampler | PKSampler | TripletBatchSampler:
+    """The batch sampler of a run: explicit triplets in "triplets" mode, else the sampler
+    named by `config.train.sampler` ("shuffle" or "pk").
+
+    Args:
+        config: the run config.
+        labels: (N,) class ids of the training images.
+        embed_all: () -> (N, D) embeddings of the training images with the current model, for
+            offline mining of "semihard" / "hard" triplets.
+    """
+    train = config.train
+    if train.mode == "triplets":
+        return TripletBatchSampler(
+            labels, train.batch_size, train.triplets, seed=train.seed, embed_all=embed_all,
+            mine_every=train.mine_every,
+        )  # fmt: skip
+    if train.sampler == "pk":
+        per_batch = train.batch_size // train.samples_per_class
+        return PKSampler(labels, per_batch, train.samples_per_class, seed=train.seed)
+    return ShuffleSampler(len(labels), train.batch_size, seed=train.seed)

@@ -1,23 +1,20 @@
-"""Evaluate an embedder on a run's data, and (re)write `metrics.json`."""
+"""Evaluate an embedder on a run's data; open a run with its data and best checkpoint."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from tripletlab.config import EMBED_BATCH_SIZE
-from tripletlab.data.datasets import RunData
+from tripletlab.data import RunData, run_data
 from tripletlab.evaluation.per_class import per_class_report
 from tripletlab.evaluation.retrieval import knn_accuracy, retrieval_metrics
 from tripletlab.evaluation.verification import pair_distances, verification_metrics
 from tripletlab.models import Embedder
-from tripletlab.utils.io import atomic_write_json
+from tripletlab.runs import RunDir
 
 log = logging.getLogger(__name__)
-
-METRICS_FILE = "metrics.json"
 
 
 def evaluate_embedder(
@@ -48,10 +45,19 @@ def evaluate_embedder(
     return metrics
 
 
-def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
-    """Merge `metrics` into `RUN_DIR/metrics.json` (other keys kept) and write it atomically."""
-    path = Path(run_dir) / METRICS_FILE
-    merged = json.loads(path.read_text()) if path.is_file() else {}
-    merged.update(metrics)
-    atomic_write_json(path, merged)
-    return merged
+def load_run(run_dir: str | Path | RunDir) -> tuple[RunDir, RunData, Embedder]:
+    """A run folder, its data (the same parts as in training) and its best checkpoint.
+
+    Raises:
+        FileNotFoundError: not a run folder, or no checkpoint in it.
+    """
+    run = RunDir.open(run_dir)
+    data = run_data(run.config)
+    return run, data, Embedder.from_pretrained(run.path)
+
+
+def evaluate_run(run_dir: str | Path | RunDir) -> dict[str, Any]:
+    """Recompute the test metrics of a run's best checkpoint and rewrite them in `metrics.json`."""
+    run, data, embedder = load_run(run_dir)
+    metrics = evaluate_embedder(embedder, data, run.config.train.eval_batch_size)
+    return run.write_metrics(metrics)

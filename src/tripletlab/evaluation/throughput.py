@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from tripletlab.evaluation.evaluate import load_run
 from tripletlab.models import Embedder
+from tripletlab.models.engines import select_engine
 from tripletlab.utils.allocator import tune_malloc
 
 
@@ -68,14 +70,10 @@ def benchmark_run(
     """Throughput of a run's best checkpoint on its test images; also saved to `metrics.json`
     as `embeddings_per_second` (`onnx_embeddings_per_second` for ONNX Runtime), with the
     settings under `throughput` (`onnx_throughput`)."""
-    from tripletlab.evaluation.evaluate import write_metrics
-    from tripletlab.export.onnx import select_engine
-    from tripletlab.training.run import load_run
-
-    _, data, embedder = load_run(run_dir)
-    runner = select_engine(embedder, run_dir, engine)
+    run, data, embedder = load_run(run_dir)
+    runner = select_engine(embedder, run.path, engine)
     result = measure_throughput(runner, data.test.images, batch_size, min_seconds)
     prefix = "onnx_" if engine == "onnx" else ""
-    write_metrics(run_dir, {f"{prefix}embeddings_per_second": result["embeddings_per_second"],
-                            f"{prefix}throughput": result})  # fmt: skip
+    run.write_metrics({f"{prefix}embeddings_per_second": result["embeddings_per_second"],
+                       f"{prefix}throughput": result})  # fmt: skip
     return result

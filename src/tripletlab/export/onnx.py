@@ -1,7 +1,6 @@
-"""ONNX export of an `Embedder` (uint8 images in, rescaling inside) and ONNX Runtime inference.
+"""ONNX export of an `Embedder` (uint8 images in, rescaling inside), checked against PyTorch.
 
-The `onnx`, `onnxscript` and `onnxruntime` packages are the `onnx` extra
-(`pip install tripletlab[onnx]`); they are imported only here, when asked for.
+Running the exported model is `tripletlab.models.engines.OnnxEmbedder` (ONNX Runtime).
 """
 
 from __future__ import annotations
@@ -13,21 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from tripletlab.evaluation import load_run, retrieval_metrics
 from tripletlab.models import Embedder
-
-INPUT_NAME = "images"
-OUTPUT_NAME = "embeddings"
-
-
-def _require_onnx() -> None:
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError as error:
-        raise ValueError(
-            f"ONNX needs the onnx extra: pip install 'tripletlab[onnx]' ({error.name} is missing)"
-        ) from error
+from tripletlab.models.engines import INPUT_NAME, OUTPUT_NAME, OnnxEmbedder, require_onnx
 
 
 def _example_input(embedder: Embedder, batch: int = 2) -> torch.Tensor:
@@ -39,7 +26,7 @@ def _example_input(embedder: Embedder, batch: int = 2) -> torch.Tensor:
 def export_onnx(embedder: Embedder, path: Path, opset: int = 18) -> Path:
     """Write `embedder` (eval mode) as an ONNX model: uint8 `images` (N, H, W[, C]) with a
     dynamic batch size -> float32 `embeddings` (N, D)."""
-    _require_onnx()
+    require_onnx()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     embedder = embedder.eval()
@@ -69,46 +56,6 @@ def quantize_int8(source: Path, target: Path) -> Path:
     return Path(target)
 
 
-class OnnxEmbedder:
-    """Embeds uint8 images with ONNX Runtime on the CPU; same interface as `Embedder.embed`."""
-
-    def __init__(self, path: Path, threads: int | None = None) -> None:
-        _require_onnx()
-        import onnxruntime as ort
-
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no ONNX model at {path}; run `tripletlab export onnx` first")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.path = path
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        """One batch: uint8 (N, H, W[, C]) -> float32 (N, D)."""
-        return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(images)})[0]
-
-    def embed(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """All images, in batches."""
-        images = np.asarray(images, dtype=np.uint8)
-        parts = [self(images[s : s + batch_size]) for s in range(0, len(images), batch_size)]
-        return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
-
-
-def select_engine(embedder: Embedder, run_dir: Path, engine: str) -> Embedder | OnnxEmbedder:
-    """`embedder` itself for "torch", the run's `model.onnx` in ONNX Runtime for "onnx".
-
-    Raises:
-        ValueError: any other engine name.
-    """
-    if engine == "torch":
-        return embedder
-    if engine == "onnx":
-        return OnnxEmbedder(Path(run_dir) / "model.onnx")
-    raise ValueError(f"unknown engine {engine!r}; expected torch or onnx")
-
-
 def check_parity(embedder: Embedder, onnx_embedder: OnnxEmbedder, images: np.ndarray) -> float:
     """Largest absolute difference between PyTorch and ONNX Runtime embeddings of `images`."""
     expected = embedder.embed(images)
@@ -118,7 +65,8 @@ def check_parity(embedder: Embedder, onnx_embedder: OnnxEmbedder, images: np.nda
 def export_run_onnx(
     run_dir: Path, out: Path | None = None, quantize: str | None = None, tolerance: float = 1e-5
 ) -> dict[str, Any]:
-    """Export a run's best checkpoint to `RUN_DIR/model.onnx` and check it on real images.
+    """Export a run's best checkpoint to `RUN_DIR/model.onnx` and check it on up to 512 of its
+    test images.
 
     With `quantize="int8"`, also writes `model.int8.onnx` and reports the Precision@1 it costs
     on the test set.
@@ -126,16 +74,17 @@ def export_run_onnx(
     Raises:
         ValueError: the exported model differs from PyTorch by more than `tolerance`.
     """
-    from tripletlab.evaluation.retrieval import retrieval_metrics
-    from tripletlab.training.run import load_run
-
-    _, data, embedder = load_run(run_dir)
-    path = export_onnx(embedder, Path(out) if out else Path(run_dir) / "model.onnx")
+    run, data, embedder = load_run(run_dir)
+    path = export_onnx(embedder, Path(out) if out else run.onnx_file())
     sample = data.test.images[:512]
     difference = check_parity(embedder, OnnxEmbedder(path), sample)
     if difference > tolerance:
         raise ValueError(f"ONNX model differs from PyTorch by {difference:.2e} > {tolerance:.0e}")
-    result: dict[str, Any] = {"path": str(path), "max_abs_difference": difference}
+    result: dict[str, Any] = {
+        "path": str(path),
+        "max_abs_difference": difference,
+        "num_checked": len(sample),
+    }
     if quantize is not None:
         if quantize != "int8":
             raise ValueError(f"unknown quantization {quantize!r}; expected int8")

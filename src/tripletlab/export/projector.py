@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tripletlab.evaluation import load_run
 from tripletlab.utils.io import atomic_write_bytes
 
 TENSOR_NAME = "embeddings"
@@ -112,9 +113,7 @@ def export_run_projector(
         limit: only the first N images of the split.
         out: output folder (default `RUN_DIR/projector`).
     """
-    from tripletlab.training.run import load_run  # a run needs training's config reader
-
-    _, data, embedder = load_run(run_dir)
+    run, data, embedder = load_run(run_dir)
     parts = {"test": data.test, "train": data.train, "val": data.val}
     if split not in parts:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(parts)}")
@@ -126,5 +125,4 @@ def export_run_projector(
     names = images.class_names
     labels = [names[y] if 0 <= y < len(names) else str(y) for y in images.labels]
     embeddings = embedder.embed(images.images)
-    return export_projector(out or Path(run_dir) / "projector", embeddings, {"label": labels},
-                            images.images)  # fmt: skip
+    return export_projector(out or run.projector, embeddings, {"label": labels}, images.images)

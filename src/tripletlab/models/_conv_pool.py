@@ -16,23 +16,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 from numba import njit
-from torch import Tensor, nn
+from torch import Tensor
 from torch.autograd.function import once_differentiable
-from torch.nn.modules import module as _module
 
 
-def conv_pool_applies(images: Tensor, layers: list[nn.Module]) -> bool:
-    """Whether `conv_pool` can stand in for layers[:3] (pad, conv, pool) on `images` (N, C, H, W).
+def conv_pool_applies(images: Tensor, weight: Tensor) -> bool:
+    """Whether `conv_pool` can stand in for pad, conv (`weight`) and pool on `images` (N, C, H, W).
 
     It can for float32 CPU images of one channel that need no gradient, outside tracing,
-    compiling and ONNX export (which need PyTorch's own operations), when no hook watches any
-    of `layers` (a model summary records their outputs).
+    compiling and ONNX export (which need PyTorch's own operations).
     """
-    conv = layers[1]
     return (
         images.device.type == "cpu"
         and images.dtype == torch.float32
-        and conv.weight.dtype == torch.float32
+        and weight.dtype == torch.float32
         and images.ndim == 4
         and images.shape[1] == 1
         and min(images.shape[2:]) >= 2
@@ -40,9 +37,6 @@ def conv_pool_applies(images: Tensor, layers: list[nn.Module]) -> bool:
         and not torch.jit.is_tracing()
         and not torch.onnx.is_in_onnx_export()
         and not torch.compiler.is_compiling()
-        and not _module._global_forward_hooks
-        and not _module._global_forward_pre_hooks
-        and not any(layer._forward_hooks or layer._forward_pre_hooks for layer in layers)
     )
 
 

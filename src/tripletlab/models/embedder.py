@@ -14,10 +14,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tripletlab.config import EMBED_BATCH_SIZE, ModelConfig, plain
+from tripletlab.config import EMBED_BATCH_SIZE, ModelConfig, RunConfig, plain
 from tripletlab.models.augment import Augment
-from tripletlab.models.backbones import build_backbone, feature_size, keras_init
-from tripletlab.models.checkpoint import read_checkpoint, write_checkpoint
+from tripletlab.models.registry import (
+    build_backbone,
+    feature_size,
+    import_backbone_modules,
+    keras_init,
+)
+from tripletlab.runs import read_checkpoint, write_checkpoint
 
 
 class Rescale(nn.Module):
@@ -38,14 +43,6 @@ class Rescale(nn.Module):
         return images.permute(0, 3, 1, 2).float().div(255.0)
 
 
-def check_tta_shift(config: ModelConfig) -> None:
-    """Refuse a test-time shift that is negative or not smaller than the image."""
-    if not 0 <= config.tta_shift < min(config.image_size):
-        raise ValueError(
-            f"tta_shift must be in [0, {min(config.image_size)}) pixels, got {config.tta_shift}"
-        )
-
-
 class Embedder(nn.Module):
     """Maps raw uint8 images to float32 embeddings (N, D), L2-normalized by default."""
 
@@ -55,9 +52,9 @@ class Embedder(nn.Module):
         self.rescale = Rescale(self.config.channels)
         config = self.config
         self.augment = Augment(config.flip, config.rotation, config.translate)
-        check_tta_shift(config)
         self.tta_shift = config.tta_shift
         self.use_views = True  # `embed(..., views=False)` turns the test-time views off
+        import_backbone_modules(config.imports)  # the user's own backbones, if any
         self.backbone = build_backbone(
             self.config.backbone, channels=self.config.channels, image_size=self.config.image_size
         )
@@ -113,7 +110,7 @@ class Embedder(nn.Module):
         self.use_views = views
         try:
             data = torch.as_tensor(images)
-            device = next(self.parameters()).device
+            device = next((p.device for p in self.parameters()), torch.device("cpu"))
             if views and self.tta_shift > 0:
                 batch_size = max(1, batch_size // 5)
             chunks = [
@@ -136,9 +133,9 @@ class Embedder(nn.Module):
     def from_pretrained(cls, path: str | Path, which: str = "best") -> Embedder:
         """Load from a run folder (its `best` checkpoint, else `last`) or a checkpoint folder."""
         state, config = read_checkpoint(Path(path), which)
-        values = dict(config["model"])
-        values["image_size"] = tuple(values["image_size"])
-        embedder = cls(ModelConfig(**values))
+        if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+            raise ValueError(f"checkpoint in {path}: its config.json has no model section")
+        embedder = cls(RunConfig.from_dict({"model": config["model"]}).model)
         try:
             embedder.load_state_dict(state)
         except RuntimeError as error:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from tripletlab.models.backbones import register_backbone
+from tripletlab.models.registry import register_backbone
 
 
 class BasicBlock(nn.Module):

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from tripletlab.models.checkpoint import read_checkpoint
+from tripletlab.runs import read_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -1,18 +1,18 @@
 """Training: the `Trainer`, callbacks, and whole runs."""
 
 from tripletlab.training.callbacks import Callback, ProgressCallback
-from tripletlab.training.run import RunResult, check_config, evaluate_run, new_run_dir, train_run
-from tripletlab.training.trainer import History, Trainer, TrainingDivergedError
+from tripletlab.training.run import RunResult, train_run
+from tripletlab.training.tensorboard import TensorBoardCallback
+from tripletlab.training.trainer import History, Trainer, TrainingDivergedError, is_better
 
 __all__ = [
     "Callback",
     "History",
     "ProgressCallback",
     "RunResult",
+    "TensorBoardCallback",
     "Trainer",
     "TrainingDivergedError",
-    "check_config",
-    "evaluate_run",
-    "new_run_dir",
+    "is_better",
     "train_run",
 ]

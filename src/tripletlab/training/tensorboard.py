@@ -11,18 +11,25 @@ from tripletlab.training.callbacks import Callback
 
 class TensorBoardCallback(Callback):
     """Writes `train/loss`, `train/lr`, `train/images_per_second` every `every` steps and the
-    epoch logs (`epoch/loss`, `val/precision_at_1`, `val/map_at_r`, ...) every epoch."""
+    epoch logs (`epoch/loss`, `val/precision_at_1`, `val/map_at_r`, ...) every epoch.
 
-    def __init__(self, log_dir: Path, every: int = 10) -> None:
-        from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+    Args:
+        log_dir: where the event files go (default: the run's `tensorboard/` folder).
+        every: steps between two points of the step scalars.
+    """
 
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+    def __init__(self, log_dir: Path | None = None, every: int = 10) -> None:
+        self.log_dir = log_dir
         self.every = max(1, every)
-        self.optimizer = None
+        self.writer = None
+        self.trainer = None
         self.loss_sum, self.count = 0.0, 0
 
     def on_train_start(self, trainer: Any) -> None:
-        self.optimizer = trainer.optimizer
+        from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+
+        self.trainer = trainer
+        self.writer = SummaryWriter(log_dir=str(self.log_dir or trainer.run.tensorboard))
 
     def on_step_end(self, step: int, loss: float, images_per_second: float) -> None:
         self.loss_sum += loss
@@ -31,8 +38,8 @@ class TensorBoardCallback(Callback):
             return
         self.writer.add_scalar("train/loss", self.loss_sum / self.count, step)
         self.writer.add_scalar("train/images_per_second", images_per_second, step)
-        if self.optimizer is not None:
-            self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], step)
+        # The optimizer of the phase running now (each phase builds its own).
+        self.writer.add_scalar("train/lr", self.trainer.optimizer.param_groups[0]["lr"], step)
         self.loss_sum, self.count = 0.0, 0
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
@@ -44,4 +51,5 @@ class TensorBoardCallback(Callback):
         self.writer.flush()
 
     def on_train_end(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from pathlib import Path
@@ -11,13 +10,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from tripletlab.evaluation.evaluate import METRICS_FILE, write_metrics
-from tripletlab.evaluation.verification import pair_distances
-from tripletlab.training.run import evaluate_run, load_run
+from tripletlab.evaluation import evaluate_run, load_run, pair_distances
+from tripletlab.runs import PLOTS
 from tripletlab.utils.io import atomic_write_bytes
 from tripletlab.viz.plots import distance_histogram, loss_plot, neighbours_grid, umap_plot
 
-PLOTS = "plots"
 _UMAP_NEIGHBOURS = 15
 
 
@@ -115,19 +112,15 @@ def build_report(run_dir: Path, seed: int = 0) -> Path:
     Returns:
         The path of `report.md`.
     """
-    run_dir = Path(run_dir)
     start = time.perf_counter()
-    metrics_file = run_dir / METRICS_FILE
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    run, data, embedder = load_run(run_dir)
+    metrics = run.read_metrics()
     if "per_class" not in metrics:
-        metrics = evaluate_run(run_dir)
-    _, data, embedder = load_run(run_dir)
+        metrics = evaluate_run(run)
     test = data.test
     embeddings = embedder.embed(test.images)
-    plots = run_dir / PLOTS
-    history_file = run_dir / "history.json"
-    history = json.loads(history_file.read_text()) if history_file.is_file() else {}
-    loss_plot(history, plots / "loss.png")
+    plots = run.plots
+    loss_plot(run.read_history(), plots / "loss.png")
     distances, same = pair_distances(embeddings, test.labels)
     threshold = metrics.get("verification", {}).get("threshold")
     distance_histogram(distances, same, threshold, plots / "distances.png")
@@ -136,7 +129,7 @@ def build_report(run_dir: Path, seed: int = 0) -> Path:
     neighbours = nearest_neighbours(embeddings, queries, k=8)
     neighbours_grid(test.images, test.labels, queries, neighbours, test.class_names,
                     plots / "neighbours.png")  # fmt: skip
-    report = run_dir / "report.md"
-    atomic_write_bytes(report, _markdown(metrics, f"tripletlab report: {run_dir.name}").encode())
-    write_metrics(run_dir, {"report_seconds": time.perf_counter() - start})
+    report = run.report_file
+    atomic_write_bytes(report, _markdown(metrics, f"tripletlab report: {run.path.name}").encode())
+    run.write_metrics({"report_seconds": time.perf_counter() - start})
     return report

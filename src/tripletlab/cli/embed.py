@@ -1,0 +1,33 @@
+"""`tripletlab embed`: image files to a .npy array of embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from tripletlab.cli.common import console, user_errors
+from tripletlab.data import load_image_file
+from tripletlab.models import Embedder
+from tripletlab.models.engines import select_engine
+
+
+def embed(
+    run_dir: Annotated[Path, typer.Argument(help="A run or checkpoint folder.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files.")],
+    out: Annotated[Path, typer.Option(help="Output .npy file (N, D) float32.")] = Path("vecs.npy"),
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
+    engine: Annotated[str, typer.Option(help="torch, or onnx (RUN_DIR/model.onnx).")] = "torch",
+) -> None:
+    """Embed image files (resized and converted to the model's input) into a .npy array."""
+    with user_errors():
+        embedder = Embedder.from_pretrained(run_dir)
+        size, channels = embedder.config.image_size, embedder.config.channels
+        pixels = np.stack([load_image_file(path, size, channels) for path in images])
+        vectors = select_engine(embedder, run_dir, engine).embed(pixels, batch_size=batch_size)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.save(out, vectors)
+    console.print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} embeddings to {out}",
+                  markup=False)  # fmt: skip

@@ -1,0 +1,73 @@
+"""Embedding engines: the PyTorch `Embedder` itself, or its ONNX export run by ONNX Runtime.
+
+The `onnx`, `onnxscript` and `onnxruntime` packages are the `onnx` extra
+(`pip install tripletlab[onnx]`); they are imported only here and in `tripletlab.export.onnx`,
+when asked for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from tripletlab.models.embedder import Embedder
+from tripletlab.runs import RunDir
+
+Engine = Literal["torch", "onnx"]
+INPUT_NAME = "images"
+OUTPUT_NAME = "embeddings"
+
+
+def require_onnx() -> None:
+    """Raise a `ValueError` naming the extra to install when an ONNX package is missing."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as error:
+        raise ValueError(
+            f"ONNX needs the onnx extra: pip install 'tripletlab[onnx]' ({error.name} is missing)"
+        ) from error
+
+
+class OnnxEmbedder:
+    """Embeds uint8 images with ONNX Runtime on the CPU; same interface as `Embedder.embed`."""
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        require_onnx()
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no ONNX model at {path}; run `tripletlab export onnx` first")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.path = path
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """One batch: uint8 (N, H, W[, C]) -> float32 (N, D)."""
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(images)})[0]
+
+    def embed(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """All images, in batches."""
+        images = np.asarray(images, dtype=np.uint8)
+        parts = [self(images[s : s + batch_size]) for s in range(0, len(images), batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
+
+def select_engine(embedder: Embedder, run_dir: Path, engine: str) -> Embedder | OnnxEmbedder:
+    """`embedder` itself for "torch", the run's `model.onnx` in ONNX Runtime for "onnx".
+
+    Raises:
+        ValueError: any other engine name.
+    """
+    if engine == "torch":
+        return embedder
+    if engine == "onnx":
+        return OnnxEmbedder(RunDir(run_dir).onnx_file())
+    raise ValueError(f"unknown engine {engine!r}; expected torch or onnx")

@@ -1,0 +1,282 @@
+"""The run folder: the name of every file in it, creating a run, opening one, checkpoints.
+
+    RUN_DIR/
+      config.yaml        the resolved `RunConfig`
+      checkpoints/       one folder per kept epoch, each a checkpoint (below), and
+        index.json       naming the `last` and `best` ones
+      history.json       the loss of every step and the logs of every epoch
+      metrics.json       test-set metrics, stable keys (`precision_at_1`, `map_at_r`, ...)
+      report.md, plots/  the report and its pictures
+      augment.png        one image and nine of its augmentations
+      tensorboard/       TensorBoard event files
+      projector/         Embedding Projector files
+      model.onnx         the ONNX export (`model.int8.onnx`: its int8 version)
+      index/             a gallery index over the run's embeddings
+
+A checkpoint is a folder holding `model.safetensors` and `config.json`, written atomically
+(into a temporary sibling folder, renamed into place) and read without any pickle. This
+module imports nothing of tripletlab but the config and file helpers: every stage (training,
+evaluation, export, reports, commands) opens runs through it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import yaml
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from tripletlab.config import RunConfig
+from tripletlab.utils.io import atomic_write_bytes, atomic_write_json
+
+CONFIG_FILE = "config.yaml"
+CHECKPOINTS = "checkpoints"
+CHECKPOINT_INDEX = "index.json"
+HISTORY_FILE = "history.json"
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.md"
+PLOTS = "plots"
+AUGMENT_FILE = "augment.png"
+TENSORBOARD = "tensorboard"
+PROJECTOR = "projector"
+ONNX_FILE = "model.onnx"
+INDEX = "index"
+# Inside a checkpoint folder.
+WEIGHTS = "model.safetensors"
+CHECKPOINT_CONFIG = "config.json"
+
+
+class RunDir:
+    """A run folder: where each of its files lives, and reading and writing them.
+
+    `RunDir.create` makes a new run (folder and `config.yaml`), `RunDir.open` an existing one.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    @classmethod
+    def create(
+        cls, config: RunConfig, path: str | os.PathLike | None = None, base: Path = Path("runs")
+    ) -> RunDir:
+        """Make a run folder and write `config.yaml` into it.
+
+        The folder is `path` if given (it must be empty or absent), else a new
+        `base/<time>-<backbone>-<loss>` that never reuses an existing name.
+
+        Raises:
+            ValueError: `path` already holds something, or no new name could be made.
+        """
+        if path is not None:
+            folder = Path(path)
+            if folder.exists() and any(folder.iterdir()):
+                raise ValueError(
+                    f"run folder {folder} is not empty; choose another --run-dir or remove it"
+                )
+            folder.mkdir(parents=True, exist_ok=True)
+        else:
+            folder = _new_folder(config, Path(base))
+        run = cls(folder)
+        atomic_write_bytes(
+            run.config_file, yaml.safe_dump(config.to_dict(), sort_keys=False).encode()
+        )
+        return run
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> RunDir:
+        """An existing run folder.
+
+        Raises:
+            FileNotFoundError: `path` holds no `config.yaml`.
+        """
+        run = cls(path)
+        if not run.config_file.is_file():
+            raise FileNotFoundError(f"{run.path} is not a tripletlab run folder (no {CONFIG_FILE})")
+        return run
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    @property
+    def history_file(self) -> Path:
+        return self.path / HISTORY_FILE
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def report_file(self) -> Path:
+        return self.path / REPORT_FILE
+
+    @property
+    def plots(self) -> Path:
+        return self.path / PLOTS
+
+    @property
+    def augment_file(self) -> Path:
+        return self.path / AUGMENT_FILE
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / TENSORBOARD
+
+    @property
+    def projector(self) -> Path:
+        return self.path / PROJECTOR
+
+    @property
+    def index(self) -> Path:
+        return self.path / INDEX
+
+    def onnx_file(self, quantized: str | None = None) -> Path:
+        """`model.onnx`, or `model.<quantized>.onnx` (e.g. int8)."""
+        stem = Path(ONNX_FILE).stem
+        return self.path / (f"{stem}.{quantized}.onnx" if quantized else ONNX_FILE)
+
+    @cached_property
+    def config(self) -> RunConfig:
+        """The resolved config the run was trained with (read once)."""
+        return self.read_config()
+
+    def read_config(self) -> RunConfig:
+        """The resolved config the run was trained with, read from `config.yaml`."""
+        if not self.config_file.is_file():
+            raise FileNotFoundError(
+                f"{self.path} is not a tripletlab run folder (no {CONFIG_FILE})"
+            )
+        return RunConfig.from_dict(yaml.safe_load(self.config_file.read_text()) or {})
+
+    def read_metrics(self) -> dict[str, Any]:
+        """`metrics.json` (empty when there is none yet)."""
+        return _read_json(self.metrics_file) if self.metrics_file.is_file() else {}
+
+    def write_metrics(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Merge `metrics` into `metrics.json` (other keys kept), atomically; returns the whole."""
+        merged = {**self.read_metrics(), **metrics}
+        atomic_write_json(self.metrics_file, merged)
+        return merged
+
+    def read_history(self) -> dict[str, Any]:
+        """`history.json` (empty when there is none)."""
+        return _read_json(self.history_file) if self.history_file.is_file() else {}
+
+    def write_history(self, history: dict[str, Any]) -> None:
+        """Replace `history.json`, atomically."""
+        atomic_write_json(self.history_file, history)
+
+    def checkpoint(self, which: str = "best") -> Path:
+        """The folder of the `best` (else `last`) or `last` checkpoint.
+
+        Raises:
+            FileNotFoundError: the run has no checkpoint yet.
+        """
+        return resolve_checkpoint(self.path, which)
+
+    def save_checkpoint(self, name: str, state: dict[str, Tensor], config: dict[str, Any]) -> Path:
+        """Write checkpoint `checkpoints/<name>/` (the index is not changed)."""
+        return write_checkpoint(self.checkpoints / name, state, config)
+
+    def point_checkpoints(self, **entries: str) -> None:
+        """Point `last` / `best` at checkpoint folders, atomically, and delete the folders no
+        entry names any more."""
+        index_file = self.checkpoints / CHECKPOINT_INDEX
+        index = _read_json(index_file) if index_file.is_file() else {}
+        index.update(entries)
+        atomic_write_json(index_file, index)
+        keep = set(index.values())
+        for child in self.checkpoints.iterdir():
+            if child.is_dir() and child.name not in keep and not child.name.startswith("."):
+                shutil.rmtree(child)
+
+
+def _new_folder(config: RunConfig, base: Path) -> Path:
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{config.model.backbone}-{config.loss.name}"
+    for attempt in range(1000):
+        candidate = base / (stem if attempt == 0 else f"{stem}-{attempt + 1}")
+        try:
+            candidate.mkdir(parents=True, exist_ok=False)
+            return candidate
+        except FileExistsError:
+            continue
+    raise ValueError(f"could not create a new run folder under {base}")
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def write_checkpoint(directory: Path, state: dict[str, Tensor], config: dict[str, Any]) -> Path:
+    """Write weights and config into a new folder `directory` (replacing one of that name).
+
+    The files are written into a temporary sibling folder that is renamed into place at the end.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, temp / WEIGHTS)
+        (temp / CHECKPOINT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        for name in (WEIGHTS, CHECKPOINT_CONFIG):
+            with open(temp / name, "rb") as handle:
+                os.fsync(handle.fileno())
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(temp, directory)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return directory
+
+
+def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:
+    """The checkpoint folder for a run folder (its `which` one, else `last`) or a checkpoint
+    folder itself.
+
+    Raises:
+        FileNotFoundError: no checkpoint there.
+    """
+    path = Path(path)
+    if (path / WEIGHTS).is_file() and (path / CHECKPOINT_CONFIG).is_file():
+        return path
+    index_file = path / CHECKPOINTS / CHECKPOINT_INDEX
+    if index_file.is_file():
+        index = _read_json(index_file)
+        name = index.get(which) or index.get("last")
+        if name and (path / CHECKPOINTS / name / WEIGHTS).is_file():
+            return path / CHECKPOINTS / name
+    raise FileNotFoundError(
+        f"no checkpoint in {path}: expected a run folder (with {CHECKPOINTS}/{CHECKPOINT_INDEX}) "
+        f"or a folder holding {WEIGHTS} and {CHECKPOINT_CONFIG}"
+    )
+
+
+def read_checkpoint(
+    path: str | os.PathLike, which: str = "best"
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Weights and config of the checkpoint at `path` (see `resolve_checkpoint`)."""
+    directory = resolve_checkpoint(path, which)
+    config = _read_json(directory / CHECKPOINT_CONFIG)
+    return load_file(directory / WEIGHTS), config

@@ -1,0 +1,87 @@
+"""Custom backbones: registered by the user's module (`--import`) or by an installed package's
+`tripletlab.backbones` entry point, and found again by every later command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tripletlab.models import backbone_names, build_backbone, check_backbone
+
+TRIPLETLAB = str(Path(sys.executable).with_name("tripletlab"))
+
+_MODULE = """
+from torch import nn
+from tripletlab.models import register_backbone
+
+
+@register_backbone("my_net")
+def my_net(channels, image_size):
+    return nn.Sequential(nn.Conv2d(channels, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4),
+                         nn.Flatten())
+
+
+def build(channels, image_size):  # an entry point naming a factory
+    return nn.Sequential(nn.Flatten(), nn.Linear(channels * image_size[0] * image_size[1], 16))
+"""
+
+
+def _run(args, cwd, env=None):
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_unknown_backbone_says_how_to_add_one():
+    with pytest.raises(ValueError, match="--import MODULE") as error:
+        check_backbone("my_net")
+    assert "seed_cnn" in str(error.value) and "tripletlab.backbones" in str(error.value)
+    with pytest.raises(ValueError, match="cannot import backbone module 'no_such_module'"):
+        check_backbone("my_net", ["no_such_module"])
+
+
+def test_entry_points_register_factories_and_modules(tmp_path):
+    (tmp_path / "my_backbones.py").write_text(_MODULE)
+    info = tmp_path / "my_backbones-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-backbones\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[tripletlab.backbones]\nfactory_net = my_backbones:build\nmy_net = my_backbones\n"
+    )
+    code = textwrap.dedent("""
+        from tripletlab.models import backbone_names, build_backbone
+        print(backbone_names())
+        print(build_backbone("factory_net", image_size=(28, 28)))
+        print(type(build_backbone("my_net")).__name__)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = _run([sys.executable, "-c", code], cwd="/", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "'factory_net'" in result.stdout and "'my_net'" in result.stdout
+    assert "Linear(in_features=784, out_features=16" in result.stdout
+    assert "Sequential" in result.stdout
+    assert "factory_net" not in backbone_names()  # not installed here: nothing leaks
+    with pytest.raises(ValueError, match="unknown backbone"):
+        build_backbone("factory_net")
+
+
+@pytest.mark.slow
+def test_an_imported_backbone_works_in_every_command(tmp_path):
+    (tmp_path / "my_backbones.py").write_text(_MODULE)
+    train = [TRIPLETLAB, "train", "--import", "my_backbones", "--backbone", "my_net",
+             "--limit", "400", "--epochs", "1", "--no-report", "--run-dir", "run"]  # fmt: skip
+    result = _run(train, tmp_path)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["num_test"] == 10_000
+    assert "imports:\n  - my_backbones" in (tmp_path / "run" / "config.yaml").read_text()
+    # New processes: the backbone module is imported again because the run recorded it.
+    for command in (["evaluate", "run"], ["summary", "run"], ["benchmark", "run", "--seconds",
+                                                              "0.2"]):  # fmt: skip
+        result = _run([TRIPLETLAB, *command], tmp_path)
+        assert result.returncode == 0, (command, result.stderr)
+    assert "Conv2d" in _run([TRIPLETLAB, "summary", "run"], tmp_path).stdout

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tripletlab import Embedder
+from tripletlab.config import RunConfig, merge
+from tripletlab.runs import RunDir, read_checkpoint, resolve_checkpoint
+
+
+def test_run_folders_are_never_reused(tmp_path):
+    config = RunConfig()
+    first = RunDir.create(config, base=tmp_path)
+    second = RunDir.create(config, base=tmp_path)
+    assert first.path != second.path and first.path.is_dir() and second.path.is_dir()
+    assert first.path.name.endswith("-seed_cnn-semihard")
+    with pytest.raises(ValueError, match="not empty"):
+        RunDir.create(config, first.path)
+
+
+def test_a_run_records_its_config_and_reopens(tmp_path):
+    config = merge(RunConfig(), {"train": {"lr": 3e-3}, "model": {"image_size": 28}})
+    run = RunDir.create(config, tmp_path / "run")
+    assert run.config_file == tmp_path / "run" / "config.yaml"
+    assert RunDir.open(tmp_path / "run").read_config() == config
+    with pytest.raises(FileNotFoundError, match="not a tripletlab run folder"):
+        RunDir.open(tmp_path)
+
+
+def test_every_file_of_a_run_has_its_name_here(tmp_path):
+    run = RunDir(tmp_path)
+    names = {
+        run.config_file: "config.yaml", run.checkpoints: "checkpoints",
+        run.history_file: "history.json", run.metrics_file: "metrics.json",
+        run.report_file: "report.md", run.plots: "plots", run.augment_file: "augment.png",
+        run.tensorboard: "tensorboard", run.projector: "projector", run.index: "index",
+        run.onnx_file(): "model.onnx", run.onnx_file("int8"): "model.int8.onnx",
+    }  # fmt: skip
+    for path, name in names.items():
+        assert path == tmp_path / name
+
+
+def test_metrics_are_merged_not_replaced(tmp_path):
+    run = RunDir(tmp_path)
+    assert run.read_metrics() == {}
+    run.write_metrics({"map_at_r": 0.5, "train_seconds": 3.0})
+    merged = run.write_metrics({"map_at_r": 0.6})
+    assert merged == {"map_at_r": 0.6, "train_seconds": 3.0}
+    assert json.loads(run.metrics_file.read_text()) == merged
+
+
+def test_checkpoint_round_trip_and_index(tmp_path):
+    run = RunDir(tmp_path)
+    embedders = {}
+    for epoch in (1, 2, 3):
+        torch.manual_seed(epoch)
+        embedders[epoch] = Embedder()
+        embedders[epoch].save(run.checkpoints / f"epoch-000{epoch}", {"epoch": epoch})
+    run.point_checkpoints(last="epoch-0003", best="epoch-0001")
+    kept = sorted(p.name for p in run.checkpoints.iterdir() if p.is_dir())
+    assert kept == ["epoch-0001", "epoch-0003"]  # epoch 2 is named by nothing: deleted
+    assert run.checkpoint() == resolve_checkpoint(tmp_path) == run.checkpoints / "epoch-0001"
+    assert run.checkpoint("last").name == "epoch-0003"
+    state, config = read_checkpoint(tmp_path, "last")
+    assert config["epoch"] == 3
+    for name, tensor in embedders[3].state_dict().items():
+        assert torch.equal(state[name], tensor)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        resolve_checkpoint(tmp_path / "checkpoints")
