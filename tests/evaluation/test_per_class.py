@@ -47,3 +47,12 @@ def test_a_confused_class_has_low_accuracy():
     assert rows[0]["acc"] == pytest.approx(0.75, abs=0.07)
     text = format_per_class(list(rows.values()))
     assert "class 2 (200 test triplets)" in text and "acc: 1.0000" in text
+
+
+def test_a_collapsed_embedding_scores_zero_not_one():
+    """All embeddings equal: every diff is exactly 0, which is no success (acc counts diff < 0
+    only). Counting ties as successes would give a collapsed model a perfect 1.0."""
+    labels = np.repeat([0, 1, 2], 5)
+    rows = per_class_report(np.ones((15, 4)), labels)
+    assert [row["acc"] for row in rows] == [0.0, 0.0, 0.0]
+    assert all(row["min"] == row["max"] == 0.0 for row in rows)

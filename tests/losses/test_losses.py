@@ -168,3 +168,31 @@ def test_blocked_rows_equal_single_block(kind, monkeypatch):
         loss.backward()
         results.append((loss.detach(), x.grad))
     torch.testing.assert_close(results[0], results[1])
+
+
+def test_semihard_negative_must_be_strictly_farther_than_the_positive():
+    """On a line: anchor 0 (class 0) with positive 1; negatives -1 (as far as the positive: not
+    semi-hard) and 3. Pairs (a, p) and their losses with margin 1:
+    (0, 1): d 1, semi-hard negative 3 at 3 -> 0;   (1, 0): d 1, negatives at 2 and 2 -> 0;
+    (-1, 3): d 4, none farther, the farthest is 1 at 2 -> 3;
+    (3, -1): d 4, none farther, the farthest is 0 at 3 -> 2. Mean 5 / 4. Taking the negative
+    at an equal distance would make the first pair's loss 1 and the mean 1.5."""
+    x = np.array([[0.0], [1.0], [-1.0], [3.0]], dtype=np.float32)
+    labels = np.array([0, 0, 1, 1])
+    got = float(triplet_semihard_loss(torch.tensor(x), torch.tensor(labels), margin=1.0))
+    assert got == 1.25
+    assert reference.semihard(x, labels, 1.0, "L2") == 1.25
+
+
+@pytest.mark.parametrize("distance", ["L2", "squared-L2"])
+@pytest.mark.parametrize("kind", sorted(LOSSES))
+def test_exact_ties_match_reference(kind, distance):
+    """Points on a small integer grid: many distances are exactly equal (in float32 too), so
+    every strict or non-strict comparison of the mining rules is exercised."""
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 3, size=(24, 2)).astype(np.float32)
+    labels = rng.integers(0, 4, size=24)
+    loss_fn, ref_fn = LOSSES[kind]
+    for margin in (0.0, 1.0, 2.0):
+        got = float(loss_fn(torch.tensor(x), torch.tensor(labels), margin, distance))
+        np.testing.assert_allclose(got, ref_fn(x, labels, margin, distance), rtol=1e-6, atol=1e-6)
