@@ -40,6 +40,7 @@ bench: install
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints/cpu.txt -e '.[bench]'
 	cd benchmarks && ../$(BIN)/python losses.py
 	cd benchmarks && ../$(BIN)/python training.py
+	cd benchmarks && ../$(BIN)/python compile.py
 	cd benchmarks && ../$(BIN)/python inference.py
 	cd benchmarks && ../$(BIN)/python evaluation.py $(if $(RUN),--run $(abspath $(RUN)))
 

@@ -1,0 +1,116 @@
+"""The commands the README and the docs show run as shown.
+
+Every `tripletlab ...` line of the README's code blocks runs, in order, in an empty folder,
+through the command's runner; `train` gets a small `--limit`, one epoch and no report, so
+that all of them take a couple of minutes. Every `tripletlab train` line of docs/ runs with
+`--dry-run`, which checks every flag and setting without training.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from tripletlab.cli.main import app
+from tripletlab.data import load_mnist
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def _commands(path: Path) -> list[list[str]]:
+    """The `tripletlab` command lines of the file's bash code blocks, as argument lists."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", path.read_text(), flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if words[:1] == ["tripletlab"]:
+                commands.append(words[1:])
+    return commands
+
+
+def _small(args: list[str], limit: str = "400") -> list[str]:
+    """A train command cut down: --limit N, one epoch, no report."""
+    out, skip = [], False
+    for i, word in enumerate(args):
+        if skip:
+            skip = False
+            continue
+        if word in ("--limit", "--epochs") and i + 1 < len(args):
+            skip = True
+            continue
+        out.append(word)
+    return [*out, "--limit", limit, "--epochs", "1", "--no-report"]
+
+
+def test_the_readme_shows_the_two_commands_and_a_tour():
+    text = (ROOT / "README.md").read_text()
+    assert "make run" in text and "make test" in text
+    assert len(text.splitlines()) <= 250
+    kinds = {args[0] for args in _commands(ROOT / "README.md")}
+    assert {"train", "evaluate", "embed", "report", "export", "benchmark", "summary"} <= kinds
+
+
+@pytest.mark.slow
+def test_readme_commands_run_as_shown(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(load_mnist("test").images[0]).save("digit.png")
+    for args in _commands(ROOT / "README.md"):
+        if args[0] == "train":
+            args = _small(args)
+        if args[0] == "benchmark":
+            args = [*args, "--seconds", "0.2"]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, f"tripletlab {shlex.join(args)}\n{result.output}"
+    assert np.load("vecs.npy").shape == (1, 256)
+    assert Path("runs/transfer/metrics.json").is_file()
+
+
+def _docs_yaml() -> str:
+    text = (ROOT / "docs" / "training.md").read_text()
+    return re.findall(r"```yaml\n(.*?)```", text, flags=re.S)[0]
+
+
+def test_every_train_command_of_the_docs_is_valid(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pets = tmp_path / "pets"
+    for name in ("cats", "dogs"):
+        (pets / name).mkdir(parents=True)
+    Path("run.yaml").write_text(_docs_yaml())
+    Path("my_backbones.py").write_text(
+        "from torch import nn\nfrom tripletlab.models import register_backbone\n"
+        "register_backbone('my_net')(lambda channels, size: nn.Flatten())\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    checked = 0
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        for args in _commands(page):
+            if args[0] != "train":
+                continue
+            args = [str(pets) if word == "~/pets" else word for word in args]
+            result = runner.invoke(app, [*args, "--dry-run"])
+            assert result.exit_code == 0, f"{page.name}: tripletlab {shlex.join(args)}\n" + (
+                result.output
+            )
+            checked += 1
+    assert checked >= 15
+
+
+def test_the_configuration_page_lists_every_key():
+    import dataclasses
+
+    from tripletlab.config import PhaseConfig, RunConfig
+
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    pages = re.split(r"^## ", text, flags=re.M)
+    for section in ("data", "model", "loss", "train", "phases"):
+        page = next(p for p in pages if p.startswith(f"`{section}`"))
+        kind = PhaseConfig if section == "phases" else type(getattr(RunConfig(), section))
+        for field in dataclasses.fields(kind):
+            assert f"`{field.name}`" in page, f"{section}.{field.name} is not documented"
