@@ -1,6 +1,6 @@
 """`torch.compile` against `seed_cnn`'s fused CPU path: batch-32 training, images per second.
 
-Four ways to run the default recipe's training step (`tripletlab train`: seed_cnn, semi-hard
+Seven ways to run the default recipe's training step (`tripletlab train`: seed_cnn, semi-hard
 loss, Adam), each in a fresh process, rounds alternating so that the machine's changes of
 speed touch all of them alike:
 - fused (the default): the first layer and each ReLU + dropout in one compiled numba pass;

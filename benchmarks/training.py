@@ -23,7 +23,7 @@ from _common import show
 from torch import nn
 from torch.nn import functional
 
-from tripletlab.config import RunConfig, merge
+from tripletlab.config import LossConfig, RunConfig, merge
 from tripletlab.data import load_mnist
 from tripletlab.losses import build_loss
 from tripletlab.training import Trainer
@@ -40,7 +40,7 @@ def plain_step() -> Callable[[torch.Tensor, torch.Tensor], None]:
         nn.Flatten(), nn.Linear(32 * 7 * 7, 256),
     )  # fmt: skip
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
-    loss_fn = build_loss("semihard", margin=1.0)
+    loss_fn = build_loss(LossConfig(name="semihard", margin=1.0))
 
     def step(images: torch.Tensor, labels: torch.Tensor) -> None:
         optimizer.zero_grad()

@@ -1,9 +1,9 @@
 """The commands the README and the docs show run as shown.
 
 Every `tripletlab ...` line of the README's code blocks runs, in order, in an empty folder,
-through the command's runner; `train` gets a small `--limit`, one epoch and no report, so
-that all of them take a couple of minutes. Every `tripletlab train` line of docs/ runs with
-`--dry-run`, which checks every flag and setting without training.
+through the command's runner; `train` gets a small `--limit`, one epoch (one per phase)
+and no report, so that all of them take a couple of minutes. Every `tripletlab train` line of
+docs/ runs with `--dry-run`, which checks every flag and setting without training.
 """
 
 from __future__ import annotations
@@ -35,8 +35,11 @@ def _commands(path: Path) -> list[list[str]]:
     return commands
 
 
+_SHORT_PHASES = "phases=[{epochs: 1, freeze: backbone}, {epochs: 1, lr: 1.0e-5}]"
+
+
 def _small(args: list[str], limit: str = "400") -> list[str]:
-    """A train command cut down: --limit N, one epoch, no report."""
+    """A train command cut down: --limit N, one epoch (one per phase), no report."""
     out, skip = [], False
     for i, word in enumerate(args):
         if skip:
@@ -46,7 +49,8 @@ def _small(args: list[str], limit: str = "400") -> list[str]:
             skip = True
             continue
         out.append(word)
-    return [*out, "--limit", limit, "--epochs", "1", "--no-report"]
+    epochs = ["--set", _SHORT_PHASES] if "transfer" in out else ["--epochs", "1"]
+    return [*out, "--limit", limit, *epochs, "--no-report"]
 
 
 def test_the_readme_shows_the_two_commands_and_a_tour():
@@ -91,7 +95,7 @@ def test_every_train_command_of_the_docs_is_valid(tmp_path, monkeypatch):
     checked = 0
     for page in sorted((ROOT / "docs").glob("*.md")):
         for args in _commands(page):
-            if args[0] != "train":
+            if "train" not in args or args[0] not in ("train", "--import"):
                 continue
             args = [str(pets) if word == "~/pets" else word for word in args]
             result = runner.invoke(app, [*args, "--dry-run"])

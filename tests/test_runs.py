@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -69,3 +70,30 @@ def test_checkpoint_round_trip_and_index(tmp_path):
         assert torch.equal(state[name], tensor)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         resolve_checkpoint(tmp_path / "checkpoints")
+
+
+def test_no_module_but_runs_writes_a_run_file_name():
+    """Every file name of a run folder is runs.py's: a literal elsewhere would be a second
+    owner (docstrings and comments aside)."""
+    import ast
+
+    import tripletlab
+    from tripletlab import runs
+
+    names = {getattr(runs, constant) for constant in dir(runs) if constant.isupper()}
+    names = {name for name in names if isinstance(name, str)}
+    assert {"config.yaml", "metrics.json", "model.onnx", "checkpoints"} <= names
+    source = Path(tripletlab.__file__).parent
+    found = []
+    for path in source.rglob("*.py"):
+        if path.name == "runs.py":
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef))
+                      and node.body and isinstance(node.body[0], ast.Expr)}  # fmt: skip
+        for node in ast.walk(tree):
+            literal = isinstance(node, ast.Constant) and isinstance(node.value, str)
+            if literal and id(node) not in docstrings and node.value.strip("/ ") in names:
+                found.append(f"{path.relative_to(source)}:{node.lineno} {node.value!r}")
+    assert found == []

@@ -34,7 +34,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from tripletlab.config import RunConfig
+from tripletlab.config import RunConfig, load_yaml
 from tripletlab.utils.io import atomic_write_bytes, atomic_write_json
 
 CONFIG_FILE = "config.yaml"
@@ -86,10 +86,7 @@ class RunDir:
         """
         if path is not None:
             folder = Path(path)
-            if folder.exists() and any(folder.iterdir()):
-                raise ValueError(
-                    f"run folder {folder} is not empty; choose another --run-dir or remove it"
-                )
+            cls.check_new(folder)
             folder.mkdir(parents=True, exist_ok=True)
         else:
             folder = _new_folder(config, Path(base))
@@ -98,6 +95,18 @@ class RunDir:
             run.config_file, yaml.safe_dump(config.to_dict(), sort_keys=False).encode()
         )
         return run
+
+    @staticmethod
+    def check_new(path: str | os.PathLike | None) -> None:
+        """Refuse a run folder that already holds something (None: a new one will be named).
+
+        Raises:
+            ValueError: `path` is not empty.
+        """
+        if path is not None and Path(path).exists() and any(Path(path).iterdir()):
+            raise ValueError(
+                f"run folder {path} is not empty; choose another --run-dir or remove it"
+            )
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> RunDir:
@@ -149,12 +158,13 @@ class RunDir:
 
     @property
     def index(self) -> Path:
+        """Where a gallery index of the run's embeddings goes (`index/`)."""
         return self.path / INDEX
 
     def onnx_file(self, quantized: str | None = None) -> Path:
         """`model.onnx`, or `model.<quantized>.onnx` (e.g. int8)."""
-        stem = Path(ONNX_FILE).stem
-        return self.path / (f"{stem}.{quantized}.onnx" if quantized else ONNX_FILE)
+        path = self.path / ONNX_FILE
+        return quantized_path(path, quantized) if quantized else path
 
     @cached_property
     def config(self) -> RunConfig:
@@ -162,12 +172,17 @@ class RunDir:
         return self.read_config()
 
     def read_config(self) -> RunConfig:
-        """The resolved config the run was trained with, read from `config.yaml`."""
+        """The resolved config the run was trained with, read from `config.yaml`.
+
+        Raises:
+            FileNotFoundError: no `config.yaml`.
+            ValueError: it is not a valid run config.
+        """
         if not self.config_file.is_file():
             raise FileNotFoundError(
                 f"{self.path} is not a tripletlab run folder (no {CONFIG_FILE})"
             )
-        return RunConfig.from_dict(yaml.safe_load(self.config_file.read_text()) or {})
+        return RunConfig.from_dict(load_yaml(self.config_file))
 
     def read_metrics(self) -> dict[str, Any]:
         """`metrics.json` (empty when there is none yet)."""
@@ -195,10 +210,6 @@ class RunDir:
         """
         return resolve_checkpoint(self.path, which)
 
-    def save_checkpoint(self, name: str, state: dict[str, Tensor], config: dict[str, Any]) -> Path:
-        """Write checkpoint `checkpoints/<name>/` (the index is not changed)."""
-        return write_checkpoint(self.checkpoints / name, state, config)
-
     def point_checkpoints(self, **entries: str) -> None:
         """Point `last` / `best` at checkpoint folders, atomically, and delete the folders no
         entry names any more."""
@@ -210,6 +221,12 @@ class RunDir:
         for child in self.checkpoints.iterdir():
             if child.is_dir() and child.name not in keep and not child.name.startswith("."):
                 shutil.rmtree(child)
+
+
+def quantized_path(onnx_file: Path, quantized: str) -> Path:
+    """Where the `quantized` (e.g. int8) version of an ONNX model goes: `model.int8.onnx`."""
+    onnx_file = Path(onnx_file)
+    return onnx_file.with_name(f"{onnx_file.stem}.{quantized}{onnx_file.suffix}")
 
 
 def _new_folder(config: RunConfig, base: Path) -> Path:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 import torch
 import typer
 import yaml
@@ -323,7 +325,42 @@ def test_flags_are_named_as_their_config_keys():
         assert key is not None, f"--{name.replace('_', '-')} names no config key"
 
 
-_NOT_CONFIG = {"preset_name", "config", "assignments", "imports", "run_dir", "dry_run", "report"}
+_NOT_CONFIG = {"preset_name", "config", "assignments", "run_dir", "dry_run", "report"}
+
+# Every flag set to a value that is not its default (and that fit together).
+_EVERY_FLAG = {
+    "--dataset": ".", "--limit": "500", "--val-fraction": "0.2", "--backbone": "spike_cnn",
+    "--embedding-dim": "32", "--image-size": "32", "--channels": "3",
+    "--backbone-weights": "w.pt", "--loss": "hard", "--margin": "0.3", "--distance": "angular",
+    "--mode": "triplets", "--triplets": "hard", "--epochs": "2", "--batch-size": "16",
+    "--sampler": "pk", "--samples-per-class": "2", "--lr": "0.01", "--schedule": "cosine",
+    "--seed": "3",
+}  # fmt: skip
+
+
+def test_every_flag_reaches_its_config_key():
+    command = typer.main.get_command(app).commands["train"]
+    flags = {f"--{p.name.replace('_', '-')}" for p in command.params if p.name not in _NOT_CONFIG}
+    assert flags == set(_EVERY_FLAG)  # a new flag needs a value here
+    args = ["train", "--dry-run"]
+    for flag, value in _EVERY_FLAG.items():
+        args += [flag, value]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    resolved = yaml.safe_load(result.output)
+    default = RunConfig().to_dict()
+    for flag, value in _EVERY_FLAG.items():
+        name = flag[2:].replace("-", "_")
+        section = (
+            "loss"
+            if name == "loss"
+            else next(s for s in ("data", "model", "loss", "train") if name in default[s])
+        )
+        key = "name" if name == "loss" else name
+        expected = yaml.safe_load(value)
+        expected = [expected, expected] if key == "image_size" else expected
+        assert resolved[section][key] == expected != default[section][key], flag
+
 
 # A value for every config key, none of them the default, that fit together.
 _EVERY_KEY = {
@@ -339,12 +376,12 @@ _EVERY_KEY = {
     "train.epochs": "2", "train.batch_size": "16", "train.sampler": "pk",
     "train.samples_per_class": "2", "train.lr": "1e-4", "train.schedule": "cosine",
     "train.seed": "3", "train.eval_batch_size": "64", "train.ema": "0.99",
-    "train.bn_train": "true", "phases": "[{epochs: 2, lr: 0.01, freeze: backbone}]",
+    "train.bn_train": "true",
 }  # fmt: skip
 
 
 def test_set_reaches_every_config_key():
-    assert set(_EVERY_KEY) == _config_keys()  # a new key needs a value here
+    assert set(_EVERY_KEY) | {"phases"} == _config_keys()  # a new key needs a value here
     args = ["train", "--dry-run"]
     for key, value in _EVERY_KEY.items():
         args += ["--set", f"{key}={value}"]
@@ -359,10 +396,16 @@ def test_set_reaches_every_config_key():
             expected = [28, 28]
         if key == "train.lr":
             expected = 1e-4  # PyYAML reads 1e-4 (no dot) as text; the config makes it a number
-        if key == "phases":
-            expected = [{**dataclasses.asdict(PhaseConfig()), **expected[0]}]
         assert got == expected, key
-    assert RunConfig.from_dict(resolved).phases[0].freeze == "backbone"
+    # Phases replace train.epochs, lr and schedule: set on their own.
+    phases = "phases=[{epochs: 2, lr: 0.01, freeze: backbone}, {epochs: 1, optimizer: sgd}]"
+    result = runner.invoke(app, ["train", "--dry-run", "--set", phases])
+    assert result.exit_code == 0, result.output
+    resolved = yaml.safe_load(result.output)
+    assert resolved["phases"] == [
+        {**dataclasses.asdict(PhaseConfig()), "epochs": 2, "lr": 0.01, "freeze": "backbone"},
+        {**dataclasses.asdict(PhaseConfig()), "epochs": 1, "optimizer": "sgd"},
+    ]
 
 
 def test_flags_and_set_are_refused_together_and_set_needs_a_key():
@@ -382,6 +425,7 @@ def test_version_and_completion():
 
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"tripletlab {__version__}"
-    assert __version__ == "0.1.0"  # the version of pyproject.toml, read from the installation
+    with open(Path(__file__).resolve().parents[2] / "pyproject.toml", "rb") as handle:
+        assert __version__ == tomllib.load(handle)["project"]["version"]
     result = runner.invoke(app, ["--show-completion", "bash"])
     assert result.exit_code == 0 and "complete" in result.output and "tripletlab" in result.output

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from tripletlab.config import LossConfig
 from tripletlab.losses import (
     DISTANCES,
     TripletBatchAllLoss,
@@ -144,12 +145,15 @@ def test_modules_hold_hyper_parameters():
     assert "margin=0.5" in repr(TripletSemiHardLoss(margin=0.5))
 
 
-def test_build_loss_rejects_unknown_names():
-    assert isinstance(build_loss("batch-all", margin=0.3), TripletBatchAllLoss)
+def test_build_loss_follows_the_config_which_refuses_unknown_names():
+    loss = build_loss(LossConfig(name="batch-all", margin=0.3))
+    assert isinstance(loss, TripletBatchAllLoss) and loss.margin == 0.3
+    hard = build_loss(LossConfig(name="hard", soft=True, distance="angular"))
+    assert isinstance(hard, TripletHardLoss) and hard.soft and hard.distance == "angular"
     with pytest.raises(ValueError, match="semihard, hard, batch-all"):
-        build_loss("contrastive")
+        LossConfig(name="contrastive")
     with pytest.raises(ValueError, match="soft"):
-        build_loss("semihard", soft=True)
+        LossConfig(name="semihard", soft=True)
 
 
 @pytest.mark.parametrize("kind", ["semihard", "batch-all", "hard"])

@@ -17,13 +17,14 @@ def peak_bytes():
     return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) * 1024
 
 
+from tripletlab.config import LossConfig
 from tripletlab.losses import build_loss
 torch.manual_seed(0)
 n, name = 8192, sys.argv[1]
 x = torch.nn.functional.normalize(torch.randn(n, 128), dim=1).requires_grad_()
 labels = torch.randint(0, n // 4, (n,))
 before = peak_bytes()
-loss = build_loss(name)(x, labels)
+loss = build_loss(LossConfig(name=name))(x, labels)
 loss.backward()
 assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 print(peak_bytes(), before)

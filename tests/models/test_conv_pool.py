@@ -1,14 +1,19 @@
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 from torch.nn import functional
 
 from tripletlab import Embedder
 from tripletlab.data import load_mnist
 from tripletlab.models import build_backbone, layer_by_layer
 from tripletlab.models._conv_pool import conv_pool, conv_pool_applies
+from tripletlab.models.weights import load_backbone_weights
+from tripletlab.runs import write_checkpoint
 
 
 def separate(images, weight, bias):
@@ -120,18 +125,31 @@ def test_seed_cnn_training_step_equals_the_layer_by_layer_path():
     assert not torch.allclose(embedder(images), fused)
 
 
-def test_checkpoints_with_position_indexed_layers_still_load():
-    """Checkpoints written before the layers had names (`backbone.1.weight`) load unchanged."""
+def _old_keys(state: dict) -> dict:
+    """The key names checkpoints had before seed_cnn's layers were named (`backbone.1.weight`)."""
+    return {k.replace("backbone.conv1.", "backbone.1.").replace("backbone.conv2.", "backbone.6."): v
+            for k, v in state.items()}  # fmt: skip
+
+
+def test_checkpoints_with_position_indexed_layers_still_load(tmp_path):
+    """A checkpoint written before the layers had names loads from disk (`from_pretrained`) and
+    as transfer weights (`--backbone-weights`, run folder or .safetensors file) unchanged."""
     torch.manual_seed(0)
     embedder = Embedder()
-    old = {k.replace("backbone.conv1.", "backbone.1.").replace("backbone.conv2.", "backbone.6."): v
-           for k, v in embedder.state_dict().items()}  # fmt: skip
+    old = _old_keys(embedder.state_dict())
     assert "backbone.1.weight" in old and "backbone.conv1.weight" not in old
-    torch.manual_seed(1)
-    loaded = Embedder()
-    loaded.load_state_dict(old)
-    for name, tensor in embedder.state_dict().items():
-        assert torch.equal(loaded.state_dict()[name], tensor)
-    backbone_only = {k[len("backbone.") :]: v for k, v in old.items() if k.startswith("backbone.")}
-    renamed = loaded.backbone.upgrade_state_dict(backbone_only)
-    assert set(renamed) == set(loaded.backbone.state_dict())
+    folder = tmp_path / "old-checkpoint"
+    write_checkpoint(folder, old, {"model": dataclasses.asdict(embedder.config)})
+    images = load_mnist("test").images[:16]
+    np.testing.assert_array_equal(Embedder.from_pretrained(folder).embed(images),
+                                  embedder.embed(images))  # fmt: skip
+    backbone_file = tmp_path / "backbone.safetensors"
+    save_file({k[len("backbone.") :]: v for k, v in old.items() if k.startswith("backbone.")},
+              backbone_file)  # fmt: skip
+    for source in (folder, backbone_file):
+        torch.manual_seed(1)
+        fresh = build_backbone("seed_cnn")
+        report = load_backbone_weights(fresh, source, strict=True)
+        assert report == {"missing": [], "unexpected": [], "mismatched": []}
+        for name, tensor in embedder.backbone.state_dict().items():
+            assert torch.equal(fresh.state_dict()[name], tensor), (source, name)

@@ -11,7 +11,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from tripletlab.data import load_mnist
 from tripletlab.models import backbone_names, build_backbone, check_backbone
 
 TRIPLETLAB = str(Path(sys.executable).with_name("tripletlab"))
@@ -72,16 +74,51 @@ def test_entry_points_register_factories_and_modules(tmp_path):
 @pytest.mark.slow
 def test_an_imported_backbone_works_in_every_command(tmp_path):
     (tmp_path / "my_backbones.py").write_text(_MODULE)
-    train = [TRIPLETLAB, "train", "--import", "my_backbones", "--backbone", "my_net",
+    train = [TRIPLETLAB, "--import", "my_backbones", "train", "--backbone", "my_net",
              "--limit", "400", "--epochs", "1", "--no-report", "--run-dir", "run"]  # fmt: skip
     result = _run(train, tmp_path)
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["num_test"] == 10_000
     assert "imports:\n  - my_backbones" in (tmp_path / "run" / "config.yaml").read_text()
-    # New processes: the backbone module is imported again because the run recorded it.
-    for command in (["evaluate", "run"], ["summary", "run"], ["benchmark", "run", "--seconds",
-                                                              "0.2"]):  # fmt: skip
-        result = _run([TRIPLETLAB, *command], tmp_path)
+    Image.fromarray(load_mnist("test").images[0]).save(tmp_path / "digit.png")
+    commands = [
+        ["evaluate", "run"], ["summary", "run"], ["benchmark", "run", "--seconds", "0.2"],
+        ["embed", "run", "digit.png", "--out", "v.npy"], ["report", "run"],
+        ["export", "projector", "run", "--limit", "50"], ["export", "onnx", "run"],
+    ]  # fmt: skip
+    # New processes. A module of the working directory is imported only when named on the
+    # command line; the run's record says which.
+    result = _run([TRIPLETLAB, "evaluate", "run"], tmp_path)
+    assert result.returncode == 1 and "run `tripletlab --import my_backbones ...`" in result.stderr
+    for command in commands:
+        result = _run([TRIPLETLAB, "--import", "my_backbones", *command], tmp_path)
         assert result.returncode == 0, (command, result.stderr)
-    assert "Conv2d" in _run([TRIPLETLAB, "summary", "run"], tmp_path).stdout
+    assert (tmp_path / "run" / "model.onnx").is_file() and (tmp_path / "v.npy").is_file()
+    # Installed (here: on PYTHONPATH), the recorded module is imported again by itself.
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = _run([TRIPLETLAB, "summary", str(tmp_path / "run")], "/", env=env)
+    assert result.returncode == 0 and "Conv2d" in result.stdout, result.stderr
+
+
+def test_loading_a_run_never_imports_code_from_the_working_directory(tmp_path):
+    """A checkpoint whose config names a module, with that module beside it: loading the
+    checkpoint must not run it (it writes a marker when imported)."""
+    from tripletlab.runs import write_checkpoint
+
+    (tmp_path / "planted.py").write_text(
+        f"open({str(tmp_path / 'ran')!r}, 'w').write('imported')\n"
+        "from tripletlab.models import register_backbone\n"
+        "from torch import nn\n"
+        "register_backbone('planted_net')(lambda channels, size: nn.Flatten())\n"
+    )
+    model = {"backbone": "planted_net", "imports": ["planted"], "head": False}
+    write_checkpoint(tmp_path / "ckpt", {}, {"model": model})
+    code = "from tripletlab import Embedder; Embedder.from_pretrained('ckpt')"
+    # -P: no working directory on sys.path (python -c would add it; the command does not)
+    result = _run([sys.executable, "-P", "-c", code], tmp_path)
+    assert result.returncode != 0 and "unknown backbone 'planted_net'" in result.stderr
+    assert "--import planted" in result.stderr
+    assert not (tmp_path / "ran").exists()
+    result = _run([TRIPLETLAB, "summary", "ckpt"], tmp_path)
+    assert result.returncode == 1 and not (tmp_path / "ran").exists()

@@ -11,11 +11,12 @@ import pytest
 _PROBE = """
 import resource, sys, torch
 from tripletlab import Embedder
+from tripletlab.config import LossConfig
 from tripletlab.losses import build_loss
 from tripletlab.utils.allocator import tune_malloc
 tuned = tune_malloc() if sys.argv[1] == "tune" else False
 torch.manual_seed(0)
-model, loss_fn = Embedder(), build_loss("semihard", margin=1.0)
+model, loss_fn = Embedder(), build_loss(LossConfig(name="semihard", margin=1.0))
 optimizer = torch.optim.Adam(model.parameters())
 images = torch.randint(0, 256, (32, 28, 28), dtype=torch.uint8)
 labels = torch.arange(32) % 10

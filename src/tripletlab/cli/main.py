@@ -10,11 +10,13 @@ import typer
 from tripletlab import __version__
 from tripletlab.cli import data, export
 from tripletlab.cli.benchmark import benchmark
+from tripletlab.cli.common import user_errors
 from tripletlab.cli.embed import embed
 from tripletlab.cli.evaluate import evaluate
 from tripletlab.cli.report import report
 from tripletlab.cli.summary import summary
 from tripletlab.cli.train import train
+from tripletlab.models import import_backbone_modules
 
 app = typer.Typer(
     name="tripletlab",
@@ -32,14 +34,26 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
             "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
         ),
     ] = False,
+    imports: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--import",
+            help="Import this module first (repeatable; the working directory is searched "
+            "too): it registers custom backbones. `train` records it in the run's config.",
+        ),
+    ] = None,
 ) -> None:
     """Learn image similarity with triplet losses: train, evaluate, embed, inspect."""
+    with user_errors():
+        import_backbone_modules(imports or [], working_dir=True)
+    ctx.obj = {"imports": imports or []}
 
 
 app.command()(train)

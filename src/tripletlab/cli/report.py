@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from tripletlab.cli.common import console, user_errors
+from tripletlab.runs import RunDir
 from tripletlab.viz import build_report
 
 
@@ -15,4 +16,4 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> No
     """Write RUN_DIR/report.md and RUN_DIR/plots/ (loss, distances, UMAP, neighbours)."""
     with user_errors():
         path = build_report(run_dir)
-    console.print(f"report written to {path} (plots in {path.parent / 'plots'})", markup=False)
+    console.print(f"report written to {path} (plots in {RunDir(run_dir).plots})", markup=False)

@@ -13,13 +13,16 @@ from tripletlab.config import (
     PRESETS,
     RunConfig,
     check_config,
+    combine,
     load_yaml,
     merge,
     parse_assignments,
     preset,
 )
+from tripletlab.data import check_run_data
 from tripletlab.evaluation import format_per_class
 from tripletlab.models import check_backbone
+from tripletlab.runs import RunDir
 from tripletlab.training import train_run
 from tripletlab.viz import AugmentGridCallback, build_report
 
@@ -41,31 +44,37 @@ def resolve_config(
     assignments: list[str],
     imports: list[str],
 ) -> RunConfig:
-    """Defaults, then the preset, the YAML file, the flags, `--set` and `--import`, checked.
+    """Defaults, then the preset, the YAML file, the flags and `--set`, applied together and
+    checked; `imports` (the modules of `tripletlab --import`) are recorded in `model.imports`.
+    Flags left unset (None) do not count.
 
     Raises:
         ValueError: a key given both as a flag and with --set, or any invalid setting.
     """
-    resolved = RunConfig()
-    if preset_name is not None:
-        resolved = merge(resolved, preset(preset_name))
-    if config_file is not None:
-        resolved = merge(resolved, load_yaml(config_file))
+    layers = [
+        preset(preset_name) if preset_name is not None else None,
+        load_yaml(config_file) if config_file is not None else None,
+    ]
+    flags = {section: {key: value for key, value in values.items() if value is not None}
+             for section, values in flags.items()}  # fmt: skip
     overrides = parse_assignments(assignments)
     for section, values in overrides.items():
         given = flags.get(section, {})
-        twice = [key for key in values if given.get(key) is not None] if given else []
+        twice = [key for key in values if key in given] if isinstance(values, dict) else []
         if twice:
             raise ValueError(f"{section}.{twice[0]} is given both as a flag and with --set")
-    resolved = merge(merge(resolved, flags), overrides)
-    if imports:
-        resolved = merge(resolved, {"model": {"imports": imports}})
+    resolved = merge(RunConfig(), combine(*layers, flags, overrides))
+    if imports:  # recorded with the ones of the preset, YAML file and --set
+        recorded = list(dict.fromkeys([*resolved.model.imports, *imports]))
+        resolved = merge(resolved, {"model": {"imports": recorded}})
     check_config(resolved)
+    check_run_data(resolved)
     check_backbone(resolved.model.backbone, resolved.model.imports)
     return resolved
 
 
 def train(
+    ctx: typer.Context,
     preset_name: Annotated[
         str | None,
         typer.Option("--preset", help=f"Named recipe under the flags: {', '.join(PRESETS)}."),
@@ -79,14 +88,6 @@ def train(
             "--set",
             help="Any config key: section.key=value (repeatable), e.g. "
             "model.flip=true; --dry-run lists every key.",
-        ),
-    ] = None,
-    imports: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--import",
-            help="Module registering a custom backbone (repeatable); "
-            "recorded in the run's config for later commands.",
         ),
     ] = None,
     dataset: Annotated[
@@ -125,13 +126,14 @@ def train(
 ) -> None:
     """Train an embedding network with a triplet loss; evaluate it on the test set.
 
-    Defaults are the TF Addons tutorial's recipe: seed_cnn, semi-hard, margin 1.0, L2, Adam 1e-3, shuffled batches of 32, 5 epochs. Settings apply in this order: defaults, --preset, --config, flags, --set.
+    Defaults are the TF Addons tutorial's recipe: seed_cnn, semi-hard, margin 1.0, L2, Adam 1e-3, shuffled batches of 32, 5 epochs. Settings apply in this order: defaults, --preset, --config, flags, --set. A custom backbone: tripletlab --import MODULE train --backbone NAME.
     """  # noqa: E501
     values = locals()  # the parameters, by name: the flags
     flags = {section: {key: values["loss" if key == "name" else key] for key in keys}
              for section, keys in _FLAG_KEYS.items()}  # fmt: skip
     with user_errors():
-        resolved = resolve_config(preset_name, config, flags, assignments or [], imports or [])
+        imports = (ctx.obj or {}).get("imports", [])
+        resolved = resolve_config(preset_name, config, flags, assignments or [], imports)
         if dry_run:
             typer.echo(yaml.safe_dump(resolved.to_dict(), sort_keys=False), nl=False)
             return
@@ -141,7 +143,7 @@ def train(
     console.print(format_per_class(metrics["per_class"]), highlight=False)
     name = "MNIST" if resolved.data.dataset == "mnist" else resolved.data.dataset
     console.print(metrics_table(metrics, f"{name} test set ({metrics['num_test']:,} images)"))
-    console.print(f"metrics written to {result.run_dir / 'metrics.json'}", markup=False)
+    console.print(f"metrics written to {RunDir(result.run_dir).metrics_file}", markup=False)
     if report:
         with user_errors():
             path = build_report(result.run_dir)

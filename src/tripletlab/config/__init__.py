@@ -1,12 +1,11 @@
 """Run configuration: one frozen dataclass per component, defaults in code, then a preset, a
-YAML file, flags and `--set section.key=value`; each field checked when its section is built,
-the rules between fields by `check_config`."""
+YAML file, flags and `--set section.key=value`; each section checked when it is built, the
+rules across sections by `check_config`."""
 
 from tripletlab.config.checks import check_config
-from tripletlab.config.merging import load_yaml, merge, parse_assignments
+from tripletlab.config.merging import combine, load_yaml, merge, parse_assignments
 from tripletlab.config.presets import PRESETS, preset
 from tripletlab.config.sections import (
-    DATASET_NAMES,
     DISTANCES,
     EMBED_BATCH_SIZE,
     LOSS_NAMES,
@@ -29,7 +28,6 @@ from tripletlab.config.sections import (
 )
 
 __all__ = [
-    "DATASET_NAMES",
     "DISTANCES",
     "EMBED_BATCH_SIZE",
     "LOSS_NAMES",
@@ -50,6 +48,7 @@ __all__ = [
     "TrainConfig",
     "TripletRule",
     "check_config",
+    "combine",
     "load_yaml",
     "merge",
     "parse_assignments",

@@ -1,7 +1,9 @@
 """Layering configs: defaults in code, then a preset, a YAML file, flags and `--set key=value`.
 
-Every layer is a nested mapping `{section: {key: value}}` applied by `merge`, which refuses
-unknown sections and keys; the sections check their values when rebuilt.
+Every layer is a nested mapping `{section: {key: value}}`. `combine` puts layers together
+(later ones win) and `merge` applies the result to a config, refusing unknown sections and
+keys; the sections check their values when rebuilt. Applying all layers at once means that
+fields which must fit together (PK batch size and K) are checked only as they end up.
 """
 
 from __future__ import annotations
@@ -15,8 +17,22 @@ import yaml
 from tripletlab.config.sections import PhaseConfig, RunConfig
 
 
+def combine(*layers: dict[str, Any] | None) -> dict[str, Any]:
+    """Layers of overrides as one: a later layer's keys win; `phases` is replaced whole."""
+    combined: dict[str, Any] = {}
+    for layer in layers:
+        for name, values in (layer or {}).items():
+            if name != "phases" and isinstance(values, dict):
+                existing = combined.get(name)
+                combined[name] = {**(existing if isinstance(existing, dict) else {}), **values}
+            else:
+                combined[name] = values
+    return combined
+
+
 def merge(config: RunConfig, overrides: dict[str, Any] | None) -> RunConfig:
-    """Return `config` with `{section: {key: value}}` overrides applied; None values are skipped.
+    """Return `config` with `{section: {key: value}}` overrides applied. A None value (YAML's
+    null) sets the key to None, which only keys that may be unset accept.
 
     Raises:
         ValueError: an unknown section or key (the message lists the known ones), or a value a
@@ -38,8 +54,7 @@ def merge(config: RunConfig, overrides: dict[str, Any] | None) -> RunConfig:
                 raise ValueError(
                     f"unknown key {name}.{key}; expected one of {', '.join(sorted(known))}"
                 )
-        changes = {key: value for key, value in values.items() if value is not None}
-        sections[name] = dataclasses.replace(section, **changes)
+        sections[name] = dataclasses.replace(section, **values)
     return RunConfig(**sections)
 
 
@@ -83,7 +98,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not a valid YAML run config{line}: {problem}") from None
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a text file") from None
-    values = values or {}
+    if values is None:  # an empty file
+        return {}
     if not isinstance(values, dict):
         raise ValueError(f"{path}: a run config must be a mapping of sections")
     return values
@@ -95,7 +111,7 @@ def parse_assignments(assignments: list[str]) -> dict[str, Any]:
     Each value is read as YAML (so `true`, `0.5`, `[64, 64]` and `null` mean what they say).
 
     Raises:
-        ValueError: an assignment without `=` or without a `section.key` name.
+        ValueError: an assignment without `=`, without a `section.key` name or without a value.
     """
     overrides: dict[str, Any] = {}
     for text in assignments:
@@ -103,8 +119,10 @@ def parse_assignments(assignments: list[str]) -> dict[str, Any]:
         name = name.strip()
         if not equals or not name:
             raise ValueError(f"--set {text!r}: expected section.key=value, e.g. train.lr=3e-3")
+        if not raw.strip():
+            raise ValueError(f"--set {text!r}: no value (write null to unset a key)")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = yaml.safe_load(raw)
         except yaml.YAMLError:
             raise ValueError(f"--set {text!r}: the value is not valid YAML") from None
         if name == "phases":

@@ -1,6 +1,6 @@
 """Data sources, in-memory image sets and batch samplers."""
 
-from tripletlab.data.datasets import RunData, load_run_data, run_data
+from tripletlab.data.datasets import RunData, check_run_data, load_run_data, run_data
 from tripletlab.data.images import ImageSet, load_image_file
 from tripletlab.data.mnist import load_mnist, load_mnist_splits, prepare_mnist, read_source
 from tripletlab.data.samplers import PKSampler, ShuffleSampler, build_sampler
@@ -14,6 +14,7 @@ __all__ = [
     "ShuffleSampler",
     "TripletBatchSampler",
     "build_sampler",
+    "check_run_data",
     "load_image_file",
     "load_mnist",
     "load_mnist_splits",

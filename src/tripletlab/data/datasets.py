@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from tripletlab.config import DataConfig, RunConfig
-from tripletlab.data.folder import load_folder
+from tripletlab.data.folder import check_channels, load_folder
 from tripletlab.data.images import ImageSet
 from tripletlab.data.mnist import load_mnist_splits
 from tripletlab.data.splits import parse_split, stratified_split
@@ -34,28 +34,44 @@ class RunData:
         )
 
 
+DATASETS = ("mnist",)  # known by name; any other dataset is a folder of class folders
+
+
+def check_dataset(config: DataConfig, size: tuple[int, int], channels: int) -> None:
+    """Refuse a data set that does not exist or cannot give images of `size` and `channels`,
+    without reading any image.
+
+    Raises:
+        ValueError: naming the settings and what is accepted.
+    """
+    if config.dataset == "mnist":
+        if tuple(size) != (28, 28) or channels != 1:
+            raise ValueError(
+                f"MNIST images are 28 x 28 grey; got model.image_size {list(size)}, "
+                f"model.channels {channels}"
+            )
+        return
+    if not Path(config.dataset).expanduser().is_dir():
+        raise ValueError(
+            f"unknown dataset {config.dataset!r}; expected {', '.join(DATASETS)} or a folder "
+            "with one sub-folder per class"
+        )
+    check_channels(channels)
+
+
 def load_sources(
     config: DataConfig, size: tuple[int, int] = (28, 28), channels: int = 1
 ) -> dict[str, ImageSet]:
     """The source splits of the data set: MNIST's "train" and "test", a folder's "train".
 
     Raises:
-        ValueError: unknown data set, or MNIST asked for another size or colour.
+        ValueError: see `check_dataset`.
     """
+    check_dataset(config, size, channels)
     if config.dataset == "mnist":
-        if tuple(size) != (28, 28) or channels != 1:
-            raise ValueError(
-                f"MNIST images are 28 x 28 grey; got image_size {size}, channels {channels}"
-            )
         return load_mnist_splits()
-    path = Path(config.dataset).expanduser()
-    if path.is_dir():
-        images, _ = load_folder(path, tuple(size), channels)
-        return {"train": images}
-    raise ValueError(
-        f"unknown dataset {config.dataset!r}; expected mnist or a folder with one sub-folder "
-        "per class"
-    )
+    images, _ = load_folder(Path(config.dataset).expanduser(), tuple(size), channels)
+    return {"train": images}
 
 
 def _keep_classes(images: ImageSet, classes: tuple[int, ...] | None) -> ImageSet:
@@ -129,6 +145,11 @@ def load_run_data(
     if len(test) < 2:
         raise ValueError("the test part is empty; check the split specs")
     return RunData(train, val, test)
+
+
+def check_run_data(config: RunConfig) -> None:
+    """`check_dataset` for a run config's data, image size and channels (reads no image)."""
+    check_dataset(config.data, config.model.image_size, config.model.channels)
 
 
 def run_data(config: RunConfig) -> RunData:

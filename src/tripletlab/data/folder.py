@@ -91,6 +91,14 @@ def _cache_key(scan: FolderScan, size: tuple[int, int], channels: int) -> str:
     return digest.hexdigest()[:24]
 
 
+def check_channels(channels: int) -> None:
+    """Refuse a channel count other than 1 (grey) or 3 (RGB), the two a folder is read as."""
+    if channels not in (1, 3):
+        raise ValueError(
+            f"images of a folder are read as 1 (grey) or 3 (RGB) channels, not {channels}"
+        )
+
+
 def load_folder(
     root: Path, size: tuple[int, int] = (28, 28), channels: int = 1, cache: bool = True
 ) -> tuple[ImageSet, int]:
@@ -106,8 +114,7 @@ def load_folder(
     Raises:
         ValueError: fewer than two classes with usable images.
     """
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    check_channels(channels)
     scan = scan_folder(root)
     cache_file = cache_dir() / "folders" / f"{_cache_key(scan, size, channels)}.npz"
     if cache and cache_file.is_file():

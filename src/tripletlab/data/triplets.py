@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from tripletlab.config.sections import TRIPLET_RULES, TripletRule
+from tripletlab.config import TRIPLET_RULES, TripletRule
 
 # Anchors x images per distance block (float32): 2^24 elements = 64 MiB.
 _BLOCK_ELEMENTS = 1 << 24

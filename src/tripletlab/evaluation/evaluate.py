@@ -52,8 +52,8 @@ def load_run(run_dir: str | Path | RunDir) -> tuple[RunDir, RunData, Embedder]:
         FileNotFoundError: not a run folder, or no checkpoint in it.
     """
     run = RunDir.open(run_dir)
-    data = run_data(run.config)
-    return run, data, Embedder.from_pretrained(run.path)
+    embedder = Embedder.from_pretrained(run.path)  # a missing checkpoint: before the data
+    return run, run_data(run.config), embedder
 
 
 def evaluate_run(run_dir: str | Path | RunDir) -> dict[str, Any]:

@@ -14,7 +14,14 @@ import torch
 
 from tripletlab.evaluation import load_run, retrieval_metrics
 from tripletlab.models import Embedder
-from tripletlab.models.engines import INPUT_NAME, OUTPUT_NAME, OnnxEmbedder, require_onnx
+from tripletlab.models.engines import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    OnnxEmbedder,
+    quantize_int8,
+    require_onnx,
+)
+from tripletlab.runs import quantized_path
 
 
 def _example_input(embedder: Embedder, batch: int = 2) -> torch.Tensor:
@@ -43,19 +50,6 @@ def export_onnx(embedder: Embedder, path: Path, opset: int = 18) -> Path:
     return path
 
 
-def quantize_int8(source: Path, target: Path) -> Path:
-    """Dynamic int8 quantization of the linear layers' weights (most of the parameters).
-
-    Convolutions stay float32: ONNX Runtime's integer convolution ran about 10x slower than
-    the float one on this machine's CPU.
-    """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8,
-                     op_types_to_quantize=["MatMul", "Gemm"])  # fmt: skip
-    return Path(target)
-
-
 def check_parity(embedder: Embedder, onnx_embedder: OnnxEmbedder, images: np.ndarray) -> float:
     """Largest absolute difference between PyTorch and ONNX Runtime embeddings of `images`."""
     expected = embedder.embed(images)
@@ -74,6 +68,8 @@ def export_run_onnx(
     Raises:
         ValueError: the exported model differs from PyTorch by more than `tolerance`.
     """
+    if quantize not in (None, "int8"):
+        raise ValueError(f"unknown quantization {quantize!r}; expected int8")
     run, data, embedder = load_run(run_dir)
     path = export_onnx(embedder, Path(out) if out else run.onnx_file())
     sample = data.test.images[:512]
@@ -86,9 +82,7 @@ def export_run_onnx(
         "num_checked": len(sample),
     }
     if quantize is not None:
-        if quantize != "int8":
-            raise ValueError(f"unknown quantization {quantize!r}; expected int8")
-        quantized = quantize_int8(path, path.with_name(path.stem + ".int8.onnx"))
+        quantized = quantize_int8(path, quantized_path(path, quantize))
         full = retrieval_metrics(OnnxEmbedder(path).embed(data.test.images), data.test.labels)
         small = retrieval_metrics(OnnxEmbedder(quantized).embed(data.test.images), data.test.labels)
         result.update(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from tripletlab.config.sections import DISTANCES, Distance
+from tripletlab.config import DISTANCES, Distance
 
 # tf.math.l2_normalize clamps the squared norm at this value.
 _NORM_EPSILON = 1e-12

@@ -16,12 +16,8 @@ from torch import Tensor, nn
 
 from tripletlab.config import EMBED_BATCH_SIZE, ModelConfig, RunConfig, plain
 from tripletlab.models.augment import Augment
-from tripletlab.models.registry import (
-    build_backbone,
-    feature_size,
-    import_backbone_modules,
-    keras_init,
-)
+from tripletlab.models.initialization import keras_init
+from tripletlab.models.registry import build_backbone
 from tripletlab.runs import read_checkpoint, write_checkpoint
 
 
@@ -43,6 +39,22 @@ class Rescale(nn.Module):
         return images.permute(0, 3, 1, 2).float().div(255.0)
 
 
+def feature_size(backbone: nn.Module, channels: int, image_size: tuple[int, int]) -> int:
+    """Number of features the backbone produces for one image of `image_size`.
+
+    Raises:
+        ValueError: the backbone does not return (N, F) features.
+    """
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        out = backbone(torch.zeros(1, channels, *image_size))
+    backbone.train(was_training)
+    if out.ndim != 2:
+        raise ValueError(f"backbone must return (N, F) features, got shape {tuple(out.shape)}")
+    return int(out.shape[1])
+
+
 class Embedder(nn.Module):
     """Maps raw uint8 images to float32 embeddings (N, D), L2-normalized by default."""
 
@@ -54,10 +66,10 @@ class Embedder(nn.Module):
         self.augment = Augment(config.flip, config.rotation, config.translate)
         self.tta_shift = config.tta_shift
         self.use_views = True  # `embed(..., views=False)` turns the test-time views off
-        import_backbone_modules(config.imports)  # the user's own backbones, if any
         self.backbone = build_backbone(
-            self.config.backbone, channels=self.config.channels, image_size=self.config.image_size
-        )
+            config.backbone, channels=config.channels, image_size=config.image_size,
+            imports=config.imports,
+        )  # fmt: skip
         features = feature_size(self.backbone, self.config.channels, self.config.image_size)
         if self.config.head:
             self.head: nn.Module = nn.Linear(features, self.config.embedding_dim)

@@ -8,7 +8,8 @@ from typing import Any
 from torch import Tensor, nn
 
 from tripletlab.models.fast_dropout import FastDropout
-from tripletlab.models.registry import keras_init, register_backbone
+from tripletlab.models.initialization import keras_init
+from tripletlab.models.registry import register_backbone
 
 # Checkpoints written before the layers had names index them by position.
 _LEGACY_PREFIXES = {"1.": "conv1.", "6.": "conv2."}
@@ -24,9 +25,11 @@ class SeedCNNBackbone(nn.Sequential):
             its dropout as one pass (`tripletlab.models._conv_pool`, `FastDropout.after_relu`),
             where that applies: one-channel float32 CPU images that need no gradient, outside
             tracing, compiling and ONNX export. Same values and gradients as the layers one by
-            one (tested), about 1.4x faster training at batch 32 on 2 CPU cores. False (or
-            `tripletlab.models.layer_by_layer`, as the model summary does, so that every
-            layer's hooks see its output): always the layers one by one.
+            one (tested); training at batch 32 on 2 CPU cores 1.4x to 1.6x faster
+            (docs/performance.md). The fused layers' own `forward` does not run, so forward
+            hooks on pad1, conv1, pool1, relu1, drop1, relu2 and drop2 do not fire: set
+            `fused = False`, or run inside `tripletlab.models.layer_by_layer` (as the model
+            summary does), to run and hook every layer.
     """
 
     def __init__(self, channels: int = 1, fused: bool = True) -> None:
@@ -49,7 +52,7 @@ class SeedCNNBackbone(nn.Sequential):
         ]))  # fmt: skip
         keras_init(self)
         self.fused = fused
-        self._register_load_state_dict_pre_hook(_rename_legacy_keys)
+        self.register_load_state_dict_pre_hook(_rename_legacy_keys)
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, C, H, W) float images -> (N, 32 * (H // 4) * (W // 4)) features."""
@@ -76,7 +79,7 @@ class SeedCNNBackbone(nn.Sequential):
         return renamed
 
 
-def _rename_legacy_keys(state: dict[str, Any], prefix: str, *_: Any) -> None:
+def _rename_legacy_keys(module: nn.Module, state: dict[str, Any], prefix: str, *_: Any) -> None:
     """load_state_dict pre-hook: rename old position-indexed keys in place."""
     renamed = SeedCNNBackbone.upgrade_state_dict(state, prefix)
     if renamed.keys() != state.keys():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from tripletlab.models.registry import keras_init, register_backbone
+from tripletlab.models.initialization import keras_init
+from tripletlab.models.registry import register_backbone
 
 
 class SpikeCNNBackbone(nn.Sequential):

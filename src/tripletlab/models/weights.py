@@ -60,6 +60,9 @@ def load_backbone_weights(backbone: nn.Module, path: Path, strict: bool = False)
             nothing at all could be loaded.
     """
     state = read_backbone_state(path)
+    upgrade = getattr(backbone, "upgrade_state_dict", None)  # older checkpoints' key names
+    if upgrade is not None:
+        state = upgrade(state)
     own = backbone.state_dict()
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     usable = {k: v for k, v in state.items() if k in own and k not in mismatched}

@@ -9,9 +9,9 @@ from typing import Any
 from rich.console import Console
 
 from tripletlab.config import RunConfig, check_config
-from tripletlab.data import run_data
+from tripletlab.data import check_run_data, run_data
 from tripletlab.evaluation import evaluate_embedder
-from tripletlab.models import Embedder, check_backbone
+from tripletlab.models import Embedder
 from tripletlab.runs import RunDir
 from tripletlab.training.callbacks import Callback, ProgressCallback
 from tripletlab.training.tensorboard import TensorBoardCallback
@@ -35,8 +35,9 @@ def train_run(
 ) -> RunResult:
     """Train with `config`, evaluate the best checkpoint on the test set, write `metrics.json`.
 
-    The config, the backbone and its weights are checked (the model is built) before any data
-    is read; the run folder is made once the data has loaded.
+    The config, the data set's settings, the run folder, the backbone and its weights are
+    checked (the model is built) before any data is read; the run folder is made once the data
+    has loaded.
 
     Args:
         config: the resolved run config.
@@ -45,12 +46,12 @@ def train_run(
         callbacks: more training callbacks (after the progress bar and TensorBoard).
     """
     check_config(config)
-    check_backbone(config.model.backbone, config.model.imports)
+    check_run_data(config)
+    RunDir.check_new(run_dir)
     console = console or Console(stderr=True)
     epochs = sum(phase.epochs for phase in config.resolved_phases())
-    trainer = Trainer(
-        config, [ProgressCallback(console, epochs), TensorBoardCallback(), *(callbacks or [])]
-    )
+    progress = [ProgressCallback(console, epochs), TensorBoardCallback()]
+    trainer = Trainer(config, callbacks=[*progress, *(callbacks or [])])  # builds the model
     data = run_data(config)
     run = RunDir.create(config, run_dir)
     console.print(

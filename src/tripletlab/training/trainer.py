@@ -68,7 +68,7 @@ class Trainer:
     loads backbone weights, and writes nothing; `fit` writes into the run folder.
     """
 
-    def __init__(self, config: RunConfig, callbacks: list[Callback] | None = None) -> None:
+    def __init__(self, config: RunConfig, *, callbacks: list[Callback] | None = None) -> None:
         tune_malloc()  # small-batch steps otherwise re-fault their memory: about 2x slower
         self.config = config
         self.run: RunDir | None = None  # set by `fit`
@@ -81,12 +81,7 @@ class Trainer:
             self.triplet_net = TripletNet(self.model)
             self.loss_fn = TripletMarginLoss(config.loss.margin, config.loss.distance)
         else:
-            self.loss_fn = build_loss(
-                config.loss.name,
-                margin=config.loss.margin,
-                distance=config.loss.distance,
-                soft=config.loss.soft,
-            )
+            self.loss_fn = build_loss(config.loss)
         self.weights_report: dict[str, list] | None = None
         if config.model.backbone_weights:
             self.weights_report = load_backbone_weights(

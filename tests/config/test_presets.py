@@ -2,38 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tripletlab.config import RunConfig, load_yaml, merge
-
-
-def test_defaults_are_the_tutorial_recipe():
-    config = RunConfig()
-    assert (config.model.backbone, config.loss.name, config.loss.margin) == (
-        "seed_cnn",
-        "semihard",
-        1.0,
-    )
-    assert (config.loss.distance, config.train.lr, config.train.batch_size) == ("L2", 1e-3, 32)
-    assert (config.train.sampler, config.train.epochs) == ("shuffle", 5)
-
-
-def test_yaml_then_flags_override_defaults(tmp_path):
-    path = tmp_path / "run.yaml"
-    path.write_text(
-        "loss:\n  name: hard\n  margin: 0.5\ntrain:\n  epochs: 2\nmodel:\n  image_size: 32\n"
-    )
-    config = merge(RunConfig(), load_yaml(path))
-    config = merge(config, {"train": {"epochs": 7, "lr": None}})
-    assert config.loss.name == "hard" and config.loss.margin == 0.5
-    assert config.train.epochs == 7 and config.train.lr == 1e-3
-    assert config.model.image_size == (32, 32)
-    assert RunConfig.from_dict(config.to_dict()) == config
-
-
-def test_unknown_keys_are_rejected_with_the_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown key train\.epoch; expected one of .*epochs"):
-        merge(RunConfig(), {"train": {"epoch": 3}})
-    with pytest.raises(ValueError, match="unknown config section"):
-        merge(RunConfig(), {"optimizer": {}})
+from tripletlab.config import RunConfig, merge
 
 
 def test_spike_preset_is_the_projects_recipe():

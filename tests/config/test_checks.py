@@ -1,0 +1,23 @@
+"""Rules across sections, checked on the final config."""
+
+from __future__ import annotations
+
+import pytest
+
+from tripletlab.config import RunConfig, check_config, merge, preset
+
+
+def test_train_epochs_lr_and_schedule_do_not_apply_with_phases():
+    transfer = merge(RunConfig(), preset("transfer"))
+    check_config(transfer)
+    for key, value in (("epochs", 1), ("lr", 0.1), ("schedule", "cosine")):
+        with pytest.raises(ValueError, match=rf"train\.{key} applies only without phases"):
+            check_config(merge(transfer, {"train": {key: value}}))
+    check_config(merge(RunConfig(), {"train": {"epochs": 1, "lr": 0.1}}))  # no phases: fine
+
+
+def test_a_frozen_backbone_needs_a_head():
+    frozen = {"phases": [{"epochs": 1, "freeze": "backbone"}], "model": {"head": False}}
+    with pytest.raises(ValueError, match=r"phases\[1\] freezes the backbone"):
+        check_config(merge(RunConfig(), frozen))
+    check_config(merge(RunConfig(), {"model": {"head": False}}))
