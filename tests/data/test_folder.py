@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +13,8 @@ from PIL import Image
 
 from tripletlab.config import DataConfig
 from tripletlab.data.datasets import load_run_data
-from tripletlab.data.folder import decode_image, load_folder, scan_folder
+from tripletlab.data.folder import load_folder, scan_folder
+from tripletlab.data.images import decode_image, load_image_file
 
 
 @pytest.fixture
@@ -63,12 +67,14 @@ def test_decoded_images_are_cached(folder, tmp_path):
 
 
 def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
-    import tripletlab.data.folder as folder_module
+    import tripletlab.data.images as images_module
 
     Image.new("L", (300, 300)).save(tmp_path / "big.png")
-    monkeypatch.setattr(folder_module, "MAX_PIXELS", 200 * 200)
+    monkeypatch.setattr(images_module, "MAX_PIXELS", 200 * 200)
     with pytest.raises(ValueError, match="more than 40,000"):
         decode_image(tmp_path / "big.png", (28, 28), 1)
+    with pytest.raises(ValueError, match=r"cannot read image .*big\.png: 300 x 300 pixels"):
+        load_image_file(tmp_path / "big.png", (28, 28), 1)  # `embed` has the same limit
 
 
 def test_default_split_is_stratified_80_10_10(folder):
@@ -100,3 +106,87 @@ def test_not_a_folder_and_single_class(tmp_path):
     Image.new("L", (8, 8)).save(tmp_path / "one" / "a" / "x.png")
     with pytest.raises(ValueError, match="at least two classes"):
         load_folder(tmp_path / "one", cache=False)
+
+
+def test_a_damaged_or_altered_cache_is_decoded_again(folder, tmp_path, caplog):
+    first, _ = load_folder(folder, size=(16, 16), channels=1)
+    (cache_file,) = (tmp_path / "cache" / "folders").glob("*.npz")
+    blob = cache_file.read_bytes()
+    for damage in (blob[: len(blob) // 2], blob[:-1] + bytes([blob[-1] ^ 1])):
+        cache_file.write_bytes(damage)
+        with caplog.at_level(logging.WARNING):
+            again, skipped = load_folder(folder, size=(16, 16), channels=1)
+        assert "is damaged" in caplog.text and skipped == 4
+        np.testing.assert_array_equal(again.images, first.images)
+        assert cache_file.read_bytes() == blob  # rebuilt
+        caplog.clear()
+
+
+def test_a_cached_decode_still_reports_the_skipped_files(folder, caplog):
+    load_folder(folder, size=(16, 16), channels=1)
+    with caplog.at_level(logging.WARNING):
+        _, skipped = load_folder(folder, size=(16, 16), channels=1)
+    assert skipped == 4 and "4 of 24 files" in caplog.text and "(cached)" in caplog.text
+
+
+def test_a_read_only_cache_is_only_read(folder, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cache.chmod(0o500)
+    try:
+        with caplog.at_level(logging.WARNING):
+            images, skipped = load_folder(folder, size=(16, 16), channels=1)
+    finally:
+        cache.chmod(0o700)
+    assert len(images) == 20 and skipped == 4
+    if os.geteuid() != 0:  # root writes anyway
+        assert "cannot write the folder cache" in caplog.text
+
+
+def test_skipped_files_say_why(folder, caplog):
+    with caplog.at_level(logging.WARNING):
+        load_folder(folder, size=(16, 16), channels=1, cache=False)
+    assert "notes.txt: not an image Pillow can read" in caplog.text
+    assert "empty.png: empty file" in caplog.text and "BytesIO" not in caplog.text
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
+    ramp = (np.arange(64, dtype=np.uint32).reshape(8, 8) * 1024).astype(np.uint16)  # 0..64512
+    Image.fromarray(ramp).save(tmp_path / "ramp16.png")
+    with Image.open(tmp_path / "ramp16.png") as image:
+        assert image.mode.startswith("I")  # Pillow reads it as 16-bit
+    for channels in (1, 3):
+        pixels = decode_image(tmp_path / "ramp16.png", (8, 8), channels)
+        grey = pixels if channels == 1 else pixels[..., 0]
+        expected = np.rint(ramp.astype(np.float64) * 255 / 65535).astype(np.uint8)
+        np.testing.assert_array_equal(grey, expected)
+        assert grey.max() == 251 and grey[0, 1] == 4  # clipping would give 255 almost everywhere
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """A camera JPEG stored sideways with orientation 6 (rotate 90 degrees clockwise)."""
+    pixels = np.zeros((20, 40), dtype=np.uint8)
+    pixels[:, :10] = 255  # a white band on the left of the stored image
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(tmp_path / "sideways.jpg", exif=exif, quality=100)
+    shown = decode_image(tmp_path / "sideways.jpg", (40, 20), 1)  # upright: 40 high, 20 wide
+    assert shown.shape == (40, 20)
+    assert shown[:10].mean() > 200 and shown[20:].mean() < 50  # the band is now on top
+
+
+def test_a_huge_non_image_file_is_refused_without_reading_it(tmp_path):
+    big = tmp_path / "huge.jpg"
+    with open(big, "wb") as handle:
+        handle.truncate(2 * 1024**3)  # 2 GB, sparse
+    code = (
+        "import re, sys; from tripletlab.data.images import decode_image\n"
+        "try:\n    decode_image(sys.argv[1], (28, 28), 1)\nexcept ValueError as e:\n"
+        "    print(e)\n"
+        "print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(big)], capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    reason, peak_kib = result.stdout.splitlines()
+    assert reason == "not an image Pillow can read"
+    assert int(peak_kib) < 1024 * 1024  # well under the file's 2 GB

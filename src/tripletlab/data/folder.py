@@ -12,21 +12,17 @@ import hashlib
 import io
 import json
 import logging
-import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from rich.progress import Progress
 
-from tripletlab.data.images import ImageSet
+from tripletlab.data.images import ImageSet, decode_image
 from tripletlab.utils.io import atomic_write_bytes, cache_dir
 
 log = logging.getLogger(__name__)
-
-# Refuse images above this many pixels before decoding them (a decompression bomb).
-MAX_PIXELS = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -59,30 +55,6 @@ def scan_folder(root: Path) -> FolderScan:
     return FolderScan(files, np.array(labels, dtype=np.int64), [p.name for p in classes])
 
 
-def decode_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
-    """Decode one file to uint8 (H, W) or (H, W, 3), resized to `size` (height, width).
-
-    Raises:
-        ValueError: empty, unreadable, truncated or too large.
-    """
-    data = Path(path).read_bytes()
-    if not data:
-        raise ValueError("empty file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-                if width * height > MAX_PIXELS:
-                    raise ValueError(f"{width} x {height} pixels is more than {MAX_PIXELS:,}")
-                image = image.convert("L" if channels == 1 else "RGB")
-                image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-                return np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as error:  # fmt: skip
-        raise ValueError(str(error) or type(error).__name__) from error
-
-
 def _cache_key(scan: FolderScan, size: tuple[int, int], channels: int) -> str:
     digest = hashlib.sha256(json.dumps([list(size), channels]).encode())
     for path in scan.files:
@@ -108,7 +80,8 @@ def load_folder(
         root: folder with one sub-folder per class.
         size: (height, width) every image is resized to.
         channels: 1 (grey) or 3 (RGB).
-        cache: reuse / write the decoded arrays in the cache folder.
+        cache: reuse / write the decoded arrays in the cache folder (verified by a checksum;
+            a damaged cache is decoded again, a read-only one only read).
     Returns:
         The `ImageSet` (classes with no usable image are dropped) and the number of skipped files.
     Raises:
@@ -117,10 +90,22 @@ def load_folder(
     check_channels(channels)
     scan = scan_folder(root)
     cache_file = cache_dir() / "folders" / f"{_cache_key(scan, size, channels)}.npz"
-    if cache and cache_file.is_file():
-        with np.load(cache_file, allow_pickle=False) as npz:
-            names = [str(n) for n in npz["class_names"]]
-            return ImageSet(npz["images"], npz["labels"], names), int(npz["skipped"])
+    cached = _read_cache(cache_file) if cache else None
+    if cached is not None:
+        images, skipped = cached
+        if skipped:
+            log.warning("%d of %d files in %s were skipped when they were first decoded "
+                        "(cached)", skipped, len(scan.files), root)  # fmt: skip
+        return images, skipped
+    result, skipped = _decode_all(scan, root, size, channels)
+    if cache:
+        _write_cache(cache_file, result, skipped)
+    return result, skipped
+
+
+def _decode_all(
+    scan: FolderScan, root: Path, size: tuple[int, int], channels: int
+) -> tuple[ImageSet, int]:
     images, labels, skipped = [], [], 0
     with Progress(transient=True) as progress:
         task = progress.add_task(f"decoding {root}", total=len(scan.files))
@@ -147,9 +132,40 @@ def load_folder(
         np.array([remap[y] for y in labels], dtype=np.int64),
         [scan.class_names[i] for i in used],
     )
-    if cache:
-        buffer = io.BytesIO()
-        np.savez(buffer, images=result.images, labels=result.labels,
-                 class_names=np.array(result.class_names), skipped=skipped)  # fmt: skip
-        atomic_write_bytes(cache_file, buffer.getvalue())
     return result, skipped
+
+
+def _read_cache(cache_file: Path) -> tuple[ImageSet, int] | None:
+    """The cached decode, if present and its checksum (sidecar `.json`) holds; else None, with
+    a warning when a cache exists but is damaged or altered."""
+    sidecar = cache_file.with_suffix(".json")
+    if not cache_file.is_file():
+        return None
+    try:
+        blob = cache_file.read_bytes()
+        expected = json.loads(sidecar.read_text()).get("file_sha256")
+        if hashlib.sha256(blob).hexdigest() != expected:
+            raise ValueError("checksum mismatch")
+        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+            names = [str(n) for n in npz["class_names"]]
+            images = ImageSet(npz["images"], npz["labels"], names)
+            return images, int(npz["skipped"])
+    except (OSError, ValueError, KeyError, AttributeError, zipfile.BadZipFile) as error:
+        log.warning("folder cache %s is damaged (%s); decoding the images again", cache_file,
+                    error)  # fmt: skip
+        return None
+
+
+def _write_cache(cache_file: Path, images: ImageSet, skipped: int) -> None:
+    """Write the decode and its checksum; a cache that cannot be written is only a warning."""
+    buffer = io.BytesIO()
+    np.savez(buffer, images=images.images, labels=images.labels,
+             class_names=np.array(images.class_names), skipped=skipped)  # fmt: skip
+    blob = buffer.getvalue()
+    sidecar = {"file_sha256": hashlib.sha256(blob).hexdigest()}
+    try:
+        atomic_write_bytes(cache_file, blob)
+        atomic_write_bytes(cache_file.with_suffix(".json"), json.dumps(sidecar).encode())
+    except OSError as error:
+        log.warning("cannot write the folder cache %s (%s); the images will be decoded again "
+                    "next time", cache_file, error)  # fmt: skip

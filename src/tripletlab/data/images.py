@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Refuse images above this many pixels before decoding them (a decompression bomb).
+MAX_PIXELS = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -34,21 +38,62 @@ class ImageSet:
         return ImageSet(self.images[indices], self.labels[indices], self.class_names)
 
 
+def decode_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
+    """Decode one image file to uint8 (H, W) for grey or (H, W, 3) for colour, resized to
+    `size` (height, width).
+
+    Only the header is read before the size check, so a huge or non-image file is refused
+    without being read whole. The camera's EXIF orientation is applied; 16-bit images are
+    scaled to 8 bits (65535 -> 255), not clipped.
+
+    Raises:
+        ValueError: empty, not an image, truncated, or more than `MAX_PIXELS` pixels; the
+            message says which.
+    """
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise ValueError("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > MAX_PIXELS:
+                    raise ValueError(f"{width} x {height} pixels is more than {MAX_PIXELS:,}")
+                image = _eight_bit(ImageOps.exif_transpose(image))
+                image = image.convert("L" if channels == 1 else "RGB")
+                if image.size != (size[1], size[0]):
+                    image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                return np.asarray(image, dtype=np.uint8)
+    except UnidentifiedImageError:
+        raise ValueError("not an image Pillow can read") from None
+    except (OSError, SyntaxError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as error:  # fmt: skip
+        raise ValueError(str(error) or type(error).__name__) from error
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """16-bit (and 32-bit integer) grey images scaled to 8 bits; others as they are. Pillow's
+    own conversion to "L" clips such values at 255 (a 16-bit scan comes out almost white)."""
+    if image.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        return image
+    values = np.asarray(image).astype(np.float64)
+    full = 65535.0 if image.mode != "I" or values.max(initial=0) <= 65535 else values.max()
+    scaled = np.rint(np.clip(values, 0, full) * (255.0 / full)).astype(np.uint8)
+    return Image.fromarray(scaled, mode="L")
+
+
 def load_image_file(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
     """Read one image file as uint8 (H, W) for grey or (H, W, 3) for colour, resized to `size`.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not an image Pillow can decode.
+        ValueError: the file cannot be used (see `decode_image`); the message names it.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     try:
-        with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
-            if image.size != (size[1], size[0]):
-                image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            return np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
-        raise ValueError(f"cannot read image {path}: {error}") from error
+        return decode_image(path, size, channels)
+    except ValueError as error:
+        raise ValueError(f"cannot read image {path}: {error}") from None
