@@ -77,10 +77,20 @@ def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
         load_image_file(tmp_path / "big.png", (28, 28), 1)  # `embed` has the same limit
 
 
+def _grow(folder, per_class=20):
+    """More images per class (the fixture's 10 leave one per class in a 10% part)."""
+    rng = np.random.default_rng(1)
+    for name, colour in (("cats", (200, 50, 50)), ("dogs", (50, 50, 200))):
+        for i in range(10, per_class):
+            pixels = np.clip(rng.normal(colour, 20, size=(40, 50, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / name / f"{i}.png")
+
+
 def test_default_split_is_stratified_80_10_10(folder):
+    _grow(folder)
     config = DataConfig(dataset=str(folder))
     data = load_run_data(config, seed=3, size=(28, 28), channels=3)
-    assert (len(data.train), len(data.val), len(data.test)) == (16, 2, 2)
+    assert (len(data.train), len(data.val), len(data.test)) == (32, 4, 4)
     for part in (data.train, data.val, data.test):
         assert np.bincount(part.labels).tolist() == [len(part) // 2] * 2
     again = load_run_data(config, seed=3, size=(28, 28), channels=3)
@@ -88,10 +98,11 @@ def test_default_split_is_stratified_80_10_10(folder):
 
 
 def test_split_specs_choose_disjoint_parts(folder):
+    _grow(folder)
     config = DataConfig(dataset=str(folder), train_split="train[:40%]",
                         val_split="train[40%:50%]", test_split="train[50%:60%]")  # fmt: skip
     data = load_run_data(config, seed=0, size=(28, 28), channels=1)
-    assert (len(data.train), len(data.val), len(data.test)) == (8, 2, 2)
+    assert (len(data.train), len(data.val), len(data.test)) == (16, 4, 4)
     rows = {part: {img.tobytes() for img in getattr(data, part).images}
             for part in ("train", "val", "test")}  # fmt: skip
     assert not rows["train"] & rows["val"] and not rows["val"] & rows["test"]
@@ -190,3 +201,37 @@ def test_a_huge_non_image_file_is_refused_without_reading_it(tmp_path):
     reason, peak_kib = result.stdout.splitlines()
     assert reason == "not an image Pillow can read"
     assert int(peak_kib) < 1024 * 1024  # well under the file's 2 GB
+
+
+def test_percentage_split_specs_are_stratified(tmp_path, monkeypatch):
+    """90 cats and 10 dogs: a 10% part holds 9 cats and 1 dog, not a chance mix."""
+    monkeypatch.setenv("TRIPLETLAB_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "pets"
+    for name, count in (("cats", 90), ("dogs", 10)):
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            Image.new("L", (8, 8), color=i).save(root / name / f"{i}.png")
+    config = DataConfig(dataset=str(root), train_split="train[:80%]",
+                        val_split="train[80%:90%]", test_split="train[90%:]")  # fmt: skip
+    for seed in range(5):
+        data = load_run_data(config, seed=seed, size=(8, 8), channels=1)
+        assert np.bincount(data.train.labels).tolist() == [72, 8]
+        assert np.bincount(data.val.labels).tolist() == [9, 1]
+        assert np.bincount(data.test.labels).tolist() == [9, 1]
+
+
+def test_parts_too_small_to_measure_are_refused_before_training(tmp_path, monkeypatch):
+    """Twelve images per class: the default 10% test part has one image of each class, so no
+    retrieval query has a match. Refused when the data is cut, naming what to change."""
+    monkeypatch.setenv("TRIPLETLAB_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "small"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for i in range(12):
+            Image.new("L", (8, 8), color=i * 10).save(root / name / f"{i}.png")
+    with pytest.raises(ValueError, match=r"the validation part \(2 images\) has no class with two"):
+        load_run_data(DataConfig(dataset=str(root)), seed=0, size=(8, 8), channels=1)
+    config = DataConfig(dataset=str(root), train_split="train[:60%]",
+                        val_split="train[60%:60%]", test_split="train[90%:]")  # fmt: skip
+    with pytest.raises(ValueError, match=r"the test part \(2 images\) .*data\.test_split"):
+        load_run_data(config, seed=0, size=(8, 8), channels=1)

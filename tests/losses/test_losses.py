@@ -15,6 +15,7 @@ from tripletlab.losses import (
     build_loss,
     triplet_batch_all_loss,
     triplet_hard_loss,
+    triplet_margin_loss,
     triplet_semihard_loss,
 )
 
@@ -200,3 +201,27 @@ def test_exact_ties_match_reference(kind, distance):
     for margin in (0.0, 1.0, 2.0):
         got = float(loss_fn(torch.tensor(x), torch.tensor(labels), margin, distance))
         np.testing.assert_allclose(got, ref_fn(x, labels, margin, distance), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", sorted(LOSSES))
+def test_an_empty_batch_gives_zero_not_nan(kind):
+    loss_fn, _ = LOSSES[kind]
+    x = torch.zeros(0, 4, requires_grad=True)
+    loss = loss_fn(x, torch.zeros(0, dtype=torch.long), 1.0, "L2")
+    assert loss.item() == 0.0
+    loss.backward()
+    assert x.grad is not None and x.grad.shape == (0, 4)
+    empty = torch.zeros(0, 12, requires_grad=True)
+    assert triplet_margin_loss(empty).item() == 0.0
+
+
+@pytest.mark.parametrize("kind", sorted(LOSSES))
+def test_labels_may_be_numpy_or_a_list(kind):
+    loss_fn, _ = LOSSES[kind]
+    x = torch.tensor(make_embeddings(8, seed=3))
+    labels = [0, 0, 1, 1, 2, 2, 3, 3]
+    expected = loss_fn(x, torch.tensor(labels), 1.0, "L2")
+    assert loss_fn(x, np.array(labels), 1.0, "L2") == expected
+    assert loss_fn(x, labels, 1.0, "L2") == expected
+    with pytest.raises(ValueError, match="must be a torch Tensor"):
+        loss_fn(x.numpy(), labels, 1.0, "L2")

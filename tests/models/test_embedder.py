@@ -126,3 +126,20 @@ def test_checkpoint_round_trip_gives_identical_embeddings(digits, tmp_path):
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         Embedder.from_pretrained(tmp_path)
+
+
+def test_embed_refuses_what_it_cannot_embed_correctly(digits):
+    embedder = Embedder()
+    with pytest.raises(ValueError, match="takes uint8 images"):
+        embedder.embed(digits.astype(np.float32) / 255)  # would be divided by 255 again
+    nan = np.full((2, 28, 28), np.nan, dtype=np.float32)
+    with pytest.raises(ValueError, match="takes uint8 images"):
+        embedder.embed(nan)
+    with pytest.raises(ValueError, match="batch_size must be at least 1, got -1"):
+        embedder.embed(digits, batch_size=-1)
+    with pytest.raises(ValueError, match=r"expected images \(N, 28, 28\).*got shape \(2, 32, 32\)"):
+        embedder.embed(np.zeros((2, 32, 32), dtype=np.uint8))
+    with torch.no_grad():
+        embedder.head.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or Inf embeddings"):
+        embedder.embed(digits)

@@ -10,7 +10,14 @@ from tripletlab import Embedder
 from tripletlab.config import RunConfig, merge
 from tripletlab.data import load_mnist
 from tripletlab.evaluation import retrieval_metrics
-from tripletlab.training import Callback, Trainer, TrainingDivergedError, is_better, train_run
+from tripletlab.training import (
+    Callback,
+    Trainer,
+    TrainingDivergedError,
+    is_better,
+    is_collapsed,
+    train_run,
+)
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +173,47 @@ def test_metrics_come_from_the_best_epoch_not_the_last(tmp_path):
         for which in ("best", "last")
     }  # fmt: skip
     assert result.metrics["map_at_r"] == scores["best"] > scores["last"] + 0.1
+
+
+def test_a_collapse_is_all_points_equal():
+    rng = np.random.default_rng(0)
+    point = rng.normal(size=(1, 16)).astype(np.float32)
+    assert is_collapsed(np.repeat(point, 50, axis=0))
+    assert is_collapsed(np.repeat(point, 50, axis=0) + 1e-9)  # float rounding
+    assert not is_collapsed(rng.normal(size=(50, 16)).astype(np.float32))
+    assert not is_collapsed(np.repeat(point, 1, axis=0))  # one point: nothing to compare
+
+
+@pytest.mark.parametrize(
+    ("lr", "val", "message"),
+    [
+        # One step per epoch: Adam's step overflows, the loss of that step was finite.
+        (1e39, False, "the weights became NaN or Inf in epoch 1"),
+        (1e9, True, "the embedding collapsed in epoch 1: all 300 validation images"),
+        (1e9, False, "the embedding collapsed in epoch 1: all 256 probed training images"),
+    ],
+)
+def test_divergence_is_caught_before_anything_is_saved(small_mnist, tmp_path, lr, val, message):
+    train, validation = small_mnist
+    if lr > 1e30:
+        train = train.subset(np.arange(64))
+    trainer = Trainer(_config(epochs=2, lr=lr))
+    with pytest.raises(TrainingDivergedError, match=message) as error:
+        trainer.fit(train, validation if val else None, run_dir=tmp_path)
+    assert "no checkpoint was written" in str(error.value)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_a_failed_start_leaves_no_run_folder_and_the_same_folder_can_be_retried(tmp_path):
+    config = merge(RunConfig(), {"data": {"limit": 300, "val_fraction": 0.0},
+                                 "train": {"epochs": 1, "lr": 1e39}})  # fmt: skip
+    with pytest.raises(TrainingDivergedError):
+        train_run(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TrainingDivergedError):
+        train_run(config, tmp_path / "empty")
+    assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())
+    good = merge(config, {"train": {"lr": 1e-3}})
+    assert train_run(good, tmp_path / "run").metrics["num_test"] == 10_000

@@ -92,7 +92,10 @@ def _from_specs(config: DataConfig, sources: dict[str, ImageSet], seed: int) -> 
     if "test" in sources and specs[2] is None:
         specs[2] = "test"
     if any(spec is None for spec in specs):
-        raise ValueError("give --train-split, --val-split and --test-split together")
+        raise ValueError(
+            "give data.train_split, data.val_split and data.test_split together (a data set "
+            "without a test split of its own)"
+        )
     parts = []
     for text in specs:
         spec = parse_split(text)
@@ -101,7 +104,7 @@ def _from_specs(config: DataConfig, sources: dict[str, ImageSet], seed: int) -> 
                 f"split {text!r}: no source split {spec.source!r}; have {', '.join(sources)}"
             )
         source = sources[spec.source]
-        parts.append(source.subset(spec.indices(len(source), seed)))
+        parts.append(source.subset(spec.indices(len(source), seed, source.labels)))
     return parts
 
 
@@ -140,11 +143,34 @@ def load_run_data(
             np.sort(np.random.default_rng(seed).permutation(len(train))[: config.limit])
         )
     train = _cap_per_class(train, config.per_class)
-    if len(train) < 2 or len(np.unique(train.labels)) < 2:
-        raise ValueError("the training part needs at least two images of two classes")
-    if len(test) < 2:
-        raise ValueError("the test part is empty; check the split specs")
+    _check_parts(train, val, test)
     return RunData(train, val, test)
+
+
+def _check_parts(train: ImageSet, val: ImageSet, test: ImageSet) -> None:
+    """Refuse parts too small to train or measure on, before any training: retrieval metrics
+    need a class with two images in the test part, and in the validation part if there is one.
+
+    Raises:
+        ValueError: naming the part, its size and the settings that change it.
+    """
+    if len(train) < 2 or len(np.unique(train.labels)) < 2:
+        raise ValueError(
+            f"the training part ({len(train)} images) needs at least two images of two classes"
+        )
+    for name, part, settings in (
+        ("validation", val, "raise data.val_fraction (--val-fraction), set it to 0 for no "
+                            "validation, or add images"),
+        ("test", test, "add images, or choose a larger data.test_split"),
+    ):  # fmt: skip
+        if name == "validation" and len(part) <= 1:
+            continue  # no validation: the best epoch is the one with the lowest loss
+        counts = np.bincount(part.labels) if len(part) else np.zeros(1, dtype=np.int64)
+        if counts.max() < 2:
+            raise ValueError(
+                f"the {name} part ({len(part)} images) has no class with two images, which "
+                f"its retrieval metrics need: {settings}"
+            )
 
 
 def check_run_data(config: RunConfig) -> None:

@@ -2,7 +2,9 @@
 
 A spec names a source split and an optional slice in percent or in items. Items are put in a
 seeded random order first (the same for every spec of a run), so slices of a class-sorted
-folder are mixed and a given seed always gives the same parts.
+folder are mixed and a given seed always gives the same parts. Slices in percent are
+stratified when the labels are known: each class is cut at the same percentages, so that a
+10% part has 10% of every class.
 """
 
 from __future__ import annotations
@@ -23,12 +25,27 @@ class SplitSpec:
     start: str
     stop: str
 
-    def indices(self, num_items: int, seed: int) -> np.ndarray:
-        """The chosen item indices among `num_items`, sorted."""
+    def indices(self, num_items: int, seed: int, labels: np.ndarray | None = None) -> np.ndarray:
+        """The chosen item indices among `num_items`, sorted; per class when `labels` (N,) are
+        given and both bounds are percentages (or open)."""
+        if labels is not None and all(not b or b.endswith("%") for b in (self.start, self.stop)):
+            return self._per_class(np.asarray(labels), seed)
         order = np.random.default_rng(seed).permutation(num_items)
         start = _bound(self.start, num_items, default=0)
         stop = _bound(self.stop, num_items, default=num_items)
         return np.sort(order[start:stop])
+
+    def _per_class(self, labels: np.ndarray, seed: int) -> np.ndarray:
+        chosen = []
+        for position, label in enumerate(np.unique(labels)):
+            # The same order of a class for every spec of a run: parts stay disjoint.
+            order = np.random.default_rng([seed, position]).permutation(
+                np.flatnonzero(labels == label)
+            )
+            start = _bound(self.start, len(order), default=0)
+            stop = _bound(self.stop, len(order), default=len(order))
+            chosen.append(order[start:stop])
+        return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
 
 
 def _bound(text: str, num_items: int, default: int) -> int:

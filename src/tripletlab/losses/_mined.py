@@ -53,7 +53,7 @@ def mined_triplet_loss(
 
     Args:
         embeddings: (N, D) floating point.
-        labels: (N,) or (N, 1) integer class ids.
+        labels: (N,) or (N, 1) integer class ids (a Tensor, NumPy array or list).
         distance: "L2", "squared-L2" or "angular".
         selector: see the module docstring.
     Returns:
@@ -62,6 +62,11 @@ def mined_triplet_loss(
         ValueError: on shapes, dtypes or a distance that are not supported.
     """
     check_distance(distance)
+    if not isinstance(embeddings, Tensor):
+        raise ValueError(
+            f"embeddings must be a torch Tensor (N, D), got {type(embeddings).__name__}"
+        )
+    labels = torch.as_tensor(labels)  # NumPy arrays and lists are welcome
     if embeddings.ndim != 2:
         raise ValueError(f"embeddings must be (N, D), got shape {tuple(embeddings.shape)}")
     if not embeddings.is_floating_point():

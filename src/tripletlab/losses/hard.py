@@ -56,7 +56,7 @@ def _hard_selector(margin: float, soft: bool):
             total += per_anchor.sum(dtype=torch.float64)
             grad[rows].scatter_add_(1, pos_index[:, None], slope[:, None])
             grad[rows].scatter_add_(1, neg_index[:, None], -slope[:, None])
-        num_anchors = dist.shape[0]
+        num_anchors = max(dist.shape[0], 1)  # an empty batch: 0, not NaN
         grad /= num_anchors
         return (total / num_anchors).to(dist.dtype), grad
 

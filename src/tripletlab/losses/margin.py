@@ -44,6 +44,8 @@ def triplet_margin_loss(
         if concatenated.dtype in (torch.float16, torch.bfloat16)
         else concatenated
     )
+    if len(precise) == 0:  # no triplet: 0, with a (zero) gradient, not the NaN of an empty mean
+        return precise.sum().to(concatenated.dtype)
     anchor, positive, negative = precise.chunk(3, dim=1)
     gap = _rowwise_distance(anchor, positive, distance) - _rowwise_distance(
         anchor, negative, distance

@@ -116,12 +116,17 @@ class Embedder(nn.Module):
             views: False embeds the images alone even when `tta_shift` asks for test-time views.
         Returns:
             float32 array (N, D).
+        Raises:
+            ValueError: images that are not uint8 or not of the model's size and channels, a
+                batch size below 1, or a model that gives NaN or Inf (its weights are broken).
         """
+        data = self._check_images(images)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         was_training, used_views = self.training, self.use_views
         self.eval()
         self.use_views = views
         try:
-            data = torch.as_tensor(images)
             device = next((p.device for p in self.parameters()), torch.device("cpu"))
             if views and self.tta_shift > 0:
                 batch_size = max(1, batch_size // 5)
@@ -134,7 +139,28 @@ class Embedder(nn.Module):
             self.use_views = used_views
         if not chunks:
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
-        return torch.cat(chunks).numpy()
+        embeddings = torch.cat(chunks)
+        if not torch.isfinite(embeddings).all():
+            raise ValueError("the model gives NaN or Inf embeddings: its weights are not usable")
+        return embeddings.numpy()
+
+    def _check_images(self, images: np.ndarray | Tensor) -> Tensor:
+        """`images` as a uint8 tensor, refused with a clear message unless they are uint8
+        (N, H, W[, C]) of the model's size and channels."""
+        data = torch.as_tensor(images)
+        if data.dtype != torch.uint8:
+            raise ValueError(
+                f"Embedder.embed takes uint8 images (0..255), got {data.dtype}; images in [0, 1] "
+                "convert with (x * 255).round().astype(np.uint8)"
+            )
+        height, width = self.config.image_size
+        if data.ndim not in (3, 4) or tuple(data.shape[1:3]) != (height, width):
+            raise ValueError(
+                f"expected images (N, {height}, {width}) or (N, {height}, {width}, "
+                f"{self.config.channels}), the model's input size, got shape {tuple(data.shape)}; "
+                "resize them (tripletlab embed does)"
+            )
+        return data
 
     def save(self, directory: Path, extra: dict[str, Any] | None = None) -> Path:
         """Write a checkpoint folder (`model.safetensors` + `config.json`) atomically."""

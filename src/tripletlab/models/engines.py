@@ -54,10 +54,21 @@ class OnnxEmbedder:
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(images)})[0]
 
     def embed(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """All images, in batches."""
-        images = np.asarray(images, dtype=np.uint8)
+        """All images, in batches: uint8 (N, H, W[, C]) -> float32 (N, D).
+
+        Raises:
+            ValueError: images that are not uint8, a batch size below 1, or NaN / Inf out.
+        """
+        images = np.asarray(images)
+        if images.dtype != np.uint8:
+            raise ValueError(f"the ONNX model takes uint8 images (0..255), got {images.dtype}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         parts = [self(images[s : s + batch_size]) for s in range(0, len(images), batch_size)]
-        return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+        out = np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+        if not np.isfinite(out).all():
+            raise ValueError("the ONNX model gives NaN or Inf embeddings")
+        return out
 
 
 def quantize_int8(source: Path, target: Path) -> Path:

@@ -1,9 +1,11 @@
 """Training: the `Trainer`, callbacks, and whole runs."""
 
 from tripletlab.training.callbacks import Callback, ProgressCallback
+from tripletlab.training.divergence import TrainingDivergedError, is_collapsed
+from tripletlab.training.history import History, is_better
 from tripletlab.training.run import RunResult, train_run
 from tripletlab.training.tensorboard import TensorBoardCallback
-from tripletlab.training.trainer import History, Trainer, TrainingDivergedError, is_better
+from tripletlab.training.trainer import Trainer
 
 __all__ = [
     "Callback",
@@ -14,5 +16,6 @@ __all__ = [
     "Trainer",
     "TrainingDivergedError",
     "is_better",
+    "is_collapsed",
     "train_run",
 ]

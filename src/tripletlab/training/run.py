@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,9 @@ from tripletlab.evaluation import evaluate_embedder
 from tripletlab.models import Embedder
 from tripletlab.runs import RunDir
 from tripletlab.training.callbacks import Callback, ProgressCallback
+from tripletlab.training.history import History
 from tripletlab.training.tensorboard import TensorBoardCallback
-from tripletlab.training.trainer import History, Trainer
+from tripletlab.training.trainer import Trainer
 
 
 @dataclass
@@ -53,6 +55,7 @@ def train_run(
     progress = [ProgressCallback(console, epochs), TensorBoardCallback()]
     trainer = Trainer(config, callbacks=[*progress, *(callbacks or [])])  # builds the model
     data = run_data(config)
+    existed = run_dir is not None and Path(run_dir).exists()
     run = RunDir.create(config, run_dir)
     console.print(
         f"run folder {run}: {len(data.train):,} training, {len(data.val):,} validation, "
@@ -64,8 +67,25 @@ def train_run(
             f"backbone weights from {config.model.backbone_weights}: "
             f"{len(loaded['missing'])} missing, {len(loaded['unexpected'])} unexpected keys"
         )
-    history = trainer.fit(data.train, data.val, run_dir=run)
+    try:
+        history = trainer.fit(data.train, data.val, run_dir=run)
+    except BaseException:
+        if not run.checkpoints.exists():  # nothing saved: leave no half-made run behind
+            _discard(run, existed)
+        raise
     best = Embedder.from_pretrained(run.path)
     metrics = evaluate_embedder(best, data, config.train.eval_batch_size)
     metrics.update(train_seconds=history.train_seconds, best_epoch=history.best_epoch)
     return RunResult(run.path, run.write_metrics(metrics), history)
+
+
+def _discard(run: RunDir, existed: bool) -> None:
+    """Remove what a failed start wrote into the run folder (the folder too if it made it)."""
+    if not existed:
+        shutil.rmtree(run.path, ignore_errors=True)
+        return
+    for child in run.path.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)

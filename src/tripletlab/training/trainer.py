@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,42 +20,9 @@ from tripletlab.models.freezing import freeze, set_train_mode, unfreeze
 from tripletlab.models.weights import load_backbone_weights
 from tripletlab.runs import RunDir
 from tripletlab.training.callbacks import Callback
+from tripletlab.training.divergence import COLLAPSE_PROBE, TrainingDivergedError, is_collapsed
+from tripletlab.training.history import History, is_better
 from tripletlab.utils.allocator import tune_malloc
-
-
-class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or Inf; the checkpoints written before are intact."""
-
-
-@dataclass
-class History:
-    """What training produced: the loss of every step and the logs of every epoch."""
-
-    step_losses: list[float] = field(default_factory=list)
-    epochs: list[dict[str, Any]] = field(default_factory=list)
-    best_epoch: int | None = None
-    train_seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "step_losses": self.step_losses,
-            "epochs": self.epochs,
-            "best_epoch": self.best_epoch,
-            "train_seconds": self.train_seconds,
-        }
-
-
-def is_better(logs: dict[str, Any], best: dict[str, Any] | None) -> bool:
-    """Whether the epoch with `logs` beats the best epoch so far (`best`, None if none).
-
-    With validation, a higher validation MAP@R wins; without, a lower training loss. A tie
-    keeps the earlier epoch. The best epoch is the checkpoint `metrics.json` is computed from.
-    """
-    if best is None:
-        return True
-    if "val_map_at_r" in logs:
-        return logs["val_map_at_r"] > best["val_map_at_r"]
-    return logs["loss"] < best["loss"]
 
 
 class Trainer:
@@ -168,8 +134,7 @@ class Trainer:
         if not math.isfinite(value):
             raise TrainingDivergedError(
                 f"the loss became {value} at step {len(self.history.step_losses) + 1}; "
-                f"training stopped, the last good checkpoint in {self.run} is intact "
-                "(try a lower --lr)"
+                f"training stopped, {self._kept()} (try a lower --lr)"
             )
         loss.backward()
         self.optimizer.step()
@@ -202,13 +167,37 @@ class Trainer:
             "images_per_second": seen / max(seconds, 1e-9),
         }
 
-    def validate(self, val: ImageSet) -> dict[str, float]:
-        """Retrieval metrics of the validation images among themselves (single views: the
-        test-time views of `model.tta_shift` would make each epoch's check five times longer)."""
-        embeddings = self.evaluated_model.embed(
-            val.images, batch_size=self.config.train.eval_batch_size, views=False
-        )
-        metrics = retrieval_metrics(embeddings, val.labels)
+    def _kept(self) -> str:
+        """What is left after training stops: the checkpoints written before, or none."""
+        if self.history.best_epoch is None:
+            return "no checkpoint was written"
+        return f"the last good checkpoint in {self.run} is intact"
+
+    def check_health(self, epoch: int, val: ImageSet | None) -> dict[str, float]:
+        """Refuse weights that are not finite and an embedding that collapsed to one point,
+        before anything of this epoch is saved; returns the validation metrics (none without
+        validation images). Raises `TrainingDivergedError`."""
+        model = self.evaluated_model
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise TrainingDivergedError(
+                    f"the weights became NaN or Inf in epoch {epoch + 1} ({name}); training "
+                    f"stopped, {self._kept()} (try a lower --lr)"
+                )
+        probe = val if val is not None and len(val) > 1 else None
+        images = probe.images if probe is not None else self.train_set.images[:COLLAPSE_PROBE]
+        # Single views: the test-time views of `model.tta_shift` would make each epoch's check
+        # five times longer.
+        embeddings = model.embed(images, batch_size=self.config.train.eval_batch_size, views=False)
+        if is_collapsed(embeddings):
+            raise TrainingDivergedError(
+                f"the embedding collapsed in epoch {epoch + 1}: all {len(embeddings)} "
+                f"{'validation' if probe is not None else 'probed training'} images map to the "
+                f"same point; training stopped, {self._kept()} (try a lower --lr)"
+            )
+        if probe is None:
+            return {}
+        metrics = retrieval_metrics(embeddings, probe.labels)
         return {f"val_{k}": v for k, v in metrics.items() if k != "num_queries"}
 
     def checkpoint(self, epoch: int, logs: dict[str, Any]) -> None:
@@ -255,8 +244,7 @@ class Trainer:
                 for _ in range(phase.epochs):
                     logs = self.run_epoch(epoch, images, labels, sampler)
                     logs.update(phase=number, lr=phase.lr)
-                    if val is not None and len(val) > 1:
-                        logs.update(self.validate(val))
+                    logs.update(self.check_health(epoch, val))
                     self.history.epochs.append(logs)
                     self.checkpoint(epoch, logs)
                     self.history.train_seconds = time.perf_counter() - start

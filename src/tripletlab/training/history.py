@@ -1,0 +1,37 @@
+"""What training produced, and which epoch is the best."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class History:
+    """What training produced: the loss of every step and the logs of every epoch."""
+
+    step_losses: list[float] = field(default_factory=list)
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int | None = None
+    train_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step_losses": self.step_losses,
+            "epochs": self.epochs,
+            "best_epoch": self.best_epoch,
+            "train_seconds": self.train_seconds,
+        }
+
+
+def is_better(logs: dict[str, Any], best: dict[str, Any] | None) -> bool:
+    """Whether the epoch with `logs` beats the best epoch so far (`best`, None if none).
+
+    With validation, a higher validation MAP@R wins; without, a lower training loss. A tie
+    keeps the earlier epoch. The best epoch is the checkpoint `metrics.json` is computed from.
+    """
+    if best is None:
+        return True
+    if "val_map_at_r" in logs:
+        return logs["val_map_at_r"] > best["val_map_at_r"]
+    return logs["loss"] < best["loss"]
