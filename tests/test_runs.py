@@ -73,8 +73,8 @@ def test_checkpoint_round_trip_and_index(tmp_path):
 
 
 def test_no_module_but_runs_writes_a_run_file_name():
-    """Every file name of a run folder is runs.py's: a literal elsewhere would be a second
-    owner (docstrings and comments aside)."""
+    """Every file name of a run folder is tripletlab.runs's: a literal elsewhere would be a
+    second owner (docstrings and comments aside)."""
     import ast
 
     import tripletlab
@@ -86,7 +86,7 @@ def test_no_module_but_runs_writes_a_run_file_name():
     source = Path(tripletlab.__file__).parent
     found = []
     for path in source.rglob("*.py"):
-        if path.name == "runs.py":
+        if path.relative_to(source).parts[0] == "runs":
             continue
         tree = ast.parse(path.read_text())
         docstrings = {id(node.body[0].value) for node in ast.walk(tree)
@@ -97,3 +97,18 @@ def test_no_module_but_runs_writes_a_run_file_name():
             if literal and id(node) not in docstrings and node.value.strip("/ ") in names:
                 found.append(f"{path.relative_to(source)}:{node.lineno} {node.value!r}")
     assert found == []
+
+
+def test_partial_writes_of_a_killed_process_are_removed(tmp_path):
+    run = RunDir(tmp_path)
+    (run.checkpoints / "epoch-0001").mkdir(parents=True)
+    stale = [run.checkpoints / ".epoch-0002.k3j2", tmp_path / ".history.json.a1b2.tmp",
+             run.checkpoints / ".index.json.c3d4.tmp"]  # fmt: skip
+    stale[0].mkdir()
+    (stale[0] / "model.safetensors").write_bytes(b"half")
+    for path in stale[1:]:
+        path.write_text("half")
+    (tmp_path / ".keep-me").write_text("not ours")
+    assert sorted(run.remove_partial_writes()) == sorted(stale)
+    assert not any(path.exists() for path in stale)
+    assert (run.checkpoints / "epoch-0001").is_dir() and (tmp_path / ".keep-me").exists()

@@ -327,85 +327,77 @@ def test_flags_are_named_as_their_config_keys():
 
 _NOT_CONFIG = {"preset_name", "config", "assignments", "run_dir", "dry_run", "report"}
 
-# Every flag set to a value that is not its default (and that fit together).
-_EVERY_FLAG = {
-    "--dataset": ".", "--limit": "500", "--val-fraction": "0.2", "--backbone": "spike_cnn",
-    "--embedding-dim": "32", "--image-size": "32", "--channels": "3",
-    "--backbone-weights": "w.pt", "--loss": "hard", "--margin": "0.3", "--distance": "angular",
-    "--mode": "triplets", "--triplets": "hard", "--epochs": "2", "--batch-size": "16",
-    "--sampler": "pk", "--samples-per-class": "2", "--lr": "0.01", "--schedule": "cosine",
-    "--seed": "3",
-}  # fmt: skip
+# Every flag set to a value that is not its default, in two commands whose values fit
+# together: online mining, and explicit triplets.
+_EVERY_FLAG = [
+    {"--dataset": ".", "--limit": "500", "--val-fraction": "0.2", "--backbone": "spike_cnn",
+     "--embedding-dim": "32", "--image-size": "32", "--channels": "3",
+     "--backbone-weights": "w.pt", "--loss": "hard", "--margin": "0.3",
+     "--distance": "angular", "--epochs": "2", "--batch-size": "16", "--sampler": "pk",
+     "--samples-per-class": "2", "--lr": "0.01", "--schedule": "cosine", "--seed": "3"},
+    {"--mode": "triplets", "--triplets": "hard"},
+]  # fmt: skip
+
+
+def _dry_run(args: list[str]) -> dict:
+    result = runner.invoke(app, ["train", "--dry-run", *args])
+    assert result.exit_code == 0, result.output
+    return yaml.safe_load(result.output)
 
 
 def test_every_flag_reaches_its_config_key():
     command = typer.main.get_command(app).commands["train"]
     flags = {f"--{p.name.replace('_', '-')}" for p in command.params if p.name not in _NOT_CONFIG}
-    assert flags == set(_EVERY_FLAG)  # a new flag needs a value here
-    args = ["train", "--dry-run"]
-    for flag, value in _EVERY_FLAG.items():
-        args += [flag, value]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    resolved = yaml.safe_load(result.output)
+    assert flags == {flag for group in _EVERY_FLAG for flag in group}  # a new flag: a value here
     default = RunConfig().to_dict()
-    for flag, value in _EVERY_FLAG.items():
-        name = flag[2:].replace("-", "_")
-        section = (
-            "loss"
-            if name == "loss"
-            else next(s for s in ("data", "model", "loss", "train") if name in default[s])
-        )
-        key = "name" if name == "loss" else name
-        expected = yaml.safe_load(value)
-        expected = [expected, expected] if key == "image_size" else expected
-        assert resolved[section][key] == expected != default[section][key], flag
+    for group in _EVERY_FLAG:
+        resolved = _dry_run([word for item in group.items() for word in item])
+        for flag, value in group.items():
+            name = flag[2:].replace("-", "_")
+            key = "name" if name == "loss" else name
+            section = next(s for s in ("data", "model", "loss", "train") if key in default[s])
+            section = "loss" if name == "loss" else section
+            expected = yaml.safe_load(value)
+            expected = [expected, expected] if key == "image_size" else expected
+            assert resolved[section][key] == expected != default[section][key], flag
 
 
-# A value for every config key, none of them the default, that fit together.
-_EVERY_KEY = {
-    "data.dataset": "mnist", "data.limit": "500", "data.val_fraction": "0.2",
-    "data.train_split": "train[:50%]", "data.val_split": "train[50%:60%]",
-    "data.test_split": "test", "data.classes": "[1, 2]", "data.per_class": "9",
-    "model.backbone": "spike_cnn", "model.embedding_dim": "32", "model.head": "false",
-    "model.normalize": "false", "model.channels": "1", "model.image_size": "28",
-    "model.backbone_weights": "w.pt", "model.imports": "[json]", "model.flip": "true",
-    "model.rotation": "5", "model.translate": "0.1", "model.tta_shift": "1",
-    "loss.name": "hard", "loss.margin": "0.3", "loss.distance": "angular", "loss.soft": "true",
-    "train.mode": "triplets", "train.triplets": "hard", "train.mine_every": "3",
-    "train.epochs": "2", "train.batch_size": "16", "train.sampler": "pk",
-    "train.samples_per_class": "2", "train.lr": "1e-4", "train.schedule": "cosine",
-    "train.seed": "3", "train.eval_batch_size": "64", "train.ema": "0.99",
-    "train.bn_train": "true",
-}  # fmt: skip
+# A value for every config key, none of them the default, in groups whose values fit together
+# (online mining; explicit mined triplets; phases, which replace train.epochs, lr, schedule).
+_EVERY_KEY = [
+    {"data.dataset": "mnist", "data.limit": "500", "data.val_fraction": "0.2",
+     "data.train_split": "train[:50%]", "data.val_split": "train[50%:60%]",
+     "data.test_split": "test", "data.classes": "[1, 2]", "data.per_class": "9",
+     "model.backbone": "spike_cnn", "model.embedding_dim": "32", "model.head": "false",
+     "model.normalize": "false", "model.channels": "1", "model.image_size": "28",
+     "model.backbone_weights": "w.pt", "model.imports": "[json]", "model.flip": "true",
+     "model.rotation": "5", "model.translate": "0.1", "model.tta_shift": "1",
+     "loss.name": "hard", "loss.margin": "0.3", "loss.distance": "angular",
+     "loss.soft": "true", "train.epochs": "2", "train.batch_size": "16",
+     "train.sampler": "pk", "train.samples_per_class": "2", "train.lr": "1e-4",
+     "train.schedule": "cosine", "train.seed": "3", "train.eval_batch_size": "64",
+     "train.ema": "0.99", "train.bn_train": "true"},
+    {"train.mode": "triplets", "train.triplets": "hard", "train.mine_every": "3"},
+    {"phases": "[{epochs: 2, lr: 0.01, freeze: backbone}, {epochs: 1, optimizer: sgd}]"},
+]  # fmt: skip
 
 
 def test_set_reaches_every_config_key():
-    assert set(_EVERY_KEY) | {"phases"} == _config_keys()  # a new key needs a value here
-    args = ["train", "--dry-run"]
-    for key, value in _EVERY_KEY.items():
-        args += ["--set", f"{key}={value}"]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    resolved = yaml.safe_load(result.output)
-    for key, value in _EVERY_KEY.items():
-        section, _, name = key.partition(".")
-        got = resolved[section][name] if name else resolved[section]
-        expected = yaml.safe_load(value)
-        if key == "model.image_size":
-            expected = [28, 28]
-        if key == "train.lr":
-            expected = 1e-4  # PyYAML reads 1e-4 (no dot) as text; the config makes it a number
-        assert got == expected, key
-    # Phases replace train.epochs, lr and schedule: set on their own.
-    phases = "phases=[{epochs: 2, lr: 0.01, freeze: backbone}, {epochs: 1, optimizer: sgd}]"
-    result = runner.invoke(app, ["train", "--dry-run", "--set", phases])
-    assert result.exit_code == 0, result.output
-    resolved = yaml.safe_load(result.output)
-    assert resolved["phases"] == [
-        {**dataclasses.asdict(PhaseConfig()), "epochs": 2, "lr": 0.01, "freeze": "backbone"},
-        {**dataclasses.asdict(PhaseConfig()), "epochs": 1, "optimizer": "sgd"},
-    ]
+    assert {k for group in _EVERY_KEY for k in group} == _config_keys()  # a new key: a value here
+    for group in _EVERY_KEY:
+        resolved = _dry_run([word for key, value in group.items()
+                             for word in ("--set", f"{key}={value}")])  # fmt: skip
+        for key, value in group.items():
+            section, _, name = key.partition(".")
+            got = resolved[section][name] if name else resolved[section]
+            expected = yaml.safe_load(value)
+            if key == "model.image_size":
+                expected = [28, 28]
+            if key == "train.lr":
+                expected = 1e-4  # PyYAML reads 1e-4 (no dot) as text; the config: a number
+            if key == "phases":
+                expected = [{**dataclasses.asdict(PhaseConfig()), **phase} for phase in expected]
+            assert got == expected, key
 
 
 def test_flags_and_set_are_refused_together_and_set_needs_a_key():

@@ -21,3 +21,13 @@ def test_a_frozen_backbone_needs_a_head():
     with pytest.raises(ValueError, match=r"phases\[1\] freezes the backbone"):
         check_config(merge(RunConfig(), frozen))
     check_config(merge(RunConfig(), {"model": {"head": False}}))
+
+
+def test_an_in_batch_loss_is_refused_with_explicit_triplets():
+    """`--preset spike --loss hard` used to train spike's margin loss and record `hard`."""
+    spike = merge(RunConfig(), preset("spike"))
+    check_config(spike)
+    for loss in ({"name": "hard"}, {"name": "batch-all"}):
+        with pytest.raises(ValueError, match="applies only in online mode"):
+            check_config(merge(spike, {"loss": loss}))
+    check_config(merge(spike, {"loss": {"margin": 0.5, "distance": "L2"}}))  # these apply

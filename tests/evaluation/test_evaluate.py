@@ -75,3 +75,11 @@ def test_exact_values_on_a_hand_checked_case(pixel_embedder):
     test = _points([[0, 0], [51, 0], [0, 2], [0, 51]], [0, 1, 0, 1])
     metrics = evaluate_embedder(pixel_embedder, RunData(train, train.subset(np.arange(0)), test))
     assert metrics["precision_at_1"] == 0.5 and metrics["map_at_r"] == 0.5
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), -1.0])
+def test_throughput_refuses_a_time_it_could_never_reach(seconds):
+    from tripletlab.evaluation import measure_throughput
+
+    with pytest.raises(ValueError, match="seconds must be a finite number >= 0"):
+        measure_throughput(Embedder(), np.zeros((4, 28, 28), dtype=np.uint8), 2, seconds)

@@ -15,6 +15,7 @@ from PIL import Image
 
 from tripletlab.data import load_mnist
 from tripletlab.export import export_projector
+from tripletlab.runs import RunDir
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +90,40 @@ def test_tensorboard_projector_reads_the_export(exported):
         metadata = _get(f"{base}/metadata?{query}", deadline).decode().splitlines()
         assert metadata == labels
         assert _get(f"{base}/sprite_image?{query}", deadline)[:4] == b"\x89PNG"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_tensorboard_on_a_run_folder_shows_scalars_and_the_projector(tmp_path, exported):
+    """`tensorboard --logdir RUN_DIR`: the scalars of RUN_DIR/tensorboard and, through the
+    config written into RUN_DIR, the projector files of RUN_DIR/projector."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    _, embeddings, labels, images = exported
+    run = RunDir(tmp_path / "run")
+    with SummaryWriter(log_dir=str(run.tensorboard)) as writer:
+        writer.add_scalar("train/loss", 0.5, 1)
+    export_projector(run.projector, embeddings, {"label": labels}, images,
+                     also_config_in=[run.path])  # fmt: skip
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(run.path),
+         "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        base = f"http://127.0.0.1:{port}/data/plugin"
+        assert "." in json.loads(_get(f"{base}/projector/runs", deadline))
+        info = json.loads(_get(f"{base}/projector/info?run=.", deadline))
+        (entry,) = info["embeddings"]
+        query = f"run=.&name={entry['tensorName']}"
+        tensor = np.frombuffer(_get(f"{base}/projector/tensor?{query}", deadline), np.float32)
+        np.testing.assert_allclose(tensor.reshape(150, 16), embeddings, rtol=1e-5, atol=1e-6)
+        runs = json.loads(_get(f"http://127.0.0.1:{port}/data/runs", deadline))
+        assert runs == ["tensorboard"]  # the run whose scalars TensorBoard shows
     finally:
         server.terminate()
         server.wait(timeout=30)

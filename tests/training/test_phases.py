@@ -76,3 +76,26 @@ def test_cosine_schedule_decays_to_zero_over_the_phase(tmp_path):
     assert len(rates) == 20 and rates[-1] == pytest.approx(0.0, abs=1e-12)
     assert rates[0] < 1e-3 and all(a >= b for a, b in itertools.pairwise(rates))
     assert rates[9] == pytest.approx(0.5e-3, rel=0.1)
+
+
+def test_tensorboard_logs_the_learning_rate_of_the_phase_running(tmp_path):
+    """The fine-tuning phase's 1e-5, and a cosine schedule's decay: the logger reads the
+    optimizer in use, not the first one."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tripletlab.training import TensorBoardCallback
+
+    config = merge(RunConfig(), {
+        "train": {"batch_size": 32},
+        "phases": [{"epochs": 1, "lr": 1e-3, "freeze": "backbone"},
+                   {"epochs": 1, "lr": 1e-5, "schedule": "cosine"}],
+    })  # fmt: skip
+    train = load_mnist("train").subset(np.arange(128))
+    trainer = Trainer(config, callbacks=[TensorBoardCallback(every=1)])
+    trainer.fit(train, run_dir=tmp_path)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    rates = [event.value for event in events.Scalars("train/lr")]
+    assert len(rates) == 8  # 4 steps per epoch, every step logged
+    assert rates[:4] == pytest.approx([1e-3] * 4)
+    assert rates[4] < 1e-5 and rates[-1] == pytest.approx(0.0, abs=1e-12)  # cosine to 0

@@ -8,12 +8,14 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from tripletlab.training import TrainingDivergedError
 
-console = Console()
+# No rich markup in anything printed: paths, class names and messages are the user's text
+# (a folder called "[x]" must print as such).
+console = Console(markup=False)
 err_console = Console(stderr=True)
 
 METRIC_LABELS = {
@@ -28,18 +30,20 @@ METRIC_LABELS = {
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn the errors a user can fix into one line on stderr and exit status 1."""
+    """Turn the errors a user can fix into one line on stderr and exit status 1: bad settings
+    and inputs (ValueError), missing or unwritable files and folders (OSError, e.g. a read-only
+    --run-dir), and training that diverged."""
     try:
         yield
-    except (ValueError, FileNotFoundError, TrainingDivergedError) as error:
-        err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False,
-                          soft_wrap=True)  # fmt: skip
+    except (ValueError, OSError, TrainingDivergedError) as error:  # OSError: unwritable places
+        line = Text.assemble(("error:", "bold red"), " ", str(error))
+        err_console.print(line, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 
 def metrics_table(metrics: dict[str, Any], title: str) -> Table:
     """The headline metrics as a two-column table."""
-    table = Table(title=escape(title))
+    table = Table(title=Text(title))
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, label in METRIC_LABELS.items():

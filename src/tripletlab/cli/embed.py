@@ -27,7 +27,7 @@ def embed(
         size, channels = embedder.config.image_size, embedder.config.channels
         pixels = np.stack([load_image_file(path, size, channels) for path in images])
         vectors = select_engine(embedder, run_dir, engine).embed(pixels, batch_size=batch_size)
+        out = out if out.suffix == ".npy" else out.with_name(out.name + ".npy")  # as np.save does
         out.parent.mkdir(parents=True, exist_ok=True)
         np.save(out, vectors)
-    console.print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} embeddings to {out}",
-                  markup=False)  # fmt: skip
+    console.print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} embeddings to {out}")  # fmt: skip

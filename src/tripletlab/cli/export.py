@@ -42,9 +42,10 @@ def onnx(
     """Write model.onnx (uint8 images in, rescaling inside) and check it against PyTorch."""
     with user_errors():
         result = export_run_onnx(run_dir, out=out, quantize=quantize)
-    console.print(f"wrote {result['path']} (max difference from PyTorch on "
-                  f"{result['num_checked']:,} test images: {result['max_abs_difference']:.1e})",
-                  markup=False)  # fmt: skip
+    console.print(
+        f"wrote {result['path']} (max difference from PyTorch on {result['num_checked']:,} "
+        f"test images: {result['max_abs_difference']:.1e})"
+    )
     if quantize:
         console.print(
             f"wrote {result['int8_path']}: Precision@1 {result['int8_precision_at_1']:.4f} "

@@ -16,4 +16,4 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> No
     """Write RUN_DIR/report.md and RUN_DIR/plots/ (loss, distances, UMAP, neighbours)."""
     with user_errors():
         path = build_report(run_dir)
-    console.print(f"report written to {path} (plots in {RunDir(run_dir).plots})", markup=False)
+    console.print(f"report written to {path} (plots in {RunDir(run_dir).plots})")

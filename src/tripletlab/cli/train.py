@@ -143,8 +143,8 @@ def train(
     console.print(format_per_class(metrics["per_class"]), highlight=False)
     name = "MNIST" if resolved.data.dataset == "mnist" else resolved.data.dataset
     console.print(metrics_table(metrics, f"{name} test set ({metrics['num_test']:,} images)"))
-    console.print(f"metrics written to {RunDir(result.run_dir).metrics_file}", markup=False)
+    console.print(f"metrics written to {RunDir(result.run_dir).metrics_file}")
     if report:
         with user_errors():
             path = build_report(result.run_dir)
-        console.print(f"report written to {path}", markup=False)
+        console.print(f"report written to {path}")

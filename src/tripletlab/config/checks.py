@@ -13,7 +13,13 @@ def check_config(config: RunConfig) -> None:
     Raises:
         ValueError: naming the settings and what is accepted.
     """
-    train = config.train
+    train, loss = config.train, config.loss
+    if train.mode == "triplets" and (loss.name != "semihard" or loss.soft):
+        raise ValueError(
+            f"loss.name {loss.name!r}{' with loss.soft' if loss.soft else ''} applies only in "
+            "online mode: explicit triplets (train.mode triplets, e.g. --preset spike) train "
+            "with the margin loss; loss.margin and loss.distance apply to it"
+        )
     if config.phases:
         default = type(train)()
         ignored = [key for key in ("epochs", "lr", "schedule")

@@ -139,6 +139,18 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.mode == "triplets" and self.sampler != "shuffle":
+            raise ValueError(
+                "train.sampler applies only in online mode: explicit triplets (train.mode "
+                "triplets) make their own batches"
+            )
+        if self.mode == "online" and self.triplets != "random":
+            raise ValueError("train.triplets applies only with train.mode triplets")
+        if self.mine_every is not None and (self.mode != "triplets" or self.triplets == "random"):
+            raise ValueError(
+                "train.mine_every applies only to mined explicit triplets (train.mode triplets, "
+                "train.triplets semihard or hard)"
+            )
         if self.sampler == "pk" and self.batch_size < 2 * self.samples_per_class:
             raise ValueError(
                 "pk batches need train.batch_size >= 2 * train.samples_per_class (two "

@@ -255,7 +255,14 @@ def _cache_is_valid(path: Path) -> bool:
     sidecar = path.with_suffix(".json")
     if not (path.is_file() and sidecar.is_file()):
         return False
-    expected = json.loads(sidecar.read_text()).get("file_sha256")
+    try:
+        recorded = json.loads(sidecar.read_text())
+    except (ValueError, UnicodeDecodeError):
+        recorded = None
+    if not isinstance(recorded, dict):
+        log.warning("%s is not a valid record; rebuilding the cache", sidecar)
+        return False
+    expected = recorded.get("file_sha256")
     if hashlib.sha256(path.read_bytes()).hexdigest() != expected:
         log.warning("%s fails its checksum; rebuilding it", path)
         return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ def measure_throughput(
     """
     if batch_size < 1 or len(images) == 0:
         raise ValueError("need a batch size >= 1 and at least one image")
+    if not math.isfinite(min_seconds) or min_seconds < 0:
+        raise ValueError(f"seconds must be a finite number >= 0, got {min_seconds}")
     tune_malloc()  # as in training: no page faults for each batch's activations
     is_torch = isinstance(embedder, torch.nn.Module)
     if is_torch:

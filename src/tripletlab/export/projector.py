@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from tripletlab.evaluation import load_run
+from tripletlab.runs import PROJECTOR_CONFIG
 from tripletlab.utils.io import atomic_write_bytes
 
 TENSOR_NAME = "embeddings"
@@ -67,6 +69,7 @@ def export_projector(
     embeddings: np.ndarray,
     metadata: dict[str, Sequence[str]],
     images: np.ndarray | None = None,
+    also_config_in: Sequence[Path] = (),
 ) -> Path:
     """Write the projector files into `out_dir` and return it.
 
@@ -75,6 +78,10 @@ def export_projector(
         embeddings: (N, D).
         metadata: column name -> N values (e.g. {"label": [...], "file": [...]}).
         images: optional uint8 (N, H, W[, C]) for the sprite.
+        also_config_in: more folders to write `projector_config.pbtxt` into, pointing at the
+            files in `out_dir`, which must lie inside them (TensorBoard refuses paths outside a
+            config's folder): the run folder, so that `tensorboard --logdir RUN_DIR` shows the
+            projector beside the scalars.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -82,30 +89,46 @@ def export_projector(
         raise ValueError("every metadata column needs one value per embedding")
     write_vectors(out_dir / "vecs.tsv", embeddings)
     write_metadata(out_dir / "meta.tsv", metadata)
+    thumb = write_sprite(out_dir / "sprite.png", images) if images is not None else None
+    for folder in (out_dir, *map(Path, also_config_in)):
+        folder.mkdir(parents=True, exist_ok=True)
+        text = _config_text(out_dir, folder, thumb)
+        atomic_write_bytes(folder / PROJECTOR_CONFIG, text.encode())
+    return out_dir
+
+
+def _config_text(out_dir: Path, folder: Path, thumb: tuple[int, int] | None) -> str:
+    """The projector config read in `folder`, its paths relative to it (TensorBoard resolves
+    them from the config file's folder)."""
+
+    def where(name: str) -> str:
+        return os.path.relpath(out_dir / name, folder)
+
     config = [
         "embeddings {",
         f'  tensor_name: "{TENSOR_NAME}"',
-        '  tensor_path: "vecs.tsv"',
-        '  metadata_path: "meta.tsv"',
+        f'  tensor_path: "{where("vecs.tsv")}"',
+        f'  metadata_path: "{where("meta.tsv")}"',
     ]
-    if images is not None:
-        thumb_h, thumb_w = write_sprite(out_dir / "sprite.png", images)
+    if thumb is not None:
         config += [
             "  sprite {",
-            '    image_path: "sprite.png"',
-            f"    single_image_dim: {thumb_w}",
-            f"    single_image_dim: {thumb_h}",
+            f'    image_path: "{where("sprite.png")}"',
+            f"    single_image_dim: {thumb[1]}",
+            f"    single_image_dim: {thumb[0]}",
             "  }",
         ]
-    config.append("}")
-    atomic_write_bytes(out_dir / "projector_config.pbtxt", ("\n".join(config) + "\n").encode())
-    return out_dir
+    return "\n".join([*config, "}"]) + "\n"
 
 
 def export_run_projector(
     run_dir: Path, split: str = "test", limit: int | None = None, out: Path | None = None
 ) -> Path:
     """Embed a split of a run's data with its best checkpoint and export it for the projector.
+
+    The projector config is also written into the run folder itself (when the files go inside
+    it), so that `tensorboard --logdir RUN_DIR` shows the projector beside the training
+    scalars.
 
     Args:
         run_dir: the run folder.
@@ -125,4 +148,7 @@ def export_run_projector(
     names = images.class_names
     labels = [names[y] if 0 <= y < len(names) else str(y) for y in images.labels]
     embeddings = embedder.embed(images.images)
-    return export_projector(out or run.projector, embeddings, {"label": labels}, images.images)
+    out = Path(out or run.projector)
+    inside = out.resolve().is_relative_to(run.path.resolve())
+    return export_projector(out, embeddings, {"label": labels}, images.images,
+                            also_config_in=[run.path] if inside else [])  # fmt: skip

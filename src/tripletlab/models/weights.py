@@ -6,10 +6,9 @@ import logging
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from tripletlab.runs import read_checkpoint
+from tripletlab.runs import load_tensors, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +31,7 @@ def read_backbone_state(path: Path) -> dict[str, Tensor]:
     elif not path.is_file():
         raise FileNotFoundError(f"backbone weights not found: {path}")
     elif path.suffix == ".safetensors":
-        state = load_file(path)
+        state = load_tensors(path)
     elif path.suffix in (".pt", ".pth", ".bin"):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)

@@ -50,7 +50,7 @@ def train_run(
     check_config(config)
     check_run_data(config)
     RunDir.check_new(run_dir)
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, markup=False)  # paths print as they are
     epochs = sum(phase.epochs for phase in config.resolved_phases())
     progress = [ProgressCallback(console, epochs), TensorBoardCallback()]
     trainer = Trainer(config, callbacks=[*progress, *(callbacks or [])])  # builds the model

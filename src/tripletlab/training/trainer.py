@@ -224,6 +224,7 @@ class Trainer:
             run_dir: the run folder the checkpoints and `history.json` go to.
         """
         self.run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+        self.run.remove_partial_writes()  # left by a process killed while writing
         self.train_set = train
         images = torch.from_numpy(train.images)
         labels = torch.from_numpy(train.labels).long()

@@ -1,57 +1,34 @@
-"""The run folder: the name of every file in it, creating a run, opening one, checkpoints.
-
-    RUN_DIR/
-      config.yaml        the resolved `RunConfig`
-      checkpoints/       one folder per kept epoch, each a checkpoint (below), and
-        index.json       naming the `last` and `best` ones
-      history.json       the loss of every step and the logs of every epoch
-      metrics.json       test-set metrics, stable keys (`precision_at_1`, `map_at_r`, ...)
-      report.md, plots/  the report and its pictures
-      augment.png        one image and nine of its augmentations
-      tensorboard/       TensorBoard event files
-      projector/         Embedding Projector files
-      model.onnx         the ONNX export (`model.int8.onnx`: its int8 version)
-      index/             a gallery index over the run's embeddings
-
-A checkpoint is a folder holding `model.safetensors` and `config.json`, written atomically
-(into a temporary sibling folder, renamed into place) and read without any pickle. This
-module imports nothing of tripletlab but the config and file helpers: every stage (training,
-evaluation, export, reports, commands) opens runs through it.
-"""
+"""`RunDir`: a run folder, where each of its files lives, creating and opening runs."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import tempfile
 import time
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import yaml
-from safetensors.torch import load_file, save_file
-from torch import Tensor
 
 from tripletlab.config import RunConfig, load_yaml
+from tripletlab.runs.checkpoints import read_index, resolve_checkpoint
+from tripletlab.runs.files import (
+    AUGMENT_FILE,
+    CHECKPOINT_INDEX,
+    CHECKPOINTS,
+    CONFIG_FILE,
+    HISTORY_FILE,
+    INDEX,
+    METRICS_FILE,
+    ONNX_FILE,
+    PLOTS,
+    PROJECTOR,
+    REPORT_FILE,
+    TENSORBOARD,
+    read_json,
+)
 from tripletlab.utils.io import atomic_write_bytes, atomic_write_json
-
-CONFIG_FILE = "config.yaml"
-CHECKPOINTS = "checkpoints"
-CHECKPOINT_INDEX = "index.json"
-HISTORY_FILE = "history.json"
-METRICS_FILE = "metrics.json"
-REPORT_FILE = "report.md"
-PLOTS = "plots"
-AUGMENT_FILE = "augment.png"
-TENSORBOARD = "tensorboard"
-PROJECTOR = "projector"
-ONNX_FILE = "model.onnx"
-INDEX = "index"
-# Inside a checkpoint folder.
-WEIGHTS = "model.safetensors"
-CHECKPOINT_CONFIG = "config.json"
 
 
 class RunDir:
@@ -103,6 +80,8 @@ class RunDir:
         Raises:
             ValueError: `path` is not empty.
         """
+        if path is not None and Path(path).exists() and not Path(path).is_dir():
+            raise ValueError(f"run folder {path} is a file; choose another --run-dir")
         if path is not None and Path(path).exists() and any(Path(path).iterdir()):
             raise ValueError(
                 f"run folder {path} is not empty; choose another --run-dir or remove it"
@@ -186,7 +165,7 @@ class RunDir:
 
     def read_metrics(self) -> dict[str, Any]:
         """`metrics.json` (empty when there is none yet)."""
-        return _read_json(self.metrics_file) if self.metrics_file.is_file() else {}
+        return read_json(self.metrics_file) if self.metrics_file.is_file() else {}
 
     def write_metrics(self, metrics: dict[str, Any]) -> dict[str, Any]:
         """Merge `metrics` into `metrics.json` (other keys kept), atomically; returns the whole."""
@@ -196,11 +175,15 @@ class RunDir:
 
     def read_history(self) -> dict[str, Any]:
         """`history.json` (empty when there is none)."""
-        return _read_json(self.history_file) if self.history_file.is_file() else {}
+        return read_json(self.history_file) if self.history_file.is_file() else {}
 
     def write_history(self, history: dict[str, Any]) -> None:
         """Replace `history.json`, atomically."""
         atomic_write_json(self.history_file, history)
+
+    def has_checkpoint(self) -> bool:
+        """Whether a whole checkpoint has been written (its index exists)."""
+        return (self.checkpoints / CHECKPOINT_INDEX).is_file()
 
     def checkpoint(self, which: str = "best") -> Path:
         """The folder of the `best` (else `last`) or `last` checkpoint.
@@ -210,11 +193,31 @@ class RunDir:
         """
         return resolve_checkpoint(self.path, which)
 
+    def remove_partial_writes(self) -> list[Path]:
+        """Delete what an interrupted atomic write left behind (hidden temporary checkpoint
+        folders and `.*.tmp` files); only the one process training a run writes into it.
+        Returns what was removed."""
+        removed = []
+        for folder in (self.path, self.checkpoints):
+            if not folder.is_dir():
+                continue
+            for child in folder.iterdir():
+                if not child.name.startswith("."):
+                    continue
+                if child.is_dir() and folder == self.checkpoints:
+                    shutil.rmtree(child, ignore_errors=True)
+                elif child.is_file() and child.name.endswith(".tmp"):
+                    child.unlink(missing_ok=True)
+                else:
+                    continue
+                removed.append(child)
+        return removed
+
     def point_checkpoints(self, **entries: str) -> None:
         """Point `last` / `best` at checkpoint folders, atomically, and delete the folders no
         entry names any more."""
         index_file = self.checkpoints / CHECKPOINT_INDEX
-        index = _read_json(index_file) if index_file.is_file() else {}
+        index = read_index(index_file) if index_file.is_file() else {}
         index.update(entries)
         atomic_write_json(index_file, index)
         keep = set(index.values())
@@ -239,61 +242,3 @@ def _new_folder(config: RunConfig, base: Path) -> Path:
         except FileExistsError:
             continue
     raise ValueError(f"could not create a new run folder under {base}")
-
-
-def _read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
-
-
-def write_checkpoint(directory: Path, state: dict[str, Tensor], config: dict[str, Any]) -> Path:
-    """Write weights and config into a new folder `directory` (replacing one of that name).
-
-    The files are written into a temporary sibling folder that is renamed into place at the end.
-    """
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, temp / WEIGHTS)
-        (temp / CHECKPOINT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-        for name in (WEIGHTS, CHECKPOINT_CONFIG):
-            with open(temp / name, "rb") as handle:
-                os.fsync(handle.fileno())
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(temp, directory)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-    return directory
-
-
-def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:
-    """The checkpoint folder for a run folder (its `which` one, else `last`) or a checkpoint
-    folder itself.
-
-    Raises:
-        FileNotFoundError: no checkpoint there.
-    """
-    path = Path(path)
-    if (path / WEIGHTS).is_file() and (path / CHECKPOINT_CONFIG).is_file():
-        return path
-    index_file = path / CHECKPOINTS / CHECKPOINT_INDEX
-    if index_file.is_file():
-        index = _read_json(index_file)
-        name = index.get(which) or index.get("last")
-        if name and (path / CHECKPOINTS / name / WEIGHTS).is_file():
-            return path / CHECKPOINTS / name
-    raise FileNotFoundError(
-        f"no checkpoint in {path}: expected a run folder (with {CHECKPOINTS}/{CHECKPOINT_INDEX}) "
-        f"or a folder holding {WEIGHTS} and {CHECKPOINT_CONFIG}"
-    )
-
-
-def read_checkpoint(
-    path: str | os.PathLike, which: str = "best"
-) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Weights and config of the checkpoint at `path` (see `resolve_checkpoint`)."""
-    directory = resolve_checkpoint(path, which)
-    config = _read_json(directory / CHECKPOINT_CONFIG)
-    return load_file(directory / WEIGHTS), config

@@ -1,0 +1,36 @@
+"""The names of the files of a run folder, and reading its JSON files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+CONFIG_FILE = "config.yaml"
+CHECKPOINTS = "checkpoints"
+CHECKPOINT_INDEX = "index.json"
+HISTORY_FILE = "history.json"
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.md"
+PLOTS = "plots"
+AUGMENT_FILE = "augment.png"
+TENSORBOARD = "tensorboard"
+PROJECTOR = "projector"
+# TensorBoard's projector reads this file in a log folder (projector/ and tensorboard/).
+PROJECTOR_CONFIG = "projector_config.pbtxt"
+ONNX_FILE = "model.onnx"
+INDEX = "index"
+# Inside a checkpoint folder: the weights, their config, and (runs trained since resuming was
+# added) what `tripletlab train --resume` needs to continue exactly: tensors and the rest.
+WEIGHTS = "model.safetensors"
+CHECKPOINT_CONFIG = "config.json"
+STATE_TENSORS = "state.safetensors"
+STATE_META = "state.json"
+
+
+def read_json(path: Path) -> Any:
+    """JSON of a run file; a damaged one is a ValueError naming the file."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error})") from None
