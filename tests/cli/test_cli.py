@@ -325,7 +325,7 @@ def test_flags_are_named_as_their_config_keys():
         assert key is not None, f"--{name.replace('_', '-')} names no config key"
 
 
-_NOT_CONFIG = {"preset_name", "config", "assignments", "run_dir", "dry_run", "report"}
+_NOT_CONFIG = {"preset_name", "config", "assignments", "run_dir", "dry_run", "report", "resume"}
 
 # Every flag set to a value that is not its default, in two commands whose values fit
 # together: online mining, and explicit triplets.
@@ -334,7 +334,8 @@ _EVERY_FLAG = [
      "--embedding-dim": "32", "--image-size": "32", "--channels": "3",
      "--backbone-weights": "w.pt", "--loss": "hard", "--margin": "0.3",
      "--distance": "angular", "--epochs": "2", "--batch-size": "16", "--sampler": "pk",
-     "--samples-per-class": "2", "--lr": "0.01", "--schedule": "cosine", "--seed": "3"},
+     "--samples-per-class": "2", "--lr": "0.01", "--schedule": "cosine", "--seed": "3",
+     "--checkpoint-every": "50"},
     {"--mode": "triplets", "--triplets": "hard"},
 ]  # fmt: skip
 
@@ -376,7 +377,7 @@ _EVERY_KEY = [
      "loss.soft": "true", "train.epochs": "2", "train.batch_size": "16",
      "train.sampler": "pk", "train.samples_per_class": "2", "train.lr": "1e-4",
      "train.schedule": "cosine", "train.seed": "3", "train.eval_batch_size": "64",
-     "train.ema": "0.99", "train.bn_train": "true"},
+     "train.ema": "0.99", "train.bn_train": "true", "train.checkpoint_every": "50"},
     {"train.mode": "triplets", "train.triplets": "hard", "train.mine_every": "3"},
     {"phases": "[{epochs: 2, lr: 0.01, freeze: backbone}, {epochs: 1, optimizer: sgd}]"},
 ]  # fmt: skip

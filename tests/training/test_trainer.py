@@ -64,7 +64,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(small_mnist,
     with pytest.raises(TrainingDivergedError, match="nan"):
         trainer.fit(train, val, run_dir=tmp_path)
     index = json.loads((tmp_path / "checkpoints" / "index.json").read_text())
-    assert index == {"last": "epoch-0001", "best": "epoch-0001"}
+    assert index == {"last": "epoch-0001", "best": "epoch-0001", "resume": "epoch-0001"}
     restored = Embedder.from_pretrained(tmp_path)
     assert all(torch.isfinite(p).all() for p in restored.parameters())
     assert np.isfinite(restored.embed(val.images)).all()
@@ -164,7 +164,7 @@ def test_metrics_come_from_the_best_epoch_not_the_last(tmp_path):
     epochs = result.history.epochs
     assert epochs[1]["val_map_at_r"] < epochs[0]["val_map_at_r"] - 0.1
     index = json.loads((tmp_path / "run" / "checkpoints" / "index.json").read_text())
-    assert index == {"last": "epoch-0002", "best": "epoch-0001"}
+    assert index == {"last": "epoch-0002", "best": "epoch-0001", "resume": "epoch-0002"}
     assert result.metrics["best_epoch"] == 1
     test = load_mnist("test")
     scores = {

@@ -23,7 +23,7 @@ from tripletlab.data import check_run_data
 from tripletlab.evaluation import format_per_class
 from tripletlab.models import check_backbone
 from tripletlab.runs import RunDir
-from tripletlab.training import train_run
+from tripletlab.training import RunResult, resume_run, train_run
 from tripletlab.viz import AugmentGridCallback, build_report
 
 # Each flag sets the config key of its name; `--loss` sets loss.name. Every other key is
@@ -33,7 +33,7 @@ _FLAG_KEYS = {
     "model": ("backbone", "embedding_dim", "image_size", "channels", "backbone_weights"),
     "loss": ("name", "margin", "distance"),
     "train": ("mode", "triplets", "epochs", "batch_size", "sampler", "samples_per_class", "lr",
-              "schedule", "seed"),
+              "schedule", "seed", "checkpoint_every"),
 }  # fmt: skip
 
 
@@ -116,6 +116,13 @@ def train(
     lr: Annotated[float | None, typer.Option(help="Learning rate [0.001].")] = None,
     schedule: Annotated[str | None, typer.Option(help="constant or cosine.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed [0].")] = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option(help="Also save a resumable checkpoint every N steps.")
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Go on with this stopped or killed run, from its last checkpoint."),
+    ] = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="Run folder (default: a new one under runs/).")
     ] = None,
@@ -132,6 +139,17 @@ def train(
     flags = {section: {key: values["loss" if key == "name" else key] for key in keys}
              for section, keys in _FLAG_KEYS.items()}  # fmt: skip
     with user_errors():
+        if resume is not None:
+            given = [name for name, value in values.items() if value not in (None, [], False)
+                     and name not in ("ctx", "resume", "report")]  # fmt: skip
+            if given:
+                flag = {"preset_name": "preset", "assignments": "set"}.get(given[0], given[0])
+                raise ValueError(
+                    f"--resume goes on with the run's own config; drop --{flag.replace('_', '-')}"
+                )
+            result = resume_run(resume, console=err_console)
+            _summarise(result, RunDir(result.run_dir).config, report)
+            return
         imports = (ctx.obj or {}).get("imports", [])
         resolved = resolve_config(preset_name, config, flags, assignments or [], imports)
         if dry_run:
@@ -139,9 +157,14 @@ def train(
             return
         result = train_run(resolved, run_dir, console=err_console,
                            callbacks=[AugmentGridCallback()])  # fmt: skip
+    _summarise(result, resolved, report)
+
+
+def _summarise(result: RunResult, config: RunConfig, report: bool) -> None:
+    """Print the per-class blocks and the metrics table; write the report if asked."""
     metrics = result.metrics
     console.print(format_per_class(metrics["per_class"]), highlight=False)
-    name = "MNIST" if resolved.data.dataset == "mnist" else resolved.data.dataset
+    name = "MNIST" if config.data.dataset == "mnist" else config.data.dataset
     console.print(metrics_table(metrics, f"{name} test set ({metrics['num_test']:,} images)"))
     console.print(f"metrics written to {RunDir(result.run_dir).metrics_file}")
     if report:

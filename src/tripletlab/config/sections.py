@@ -133,6 +133,9 @@ class TrainConfig:
     # raw weights, is validated and checkpointed. Step t uses min(ema, (1 + t) / (10 + t)).
     # None: no average.
     ema: float | None = field(default=None, metadata=within(0.0, 1.0))
+    # Also write a resumable checkpoint every N training steps (None: at the end of each epoch
+    # only), for long epochs: a killed run loses at most N steps.
+    checkpoint_every: int | None = field(default=None, metadata=at_least(1))
     # BatchNorm in training mode? None: yes, unless backbone weights were loaded (transfer),
     # where it stays in inference mode. Frozen BatchNorm is always in inference mode.
     bn_train: bool | None = None

@@ -167,6 +167,8 @@ class TripletBatchSampler:
         self.embed_all = embed_all
         self.mine_every = mine_every
         self.epoch = 0
+        self._live: tuple[np.ndarray, np.random.Generator] | None = None
+        self._resume: tuple[int, np.ndarray, np.random.Generator] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the triplets of `epoch`."""
@@ -180,9 +182,31 @@ class TripletBatchSampler:
         return make_triplets(self.labels, self.rule, rng, embeddings, anchors)
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        triplets = self._generate(rng, rng.permutation(self.anchors))
+        if self._resume is not None:
+            first, triplets, rng = self._resume
+            self._resume = None
+        else:
+            rng = np.random.default_rng([self.seed, self.epoch])
+            first, triplets = 0, self._generate(rng, rng.permutation(self.anchors))
+        self._live = (triplets, rng)
         for step, start in enumerate(range(0, len(triplets), self.batch_size)):
+            if step < first:
+                continue
             if self.mine_every and self.rule != "random" and step and step % self.mine_every == 0:
                 triplets[start:] = self._generate(rng, triplets[start:, 0])
             yield triplets[start : start + self.batch_size]
+
+    def snapshot(self) -> tuple[np.ndarray, dict]:
+        """The current epoch's triplets (T, 3) and the state of its NumPy generator, between
+        two batches (for a resumable mid-epoch checkpoint)."""
+        if self._live is None:
+            raise ValueError("no epoch in progress")
+        triplets, rng = self._live
+        return triplets.copy(), rng.bit_generator.state
+
+    def resume_at(self, step: int, triplets: np.ndarray, rng_state: dict) -> None:
+        """Make the next iteration go on from batch `step` with the triplets and generator of
+        a `snapshot` (re-mining at the epoch start would use the wrong model)."""
+        rng = np.random.default_rng()
+        rng.bit_generator.state = rng_state
+        self._resume = (step, np.array(triplets, dtype=np.int64), rng)

@@ -162,10 +162,16 @@ class Embedder(nn.Module):
             )
         return data
 
-    def save(self, directory: Path, extra: dict[str, Any] | None = None) -> Path:
-        """Write a checkpoint folder (`model.safetensors` + `config.json`) atomically."""
+    def save(
+        self,
+        directory: Path,
+        extra: dict[str, Any] | None = None,
+        files: dict[str, bytes] | None = None,
+    ) -> Path:
+        """Write a checkpoint folder (`model.safetensors` + `config.json`, with `extra` in the
+        config and `files` beside them) atomically."""
         config = {"model": plain(dataclasses.asdict(self.config)), **(extra or {})}
-        return write_checkpoint(directory, self.state_dict(), config)
+        return write_checkpoint(directory, self.state_dict(), config, files)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, which: str = "best") -> Embedder:

@@ -3,7 +3,8 @@
 from tripletlab.training.callbacks import Callback, ProgressCallback
 from tripletlab.training.divergence import TrainingDivergedError, is_collapsed
 from tripletlab.training.history import History, is_better
-from tripletlab.training.run import RunResult, train_run
+from tripletlab.training.run import RunResult, resume_run, train_run
+from tripletlab.training.state import TrainingState, load_state
 from tripletlab.training.tensorboard import TensorBoardCallback
 from tripletlab.training.trainer import Trainer
 
@@ -15,7 +16,10 @@ __all__ = [
     "TensorBoardCallback",
     "Trainer",
     "TrainingDivergedError",
+    "TrainingState",
     "is_better",
     "is_collapsed",
+    "load_state",
+    "resume_run",
     "train_run",
 ]

@@ -1,4 +1,5 @@
-"""A whole run: checks, model, data, run folder, training, test evaluation, `metrics.json`."""
+"""A whole run: checks, model, data, run folder, training, test evaluation, `metrics.json`;
+and resuming one that stopped."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from typing import Any
 from rich.console import Console
 
 from tripletlab.config import RunConfig, check_config
-from tripletlab.data import check_run_data, run_data
+from tripletlab.data import RunData, check_run_data, run_data
 from tripletlab.evaluation import evaluate_embedder
 from tripletlab.models import Embedder
 from tripletlab.runs import RunDir
 from tripletlab.training.callbacks import Callback, ProgressCallback
 from tripletlab.training.history import History
+from tripletlab.training.state import load_state
 from tripletlab.training.tensorboard import TensorBoardCallback
 from tripletlab.training.trainer import Trainer
 
@@ -50,13 +52,64 @@ def train_run(
     check_config(config)
     check_run_data(config)
     RunDir.check_new(run_dir)
-    console = console or Console(stderr=True, markup=False)  # paths print as they are
-    epochs = sum(phase.epochs for phase in config.resolved_phases())
-    progress = [ProgressCallback(console, epochs), TensorBoardCallback()]
-    trainer = Trainer(config, callbacks=[*progress, *(callbacks or [])])  # builds the model
+    trainer, console = _trainer(config, console, callbacks)  # builds the model, loads weights
     data = run_data(config)
     existed = run_dir is not None and Path(run_dir).exists()
     run = RunDir.create(config, run_dir)
+    _announce(trainer, run, data, console)
+    try:
+        history = trainer.fit(data.train, data.val, run_dir=run)
+    except BaseException:
+        if not run.has_checkpoint():  # nothing saved: leave no half-made run behind
+            _discard(run, existed)
+        raise
+    return _evaluate(run, config, data, history)
+
+
+def resume_run(
+    run_dir: str | Path,
+    console: Console | None = None,
+    callbacks: list[Callback] | None = None,
+) -> RunResult:
+    """Go on with a run that was stopped or killed, from its latest resumable checkpoint, with
+    its own config; ends as the run would have ended had it never stopped (same weights and
+    metrics, on the same machine).
+
+    A run stopped before its first checkpoint is trained from the start, in the same folder.
+
+    Raises:
+        FileNotFoundError: not a run folder.
+        ValueError: a checkpoint without training state (written by an older version).
+    """
+    run = RunDir.open(run_dir)
+    config = run.config
+    check_config(config)
+    check_run_data(config)
+    run.remove_partial_writes()
+    # Stopped before its first checkpoint: nothing to go on from, so it starts over.
+    state = load_state(run) if run.has_checkpoint() else None
+    trainer, console = _trainer(config, console, callbacks)
+    data = run_data(config)
+    if state is None:
+        console.print(f"{run} has no checkpoint yet: training it from the start")
+    else:
+        step = f", step {state.step}" if state.step else ""
+        console.print(f"resuming {run} at epoch {state.epoch + 1}{step}")
+    history = trainer.fit(data.train, data.val, run_dir=run, resume=state)
+    return _evaluate(run, config, data, history)
+
+
+def _trainer(
+    config: RunConfig, console: Console | None, callbacks: list[Callback] | None
+) -> tuple[Trainer, Console]:
+    """The Trainer with a progress bar, TensorBoard and `callbacks`, and the console used."""
+    console = console or Console(stderr=True, markup=False)  # paths print as they are
+    epochs = sum(phase.epochs for phase in config.resolved_phases())
+    progress = [ProgressCallback(console, epochs), TensorBoardCallback()]
+    return Trainer(config, callbacks=[*progress, *(callbacks or [])]), console
+
+
+def _announce(trainer: Trainer, run: RunDir, data: RunData, console: Console) -> None:
     console.print(
         f"run folder {run}: {len(data.train):,} training, {len(data.val):,} validation, "
         f"{len(data.test):,} test images"
@@ -64,15 +117,13 @@ def train_run(
     if trainer.weights_report is not None:
         loaded = trainer.weights_report
         console.print(
-            f"backbone weights from {config.model.backbone_weights}: "
+            f"backbone weights from {trainer.config.model.backbone_weights}: "
             f"{len(loaded['missing'])} missing, {len(loaded['unexpected'])} unexpected keys"
         )
-    try:
-        history = trainer.fit(data.train, data.val, run_dir=run)
-    except BaseException:
-        if not run.checkpoints.exists():  # nothing saved: leave no half-made run behind
-            _discard(run, existed)
-        raise
+
+
+def _evaluate(run: RunDir, config: RunConfig, data: RunData, history: History) -> RunResult:
+    """The test metrics of the run's best checkpoint, written to `metrics.json`."""
     best = Embedder.from_pretrained(run.path)
     metrics = evaluate_embedder(best, data, config.train.eval_batch_size)
     metrics.update(train_seconds=history.train_seconds, best_epoch=history.best_epoch)

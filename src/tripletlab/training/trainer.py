@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import copy
+import itertools
 import math
 import time
 from pathlib import Path
@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from tripletlab.config import PhaseConfig, RunConfig
-from tripletlab.data import ImageSet, build_sampler
+from tripletlab.data import ImageSet, TripletBatchSampler, build_sampler
 from tripletlab.evaluation.retrieval import retrieval_metrics
 from tripletlab.losses import TripletMarginLoss, build_loss
 from tripletlab.models import Embedder, TripletNet
@@ -20,8 +20,21 @@ from tripletlab.models.freezing import freeze, set_train_mode, unfreeze
 from tripletlab.models.weights import load_backbone_weights
 from tripletlab.runs import RunDir
 from tripletlab.training.callbacks import Callback
-from tripletlab.training.divergence import COLLAPSE_PROBE, TrainingDivergedError, is_collapsed
+from tripletlab.training.divergence import (
+    COLLAPSE_PROBE,
+    TrainingDivergedError,
+    check_collapse,
+    check_finite,
+)
+from tripletlab.training.ema import WeightAverage
 from tripletlab.training.history import History, is_better
+from tripletlab.training.state import (
+    TrainingState,
+    restore_optimizer,
+    restore_sampler,
+    restore_weights,
+    state_files,
+)
 from tripletlab.utils.allocator import tune_malloc
 
 
@@ -57,41 +70,30 @@ class Trainer:
         # Transfer learning keeps the loaded BatchNorm statistics unless told otherwise.
         self.bn_train = bn_train if bn_train is not None else not config.model.backbone_weights
         self.phase: PhaseConfig | None = None
+        self.phase_number = 1
+        self.epoch_partial: tuple[int, float] = (0, 0.0)  # images and loss sum of this epoch
         self.optimizer = self.build_optimizer(config.resolved_phases()[0])
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self.steps_per_epoch = 1
         self.history = History()
-        self.ema_model: Embedder | None = None
-        self.ema_steps = 0
+        self.ema: WeightAverage | None = None
         if config.train.ema is not None:
-            self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+            self.ema = WeightAverage(self.model, config.train.ema)
+
+    @property
+    def ema_model(self) -> Embedder | None:
+        """The weight average (None without `train.ema`)."""
+        return self.ema.model if self.ema is not None else None
 
     @property
     def evaluated_model(self) -> Embedder:
         """The model validated and checkpointed: the weight average if there is one."""
-        return self.ema_model if self.ema_model is not None else self.model
+        return self.ema.model if self.ema is not None else self.model
 
     def update_ema(self) -> None:
-        """Move the weight average towards the current weights (BatchNorm statistics too).
-
-        The decay warms up as min(ema, (1 + t) / (10 + t)) over the steps t taken so far, so
-        the random initial weights do not linger in the average of a short run.
-        """
-        if self.ema_model is None:
-            return
-        decay = min(float(self.config.train.ema), (1 + self.ema_steps) / (10 + self.ema_steps))
-        self.ema_steps += 1
-        pairs = zip(
-            [*self.ema_model.parameters(), *self.ema_model.buffers()],
-            [*self.model.parameters(), *self.model.buffers()],
-            strict=True,
-        )
-        with torch.no_grad():
-            for average, value in pairs:
-                if average.is_floating_point():
-                    average.lerp_(value, 1.0 - decay)
-                else:  # e.g. BatchNorm's num_batches_tracked
-                    average.copy_(value)
+        """Move the weight average (if any) towards the current weights."""
+        if self.ema is not None:
+            self.ema.update(self.model)
 
     def build_optimizer(self, phase: PhaseConfig) -> torch.optim.Optimizer:
         """A fresh optimizer over the parameters trainable now (the Keras "compile" step)."""
@@ -106,8 +108,9 @@ class Trainer:
         fused = all(p.device.type in ("cpu", "cuda") for p in parameters)
         return torch.optim.Adam(parameters, lr=phase.lr, eps=1e-7, fused=fused)
 
-    def start_phase(self, phase: PhaseConfig) -> None:
-        """Freeze or unfreeze the backbone as the phase says, then rebuild the optimizer."""
+    def start_phase(self, phase: PhaseConfig, number: int = 1) -> None:
+        """Freeze or unfreeze the backbone as phase `number` says, then rebuild the optimizer."""
+        self.phase_number = number
         if phase.freeze == "backbone":
             freeze(self.model.backbone)
         else:
@@ -143,22 +146,33 @@ class Trainer:
         self.update_ema()
         return value
 
-    def run_epoch(self, epoch: int, images: Tensor, labels: Tensor, sampler) -> dict[str, Any]:
-        """Train one epoch; returns its loss, duration and throughput."""
+    def run_epoch(
+        self, epoch: int, images: Tensor, labels: Tensor, sampler: Any, start_step: int = 0
+    ) -> dict[str, Any]:
+        """Train one epoch (from batch `start_step` when resuming); returns its loss, duration
+        and throughput. Writes a resumable checkpoint every `train.checkpoint_every` steps."""
         set_train_mode(self.model, bn_train=self.bn_train)
         sampler.set_epoch(epoch)
         for callback in self.callbacks:
             callback.on_epoch_start(epoch, len(sampler))
         start = time.perf_counter()
-        seen, total = 0, 0.0
-        for batch in sampler:
+        seen, total = self.epoch_partial if start_step else (0, 0.0)
+        batches = iter(sampler)
+        if start_step and not isinstance(sampler, TripletBatchSampler):  # that one resumes itself
+            batches = itertools.islice(batches, start_step, None)
+        every = self.config.train.checkpoint_every
+        for step, batch in enumerate(batches, start=start_step + 1):
             value = self.train_step(images, labels, torch.from_numpy(batch))
             self.history.step_losses.append(value)
             seen += batch.size  # images: three per explicit triplet
             total += value * batch.size
+            self.epoch_partial = (seen, total)
             speed = seen / max(time.perf_counter() - start, 1e-9)
             for callback in self.callbacks:
                 callback.on_step_end(len(self.history.step_losses), value, speed)
+            if every and len(self.history.step_losses) % every == 0 and step < len(sampler):
+                self.checkpoint_step(epoch, step, sampler)
+        self.epoch_partial = (0, 0.0)
         seconds = time.perf_counter() - start
         return {
             "epoch": epoch + 1,
@@ -169,51 +183,59 @@ class Trainer:
 
     def _kept(self) -> str:
         """What is left after training stops: the checkpoints written before, or none."""
-        if self.history.best_epoch is None:
+        if self.run is None or not self.run.has_checkpoint():
             return "no checkpoint was written"
-        return f"the last good checkpoint in {self.run} is intact"
+        return f"the checkpoints written before in {self.run} are intact"
 
     def check_health(self, epoch: int, val: ImageSet | None) -> dict[str, float]:
         """Refuse weights that are not finite and an embedding that collapsed to one point,
         before anything of this epoch is saved; returns the validation metrics (none without
         validation images). Raises `TrainingDivergedError`."""
         model = self.evaluated_model
-        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-                raise TrainingDivergedError(
-                    f"the weights became NaN or Inf in epoch {epoch + 1} ({name}); training "
-                    f"stopped, {self._kept()} (try a lower --lr)"
-                )
+        check_finite(model, epoch, self._kept())
         probe = val if val is not None and len(val) > 1 else None
         images = probe.images if probe is not None else self.train_set.images[:COLLAPSE_PROBE]
         # Single views: the test-time views of `model.tta_shift` would make each epoch's check
         # five times longer.
         embeddings = model.embed(images, batch_size=self.config.train.eval_batch_size, views=False)
-        if is_collapsed(embeddings):
-            raise TrainingDivergedError(
-                f"the embedding collapsed in epoch {epoch + 1}: all {len(embeddings)} "
-                f"{'validation' if probe is not None else 'probed training'} images map to the "
-                f"same point; training stopped, {self._kept()} (try a lower --lr)"
-            )
+        what = "validation" if probe is not None else "probed training"
+        check_collapse(embeddings, epoch, what, self._kept())
         if probe is None:
             return {}
         metrics = retrieval_metrics(embeddings, probe.labels)
         return {f"val_{k}": v for k, v in metrics.items() if k != "num_queries"}
 
-    def checkpoint(self, epoch: int, logs: dict[str, Any]) -> None:
-        """Save this epoch; point `last` at it, and `best` too if it `is_better` than the best."""
+    def checkpoint(self, epoch: int, logs: dict[str, Any], sampler: Any = None) -> None:
+        """Save this epoch with the state to resume after it; point `last` (and `resume`) at
+        it, and `best` too if it `is_better` than the best so far."""
         name = f"epoch-{epoch + 1:04d}"
-        extra = {"run": self.config.to_dict(), "epoch": epoch + 1, "logs": logs}
-        self.evaluated_model.save(self.run.checkpoints / name, extra)
         best = self.history.best_epoch
-        entries = {"last": name}
+        entries = {"last": name, "resume": name}
         if is_better(logs, None if best is None else self.history.epochs[best - 1]):
             entries["best"] = name
             self.history.best_epoch = epoch + 1
+        extra = {"run": self.config.to_dict(), "epoch": epoch + 1, "logs": logs}
+        files = state_files(self, epoch + 1, 0, sampler)
+        self.evaluated_model.save(self.run.checkpoints / name, extra, files)
         self.run.point_checkpoints(**entries)
 
+    def checkpoint_step(self, epoch: int, step: int, sampler: Any) -> None:
+        """Save a resumable checkpoint after batch `step` of `epoch` (not validated: never the
+        best one); point `resume` at it."""
+        check_finite(self.evaluated_model, epoch, self._kept())
+        name = f"step-{len(self.history.step_losses):07d}"
+        extra = {"run": self.config.to_dict(), "epoch": epoch + 1, "step": step}
+        files = state_files(self, epoch, step, sampler)
+        self.evaluated_model.save(self.run.checkpoints / name, extra, files)
+        self.run.point_checkpoints(resume=name)
+
     def fit(
-        self, train: ImageSet, val: ImageSet | None = None, *, run_dir: str | Path | RunDir
+        self,
+        train: ImageSet,
+        val: ImageSet | None = None,
+        *,
+        run_dir: str | Path | RunDir,
+        resume: TrainingState | None = None,
     ) -> History:
         """Train for the configured phases; validate, checkpoint and log each epoch.
 
@@ -222,6 +244,8 @@ class Trainer:
             val: validation images (None or fewer than two: no validation; the best epoch is
                 then the one with the lowest training loss).
             run_dir: the run folder the checkpoints and `history.json` go to.
+            resume: the state of a run that stopped (`tripletlab.training.state.load_state`):
+                go on from there, with the same result as a run that never stopped.
         """
         self.run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
         self.run.remove_partial_writes()  # left by a process killed while writing
@@ -235,25 +259,39 @@ class Trainer:
             lambda: self.model.embed(train.images, batch_size=eval_batch, views=False),
         )
         self.steps_per_epoch = len(sampler)
-        start = time.perf_counter()
+        if resume is not None:
+            restore_weights(self, resume)
+            restore_sampler(sampler, resume)
+        schedule = [(n, p) for n, p in enumerate(self.config.resolved_phases(), 1)
+                    for _ in range(p.epochs)]  # fmt: skip
+        first = resume.epoch if resume is not None else 0
+        start = time.perf_counter() - self.history.train_seconds
         for callback in self.callbacks:
             callback.on_train_start(self)
-        epoch = 0
         try:
-            for number, phase in enumerate(self.config.resolved_phases(), start=1):
-                self.start_phase(phase)
-                for _ in range(phase.epochs):
-                    logs = self.run_epoch(epoch, images, labels, sampler)
-                    logs.update(phase=number, lr=phase.lr)
-                    logs.update(self.check_health(epoch, val))
-                    self.history.epochs.append(logs)
-                    self.checkpoint(epoch, logs)
-                    self.history.train_seconds = time.perf_counter() - start
-                    self.run.write_history(self.history.to_dict())
-                    for callback in self.callbacks:
-                        callback.on_epoch_end(epoch, logs)
-                    epoch += 1
+            for epoch in range(first, len(schedule)):
+                number, phase = schedule[epoch]
+                if epoch == first or schedule[epoch - 1][0] != number:
+                    self.start_phase(phase, number)
+                    if resume is not None and epoch == first and resume.phase == number:
+                        restore_optimizer(self, resume)
+                step = resume.step if resume is not None and epoch == first else 0
+                logs = self.run_epoch(epoch, images, labels, sampler, step)
+                logs.update(phase=number, lr=phase.lr)
+                self._end_epoch(epoch, logs, val, sampler, start)
         finally:
             for callback in self.callbacks:
                 callback.on_train_end()
         return self.history
+
+    def _end_epoch(
+        self, epoch: int, logs: dict[str, Any], val: ImageSet | None, sampler: Any, start: float
+    ) -> None:
+        """Check, validate, checkpoint and log a finished epoch."""
+        logs.update(self.check_health(epoch, val))
+        self.history.epochs.append(logs)
+        self.history.train_seconds = time.perf_counter() - start
+        self.checkpoint(epoch, logs, sampler)
+        self.run.write_history(self.history.to_dict())
+        for callback in self.callbacks:
+            callback.on_epoch_end(epoch, logs)
