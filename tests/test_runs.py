@@ -112,3 +112,15 @@ def test_partial_writes_of_a_killed_process_are_removed(tmp_path):
     assert sorted(run.remove_partial_writes()) == sorted(stale)
     assert not any(path.exists() for path in stale)
     assert (run.checkpoints / "epoch-0001").is_dir() and (tmp_path / ".keep-me").exists()
+
+
+@pytest.mark.parametrize(
+    "index",
+    [{"best": "../../elsewhere"}, {"best": {"a": 1}}, {"best": ".hidden"}, [1, 2], {"best": ""}],
+)
+def test_a_damaged_checkpoint_index_is_refused(tmp_path, index):
+    """An index may only name folders beside it: a path leading elsewhere is refused."""
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="is damaged"):
+        resolve_checkpoint(tmp_path)

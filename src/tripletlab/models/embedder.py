@@ -179,7 +179,11 @@ class Embedder(nn.Module):
         state, config = read_checkpoint(Path(path), which)
         if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
             raise ValueError(f"checkpoint in {path}: its config.json has no model section")
-        embedder = cls(RunConfig.from_dict({"model": config["model"]}).model)
+        try:
+            model_config = RunConfig.from_dict({"model": config["model"]}).model
+        except ValueError as error:
+            raise ValueError(f"checkpoint in {path}: its config.json: {error}") from None
+        embedder = cls(model_config)
         try:
             embedder.load_state_dict(state)
         except RuntimeError as error:

@@ -1,0 +1,181 @@
+"""Bad input through the command's runner: one `error:` line and exit status 1, or a skip with
+a count; never a traceback, never exit 0 with broken output, nothing saved before damaged."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from tripletlab.cli.main import app
+from tripletlab.data import load_mnist, prepare_mnist
+from tripletlab.data.mnist import mnist_cache_path
+from tripletlab.runs import RunDir
+
+runner = CliRunner()
+
+
+def _fails_cleanly(args: list[str], message: str) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output and result.output.startswith("error: "), result.output
+    assert message in result.output, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A small trained run (3,000 training images would change nothing here)."""
+    folder = tmp_path_factory.mktemp("bad") / "run"
+    result = runner.invoke(app, ["train", "--limit", "300", "--epochs", "1", "--no-report",
+                                 "--run-dir", str(folder)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return RunDir(folder)
+
+
+@pytest.fixture
+def copy_of(run, tmp_path):
+    """A copy of the trained run to damage."""
+    target = tmp_path / "copy"
+    shutil.copytree(run.path, target)
+    return RunDir(target)
+
+
+@pytest.fixture
+def digit(tmp_path):
+    path = tmp_path / "digit.png"
+    Image.fromarray(load_mnist("test").images[0]).save(path)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", [["evaluate"], ["summary"], ["embed", "DIGIT"],
+                                     ["export", "onnx"]])  # fmt: skip
+@pytest.mark.parametrize("damage", ["truncated", "pickle"])
+def test_damaged_weights_are_one_error(copy_of, digit, command, damage):
+    """Item 12: a truncated model.safetensors, or a pickle renamed to it."""
+    weights = copy_of.checkpoint() / "model.safetensors"
+    if damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    else:
+        import pickle
+
+        weights.write_bytes(pickle.dumps({"head.weight": [1.0]}))
+    args = [word.replace("DIGIT", str(digit)) for word in command]
+    args.insert(1 if command[0] != "export" else 2, str(copy_of.path))
+    _fails_cleanly(args, "is not a readable safetensors file")
+    new = copy_of.path.parent / "new"
+    _fails_cleanly(["train", "--backbone-weights", str(weights), "--limit", "300",
+                    "--run-dir", str(new)], "is not a readable safetensors file")  # fmt: skip
+    assert not new.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("{not json", "is not valid JSON"),
+        (json.dumps({"run": {}}), "has no model section"),
+        (json.dumps({"model": {"backbone": "seed_cnn", "colour": 3}}), "unknown key model.colour"),
+        (json.dumps({"model": {"embedding_dim": "many"}}), "model.embedding_dim must be a whole"),
+        (json.dumps([1, 2]), "has no model section"),
+    ],
+)
+def test_a_damaged_checkpoint_config_is_one_error(copy_of, config, message):
+    """Item 13."""
+    (copy_of.checkpoint() / "config.json").write_text(config)
+    output = _fails_cleanly(["summary", str(copy_of.path)], message)
+    assert "config.json" in output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("train: [1\n", "not a valid YAML run config"),
+     ("!!python/object/apply:os.system ['true']\n", "not a valid YAML run config"),
+     ("train: {lr: ten}\n", "train.lr must be a number")],
+)  # fmt: skip
+def test_a_damaged_run_config_is_one_error(copy_of, text, message):
+    """Item 11, the run's own config.yaml."""
+    copy_of.config_file.write_text(text)
+    _fails_cleanly(["evaluate", str(copy_of.path)], message)
+
+
+def test_a_damaged_config_file_is_one_error(tmp_path):
+    """Items 10, 11: --config."""
+    path = tmp_path / "bad.yaml"
+    for text, message in [("train: [1\n", "(line 2)"), ("!!python/name:os.system\n", "YAML"),
+                          ("train: {epochs: ten}\n", "train.epochs must be a whole number"),
+                          ("model: {image_size: abc}\n", "model.image_size must be a list"),
+                          ("train: {batch_size: 2.5}\n", "train.batch_size must be")]:  # fmt: skip
+        path.write_text(text)
+        _fails_cleanly(["train", "--config", str(path), "--run-dir", str(tmp_path / "r")], message)
+        assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_bad_numbers_of_the_commands(run, digit, tmp_path):
+    """Items 7, 9, 16, 22."""
+    _fails_cleanly(["embed", str(run.path), str(digit), "--batch-size", "-1"],
+                   "batch_size must be at least 1, got -1")  # fmt: skip
+    _fails_cleanly(["benchmark", str(run.path), "--seconds", "nan"],
+                   "seconds must be a finite number")  # fmt: skip
+    _fails_cleanly(["train", "--sampler", "pk", "--samples-per-class", "0"],
+                   "train.samples_per_class must be >= 2, got 0")  # fmt: skip
+    _fails_cleanly(["train", "--image-size", "0"], "model.image_size must be >= 1")
+    _fails_cleanly(["train", "--embedding-dim", "0"], "model.embedding_dim must be >= 1")
+    result = runner.invoke(app, ["embed", str(run.path), str(digit), "--out",
+                                 str(tmp_path / "vecs")])  # fmt: skip
+    assert result.exit_code == 0 and f"to {tmp_path / 'vecs.npy'}" in result.output
+    assert np.isfinite(np.load(tmp_path / "vecs.npy")).all()
+
+
+@pytest.mark.slow
+def test_unwritable_places_are_one_error(run, digit, tmp_path):
+    """Item 14."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    _fails_cleanly(["train", "--limit", "300", "--run-dir", str(a_file)], "is a file")
+    _fails_cleanly(["train", "--limit", "300", "--run-dir", str(a_file / "run")], "a_file")
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+        try:
+            _fails_cleanly(["train", "--limit", "300", "--run-dir", str(locked / "run")],
+                           "Permission denied")  # fmt: skip
+            _fails_cleanly(["embed", str(run.path), str(digit), "--out",
+                            str(locked / "v.npy")], "Permission denied")  # fmt: skip
+        finally:
+            locked.chmod(stat.S_IRWXU)
+
+
+def test_a_damaged_mnist_record_is_rebuilt(tmp_path, monkeypatch):
+    """Item 17: the MNIST cache's record holding a JSON list (or anything not a mapping)."""
+    shutil.copytree(mnist_cache_path().parent / "downloads", tmp_path / "downloads")
+    monkeypatch.setenv("TRIPLETLAB_CACHE", str(tmp_path))
+    prepare_mnist()
+    record = tmp_path / "mnist.json"
+    good = json.loads(record.read_text())
+    record.write_text("[1, 2, 3]")
+    result = runner.invoke(app, ["data", "prepare", "mnist"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(record.read_text()) == good
+
+
+@pytest.mark.slow
+def test_user_text_is_printed_as_it_is(run, tmp_path):
+    """Item 15: rich markup in paths and messages."""
+    odd = tmp_path / "runs" / "[b]x[/b]"
+    shutil.copytree(run.path, odd)
+    result = runner.invoke(app, ["summary", str(odd)])
+    assert result.exit_code == 0, result.output
+    _fails_cleanly(["evaluate", str(tmp_path / "runs" / "[/x]")], "[/x]")
+    _fails_cleanly(["train", "--set", "loss.name=x[abc]"], "got 'x[abc]'")
