@@ -30,16 +30,6 @@ def _fails_cleanly(args: list[str], message: str) -> str:
     return result.output
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A small trained run (3,000 training images would change nothing here)."""
-    folder = tmp_path_factory.mktemp("bad") / "run"
-    result = runner.invoke(app, ["train", "--limit", "300", "--epochs", "1", "--no-report",
-                                 "--run-dir", str(folder)])  # fmt: skip
-    assert result.exit_code == 0, result.output
-    return RunDir(folder)
-
-
 @pytest.fixture
 def copy_of(run, tmp_path):
     """A copy of the trained run to damage."""

@@ -57,15 +57,6 @@ def _check(result, output_file=None) -> None:
         assert "Traceback" not in result.output
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fuzz") / "run"
-    result = runner.invoke(app, ["train", "--limit", "300", "--epochs", "1", "--no-report",
-                                 "--run-dir", str(folder)])  # fmt: skip
-    assert result.exit_code == 0, result.output
-    return RunDir(folder)
-
-
 def _encodings() -> list[bytes]:
     """Valid files to damage: PNG, JPEG, GIF, BMP, TIFF, WebP; grey, colour, 16-bit."""
     digits = load_mnist("test").images[:4]
