@@ -124,3 +124,36 @@ def test_a_damaged_checkpoint_index_is_refused(tmp_path, index):
     (tmp_path / "checkpoints" / "index.json").write_text(json.dumps(index))
     with pytest.raises(ValueError, match="is damaged"):
         resolve_checkpoint(tmp_path)
+
+
+def test_a_missing_folder_named_by_the_index_falls_back_to_last(tmp_path):
+    run = RunDir(tmp_path)
+    for epoch in (1, 2):
+        Embedder().save(run.checkpoints / f"epoch-000{epoch}")
+    run.point_checkpoints(last="epoch-0002", best="epoch-0001")
+    import shutil
+
+    shutil.rmtree(run.checkpoints / "epoch-0001")  # e.g. a rename lost in a power cut
+    assert run.checkpoint("best").name == "epoch-0002"
+
+
+def test_a_run_with_only_a_mid_epoch_checkpoint_says_how_to_go_on(tmp_path):
+    run = RunDir.create(RunConfig(), tmp_path / "run")
+    Embedder().save(run.checkpoints / "step-0000010")
+    run.point_checkpoints(resume="step-0000010")
+    assert run.checkpoint("resume").name == "step-0000010"
+    with pytest.raises(FileNotFoundError, match=r"no finished epoch yet.*train --resume"):
+        Embedder.from_pretrained(run.path)
+
+
+def test_runs_saved_before_newer_rules_still_load(tmp_path):
+    """A saved config with settings later versions refuse before training, or without keys
+    whose defaults changed, loads as it ran."""
+    run = RunDir.create(RunConfig(), tmp_path / "run")
+    run.config_file.write_text(
+        "data: {dataset: mnist, train_split: 'train[:80%]'}\n"
+        "train: {mode: triplets, sampler: pk, batch_size: 32, samples_per_class: 4}\n"
+    )
+    config = RunDir.open(run.path).read_config()
+    assert config.train.sampler == "pk"  # ignored by explicit triplets, refused for new runs
+    assert config.data.split_order == "global"  # the order its parts were cut in

@@ -195,3 +195,11 @@ def test_an_unwritable_cache_is_one_error_or_a_warning(tmp_path, monkeypatch, ca
         images, skipped = load_folder(root, size=(8, 8), channels=1)
     assert len(images) == 6 and skipped == 0
     assert "cannot write the folder cache" in caplog.text
+
+
+@pytest.mark.parametrize("flag", [["--seed", "0"], ["--val-fraction", "0"], ["--lr", "1"],
+                                  ["--preset", "fast"], ["--set", "train.epochs=2"]])  # fmt: skip
+def test_resume_takes_no_settings(run, flag):
+    """Item 27: a resumed run goes on with its own config; a setting given (0 included) is
+    refused rather than ignored."""
+    _fails_cleanly(["train", "--resume", str(run.path), *flag], "drop --")

@@ -368,7 +368,8 @@ def test_every_flag_reaches_its_config_key():
 _EVERY_KEY = [
     {"data.dataset": "mnist", "data.limit": "500", "data.val_fraction": "0.2",
      "data.train_split": "train[:50%]", "data.val_split": "train[50%:60%]",
-     "data.test_split": "test", "data.classes": "[1, 2]", "data.per_class": "9",
+     "data.test_split": "test", "data.split_order": "global", "data.classes": "[1, 2]",
+     "data.per_class": "9",
      "model.backbone": "spike_cnn", "model.embedding_dim": "32", "model.head": "false",
      "model.normalize": "false", "model.channels": "1", "model.image_size": "28",
      "model.backbone_weights": "w.pt", "model.imports": "[json]", "model.flip": "true",

@@ -151,3 +151,60 @@ def test_damaged_run_files_through_the_commands(run, tmp_path):
         command = ["export", "projector", str(copy.path), "--limit", "5"] if name == "config" \
             else ["summary", str(copy.path)]  # fmt: skip
         _check(runner.invoke(app, command))
+
+
+class _StopError(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory) -> RunDir:
+    """A tiny image-folder run stopped after the first of its two epochs."""
+    from tripletlab.config import RunConfig, merge
+    from tripletlab.training import Callback, train_run
+
+    class Stop(Callback):
+        def on_epoch_end(self, epoch, logs):
+            raise _StopError
+
+    root = tmp_path_factory.mktemp("fuzzstate")
+    rng = np.random.default_rng(0)
+    for label in range(3):
+        (root / "shapes" / f"c{label}").mkdir(parents=True)
+        for i in range(20):
+            pixels = np.clip(rng.normal(80 * label, 30, (12, 12)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / "shapes" / f"c{label}" / f"{i}.png")
+    config = merge(RunConfig(), {"data": {"dataset": str(root / "shapes")},
+                                 "model": {"image_size": 12, "embedding_dim": 8},
+                                 "train": {"epochs": 2, "batch_size": 16}})  # fmt: skip
+    with pytest.raises(_StopError):
+        train_run(config, root / "run", callbacks=[Stop()])
+    return RunDir(root / "run")
+
+
+@pytest.mark.slow
+def test_damaged_training_states_through_resume(stopped_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRIPLETLAB_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(SEED + 3)
+    resumed = 0
+    for case in range(60):
+        copy = RunDir(tmp_path / f"case{case}")
+        shutil.copytree(stopped_run.path, copy.path)
+        folder = copy.checkpoint("resume")
+        if case % 2:  # the tensors
+            path = folder / "state.safetensors"
+            path.write_bytes(_damage(path.read_bytes(), rng))
+        else:  # the rest: damaged JSON, or valid JSON with a value of another kind
+            path = folder / "state.json"
+            meta = json.loads(path.read_text())
+            if rng.random() < 0.5:
+                key = str(rng.choice(list(meta)))
+                meta[key] = _VALUES[int(rng.integers(len(_VALUES)))]
+                path.write_text(json.dumps(meta, default=str))
+            else:
+                path.write_bytes(_damage(path.read_bytes(), rng))
+        result = runner.invoke(app, ["train", "--resume", str(copy.path), "--no-report"])
+        _check(result)
+        resumed += result.exit_code == 0
+        shutil.rmtree(copy.path)
+    assert 0 < resumed < 60  # some damage leaves a usable state (a changed timing), most not

@@ -31,3 +31,17 @@ def test_an_in_batch_loss_is_refused_with_explicit_triplets():
         with pytest.raises(ValueError, match="applies only in online mode"):
             check_config(merge(spike, {"loss": loss}))
     check_config(merge(spike, {"loss": {"margin": 0.5, "distance": "L2"}}))  # these apply
+
+
+def test_settings_explicit_triplets_would_ignore_are_refused():
+    """Checked before training, not when a saved run is loaded (see test_runs)."""
+    cases = [
+        ({"mode": "triplets", "sampler": "pk"}, r"train\.sampler applies only in online mode"),
+        ({"triplets": "semihard"}, r"train\.triplets applies only with train\.mode"),
+        ({"mode": "triplets", "mine_every": 10}, r"train\.mine_every applies only to mined"),
+    ]
+    for train, message in cases:
+        with pytest.raises(ValueError, match=message):
+            check_config(merge(RunConfig(), {"train": train}))
+    check_config(merge(RunConfig(), {"train": {"mode": "triplets", "triplets": "hard",
+                                               "mine_every": 10}}))  # fmt: skip

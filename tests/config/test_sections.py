@@ -89,13 +89,3 @@ def test_fields_of_one_section_that_do_not_fit_together():
     assert TrainConfig(sampler="shuffle", batch_size=32, samples_per_class=32).batch_size == 32
     with pytest.raises(ValueError, match=r"loss\.soft applies only to the hard loss"):
         LossConfig(name="semihard", soft=True)
-
-
-def test_settings_explicit_triplets_would_ignore_are_refused():
-    with pytest.raises(ValueError, match=r"train\.sampler applies only in online mode"):
-        TrainConfig(mode="triplets", sampler="pk", batch_size=32, samples_per_class=4)
-    with pytest.raises(ValueError, match=r"train\.triplets applies only with train\.mode"):
-        TrainConfig(triplets="semihard")
-    with pytest.raises(ValueError, match=r"train\.mine_every applies only to mined"):
-        TrainConfig(mode="triplets", mine_every=10)
-    assert TrainConfig(mode="triplets", triplets="hard", mine_every=10).mine_every == 10

@@ -235,3 +235,40 @@ def test_parts_too_small_to_measure_are_refused_before_training(tmp_path, monkey
                         val_split="train[60%:60%]", test_split="train[90%:]")  # fmt: skip
     with pytest.raises(ValueError, match=r"the test part \(2 images\) .*data\.test_split"):
         load_run_data(config, seed=0, size=(8, 8), channels=1)
+
+
+def test_percent_and_item_specs_of_one_source_stay_disjoint(tmp_path, monkeypatch):
+    """A per-class cut for the percent specs and one order for the item specs would overlap:
+    with any item spec, every spec of that source slices one shuffled order."""
+    monkeypatch.setenv("TRIPLETLAB_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "pets"
+    for name, count in (("cats", 60), ("dogs", 40)):
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            Image.new("L", (8, 8), color=i + (0 if name == "cats" else 100)).save(
+                root / name / f"{i}.png"
+            )
+    config = DataConfig(dataset=str(root), train_split="train[:80%]",
+                        val_split="train[80%:-10]", test_split="train[-10:]")  # fmt: skip
+    data = load_run_data(config, seed=0, size=(8, 8), channels=1)
+    rows = {part: {img.tobytes() for img in getattr(data, part).images}
+            for part in ("train", "val", "test")}  # fmt: skip
+    assert len(rows["train"]) == 80 and len(rows["test"]) == 10 and len(rows["val"]) == 10
+    assert not rows["train"] & rows["test"] and not rows["train"] & rows["val"]
+
+
+def test_damaged_metadata_is_no_warning_when_the_pixels_decode(tmp_path):
+    """Pillow warns about damaged EXIF and decodes the pixels: no warning leaks out."""
+    import warnings
+
+    exif = Image.Exif()
+    exif[0x010F] = "camera"
+    Image.new("L", (20, 20), color=90).save(tmp_path / "photo.jpg", exif=exif)
+    blob = bytearray((tmp_path / "photo.jpg").read_bytes())
+    start = blob.index(b"Exif")
+    blob[start + 10 : start + 14] = b"\xff\xff\xff\x7f"  # an IFD offset past the end
+    (tmp_path / "photo.jpg").write_bytes(bytes(blob))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pixels = decode_image(tmp_path / "photo.jpg", (20, 20), 1)
+    assert pixels.shape == (20, 20) and caught == []

@@ -81,6 +81,12 @@ def _same_run(config, parts, tmp_path, stop):
     strip = [{k: v for k, v in e.items() if k not in drop} for e in whole.history.epochs]
     assert [{k: v for k, v in e.items() if k not in drop} for e in resumed.history.epochs] == strip
     assert resumed.history.best_epoch == whole.history.best_epoch
+    files = [json.loads((tmp_path / name / "history.json").read_text())
+             for name in ("whole", "stopped")]  # fmt: skip
+    for saved in files:
+        saved["epochs"] = [{k: v for k, v in e.items() if k not in drop} for e in saved["epochs"]]
+        saved.pop("train_seconds")
+    assert files[0] == files[1]
     return whole, resumed
 
 
@@ -155,15 +161,42 @@ def test_resume_needs_a_state(tmp_path):
         load_state(run)
 
 
+def _scalars(folder: Path, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder / "tensorboard"))
+    events.Reload()
+    return [(event.step, event.value) for event in events.Scalars(tag)]
+
+
 @pytest.mark.slow
 def test_a_run_stopped_and_resumed_reports_the_same_metrics(tmp_path):
+    """Also its TensorBoard curves: what the stopped process logged past its checkpoint is
+    dropped, and the loss points average the same steps."""
     config = merge(RunConfig(), {"data": {"limit": 800}, "train": {"epochs": 3}})
     whole = train_run(config, tmp_path / "whole")
     with pytest.raises(_StopError):
+        # Stopped at step 46, in the middle of a TensorBoard point's 10 steps.
         train_run(config, tmp_path / "stopped", callbacks=[_StopAt(epoch=1)])
     resumed = resume_run(tmp_path / "stopped")
     for key in ("precision_at_1", "r_precision", "map_at_r", "knn_accuracy", "best_epoch"):
         assert resumed.metrics[key] == whole.metrics[key], key
+    for tag in ("train/loss", "train/lr", "epoch/loss"):
+        expected, got = _scalars(tmp_path / "whole", tag), _scalars(tmp_path / "stopped", tag)
+        assert [step for step, _ in got] == [step for step, _ in expected], tag
+        assert [v for _, v in got] == pytest.approx([v for _, v in expected], rel=1e-6), tag
+
+
+def test_one_process_at_a_time(tmp_path):
+    run = RunDir.create(RunConfig(), tmp_path / "run")
+    with (
+        run.lock(),
+        pytest.raises(ValueError, match="being trained by another"),
+        RunDir(run.path).lock(),
+    ):
+        pass
+    with run.lock():  # released
+        pass
 
 
 def _kill_when(process: subprocess.Popen, condition, timeout: float = 300) -> None:
@@ -178,8 +211,9 @@ def _kill_when(process: subprocess.Popen, condition, timeout: float = 300) -> No
 
 @pytest.mark.slow
 def test_kill_9_at_any_moment_loses_only_the_steps_since_the_last_checkpoint(tmp_path):
-    """The command, killed twice (once as soon as a checkpoint write starts), resumed each
-    time: the same weights as a run that was never killed, in other processes."""
+    """The command, killed three times (first inside a checkpoint write, after an earlier
+    checkpoint), resumed each time: the same weights and metrics as a run that was never
+    killed, in other processes."""
     args = ["train", "--limit", "600", "--epochs", "3", "--batch-size", "32",
             "--checkpoint-every", "4", "--no-report"]  # fmt: skip
     subprocess.run([TRIPLETLAB, *args, "--run-dir", "whole"], cwd=tmp_path, check=True,
@@ -188,8 +222,10 @@ def test_kill_9_at_any_moment_loses_only_the_steps_since_the_last_checkpoint(tmp
     process = subprocess.Popen([TRIPLETLAB, *args, "--run-dir", "killed"], cwd=tmp_path,
                                stderr=subprocess.PIPE, text=True)  # fmt: skip
 
-    def writing() -> bool:  # a hidden temporary checkpoint folder: a write in progress
-        return checkpoints.is_dir() and any(p.name.startswith(".") for p in checkpoints.iterdir())
+    def writing() -> bool:  # a write in progress (a hidden folder) after an earlier checkpoint
+        return (checkpoints / "index.json").is_file() and any(
+            p.name.startswith(".") and p.is_dir() for p in checkpoints.iterdir()
+        )
 
     _kill_when(process, writing)
     index = checkpoints / "index.json"

@@ -140,8 +140,8 @@ def train(
              for section, keys in _FLAG_KEYS.items()}  # fmt: skip
     with user_errors():
         if resume is not None:
-            given = [name for name, value in values.items() if value not in (None, [], False)
-                     and name not in ("ctx", "resume", "report")]  # fmt: skip
+            given = [name for name in values if name not in ("ctx", "resume", "report")
+                     and _from_command_line(ctx, name)]  # fmt: skip
             if given:
                 flag = {"preset_name": "preset", "assignments": "set"}.get(given[0], given[0])
                 raise ValueError(
@@ -158,6 +158,12 @@ def train(
         result = train_run(resolved, run_dir, console=err_console,
                            callbacks=[AugmentGridCallback()])  # fmt: skip
     _summarise(result, resolved, report)
+
+
+def _from_command_line(ctx: typer.Context, name: str) -> bool:
+    """Whether the option `name` was given on the command line (a 0 given counts too)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
 
 
 def _summarise(result: RunResult, config: RunConfig, report: bool) -> None:

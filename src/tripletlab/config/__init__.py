@@ -3,7 +3,13 @@ YAML file, flags and `--set section.key=value`; each section checked when it is 
 rules across sections by `check_config`."""
 
 from tripletlab.config.checks import check_config
-from tripletlab.config.merging import combine, load_yaml, merge, parse_assignments
+from tripletlab.config.merging import (
+    combine,
+    load_yaml,
+    merge,
+    parse_assignments,
+    upgrade_saved,
+)
 from tripletlab.config.presets import PRESETS, preset
 from tripletlab.config.sections import (
     DISTANCES,
@@ -54,4 +60,5 @@ __all__ = [
     "parse_assignments",
     "plain",
     "preset",
+    "upgrade_saved",
 ]

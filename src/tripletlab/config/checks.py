@@ -1,6 +1,7 @@
-"""Rules across the sections of a run config. Each section checked its own fields when it was
-built (`tripletlab.config.sections`); what remains involves two sections, checked on the final
-config, after every layer (preset, YAML, flags) was applied."""
+"""Rules across the sections of a run config, and rules added after runs were saved with
+settings they refuse (checked before training, not when a saved run is loaded). Each section
+checked its own fields when it was built (`tripletlab.config.sections`); these are checked on
+the final config, after every layer (preset, YAML, flags) was applied."""
 
 from __future__ import annotations
 
@@ -13,13 +14,8 @@ def check_config(config: RunConfig) -> None:
     Raises:
         ValueError: naming the settings and what is accepted.
     """
-    train, loss = config.train, config.loss
-    if train.mode == "triplets" and (loss.name != "semihard" or loss.soft):
-        raise ValueError(
-            f"loss.name {loss.name!r}{' with loss.soft' if loss.soft else ''} applies only in "
-            "online mode: explicit triplets (train.mode triplets, e.g. --preset spike) train "
-            "with the margin loss; loss.margin and loss.distance apply to it"
-        )
+    train = config.train
+    _check_explicit_triplets(config)
     if config.phases:
         default = type(train)()
         ignored = [key for key in ("epochs", "lr", "schedule")
@@ -38,3 +34,27 @@ def check_config(config: RunConfig) -> None:
                 f"phases[{frozen[0]}] freezes the backbone, and without a head (model.head "
                 "false) nothing would be left to train"
             )
+
+
+def _check_explicit_triplets(config: RunConfig) -> None:
+    """Refuse settings that explicit triplets (or online mining) would silently ignore. Checked
+    here, not when the section is built, so that runs saved before these rules still load."""
+    train, loss = config.train, config.loss
+    if train.mode == "triplets" and (loss.name != "semihard" or loss.soft):
+        raise ValueError(
+            f"loss.name {loss.name!r}{' with loss.soft' if loss.soft else ''} applies only in "
+            "online mode: explicit triplets (train.mode triplets, e.g. --preset spike) train "
+            "with the margin loss; loss.margin and loss.distance apply to it"
+        )
+    if train.mode == "triplets" and train.sampler != "shuffle":
+        raise ValueError(
+            "train.sampler applies only in online mode: explicit triplets (train.mode "
+            "triplets) make their own batches"
+        )
+    if train.mode == "online" and train.triplets != "random":
+        raise ValueError("train.triplets applies only with train.mode triplets")
+    if train.mine_every is not None and (train.mode != "triplets" or train.triplets == "random"):
+        raise ValueError(
+            "train.mine_every applies only to mined explicit triplets (train.mode triplets, "
+            "train.triplets semihard or hard)"
+        )

@@ -79,6 +79,15 @@ def _phases(values: Any) -> tuple[PhaseConfig, ...]:
     return tuple(phases)
 
 
+def upgrade_saved(values: dict[str, Any]) -> dict[str, Any]:
+    """A run config saved by an earlier version, with the settings it ran with made explicit
+    where the defaults changed since (so that its data parts stay the same)."""
+    data = values.get("data")
+    if isinstance(data, dict) and "split_order" not in data:
+        values = {**values, "data": {**data, "split_order": "global"}}
+    return values
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML run config (sections data, model, loss, train, phases) with the safe loader.
 

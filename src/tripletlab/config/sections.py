@@ -29,6 +29,7 @@ SamplerName = Literal["shuffle", "pk"]
 Schedule = Literal["constant", "cosine"]
 OptimizerName = Literal["adam", "sgd"]
 Freeze = Literal["none", "backbone"]
+SplitOrder = Literal["per-class", "global"]
 
 LOSS_NAMES: tuple[str, ...] = get_args(LossName)
 DISTANCES: tuple[str, ...] = get_args(Distance)
@@ -50,6 +51,10 @@ class DataConfig:
     train_split: str | None = None
     val_split: str | None = None
     test_split: str | None = None
+    # How split specs cut a source: "per-class" cuts percentages in each class (stratified)
+    # when every spec of that source is in percent; "global" slices one shuffled order (what
+    # runs saved before 2026-11-30 used; loading them keeps it).
+    split_order: SplitOrder = "per-class"
     # Keep only these class ids (e.g. digits 5-9).
     classes: tuple[int, ...] | None = field(default=None, metadata=at_least(0))
     # Keep at most this many training images per class.
@@ -142,18 +147,6 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if self.mode == "triplets" and self.sampler != "shuffle":
-            raise ValueError(
-                "train.sampler applies only in online mode: explicit triplets (train.mode "
-                "triplets) make their own batches"
-            )
-        if self.mode == "online" and self.triplets != "random":
-            raise ValueError("train.triplets applies only with train.mode triplets")
-        if self.mine_every is not None and (self.mode != "triplets" or self.triplets == "random"):
-            raise ValueError(
-                "train.mine_every applies only to mined explicit triplets (train.mode triplets, "
-                "train.triplets semihard or hard)"
-            )
         if self.sampler == "pk" and self.batch_size < 2 * self.samples_per_class:
             raise ValueError(
                 "pk batches need train.batch_size >= 2 * train.samples_per_class (two "

@@ -96,15 +96,21 @@ def _from_specs(config: DataConfig, sources: dict[str, ImageSet], seed: int) -> 
             "give data.train_split, data.val_split and data.test_split together (a data set "
             "without a test split of its own)"
         )
-    parts = []
-    for text in specs:
-        spec = parse_split(text)
+    parsed = [parse_split(text) for text in specs]
+    for text, spec in zip(specs, parsed, strict=True):
         if spec.source not in sources:
             raise ValueError(
                 f"split {text!r}: no source split {spec.source!r}; have {', '.join(sources)}"
             )
+    parts = []
+    for spec in parsed:
         source = sources[spec.source]
-        parts.append(source.subset(spec.indices(len(source), seed, source.labels)))
+        # Per class only if every spec cutting this source is in percent: specs of one source
+        # must share one order to stay disjoint.
+        same_source = [other for other in parsed if other.source == spec.source]
+        per_class = config.split_order == "per-class" and all(s.in_percent for s in same_source)
+        labels = source.labels if per_class else None
+        parts.append(source.subset(spec.indices(len(source), seed, labels)))
     return parts
 
 

@@ -55,6 +55,9 @@ def decode_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray
         raise ValueError("empty file")
     try:
         with warnings.catch_warnings():
+            # Pillow warns about damaged metadata (EXIF, TIFF tags) and decodes the pixels;
+            # the pixels are what counts here, and a warning would print Pillow's internals.
+            warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 width, height = image.size

@@ -8,10 +8,11 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from tripletlab.config import RunConfig
+from tripletlab.data.resumable import ResumableSampler
 from tripletlab.data.triplets import TripletBatchSampler
 
 
-class ShuffleSampler:
+class ShuffleSampler(ResumableSampler):
     """Shuffled batches of `batch_size` indices over the data set, a new order every epoch.
 
     The last batch keeps the remainder, as `tf.data.Dataset.batch` does.
@@ -34,11 +35,11 @@ class ShuffleSampler:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_items)
-        for start in range(0, self.num_items, self.batch_size):
-            yield order[start : start + self.batch_size]
+        starts = range(0, self.num_items, self.batch_size)
+        return self._from_skip(order[start : start + self.batch_size] for start in starts)
 
 
-class PKSampler:
+class PKSampler(ResumableSampler):
     """Batches of P classes x K images each, every image once per epoch as far as possible.
 
     Each class's images are shuffled and cut into groups of K; a short last group is topped up
@@ -97,7 +98,7 @@ class PKSampler:
         return len(self._epoch_batches())
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        yield from self._epoch_batches()
+        return self._from_skip(self._epoch_batches())
 
     def _epoch_batches(self) -> list[np.ndarray]:
         """The batches of the current epoch, drawn once and reused by `len` and iteration."""

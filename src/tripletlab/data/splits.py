@@ -25,10 +25,17 @@ class SplitSpec:
     start: str
     stop: str
 
+    @property
+    def in_percent(self) -> bool:
+        """Whether both bounds are percentages (or open)."""
+        return all(not bound or bound.endswith("%") for bound in (self.start, self.stop))
+
     def indices(self, num_items: int, seed: int, labels: np.ndarray | None = None) -> np.ndarray:
-        """The chosen item indices among `num_items`, sorted; per class when `labels` (N,) are
-        given and both bounds are percentages (or open)."""
-        if labels is not None and all(not b or b.endswith("%") for b in (self.start, self.stop)):
+        """The chosen item indices among `num_items`, sorted; cut in each class when `labels`
+        (N,) are given (the spec must be `in_percent` then)."""
+        if labels is not None:
+            if not self.in_percent:
+                raise ValueError("only percentages cut each class alike")
             return self._per_class(np.asarray(labels), seed)
         order = np.random.default_rng(seed).permutation(num_items)
         start = _bound(self.start, num_items, default=0)

@@ -11,11 +11,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from tripletlab.config import TRIPLET_RULES, TripletRule
+from tripletlab.data.resumable import ResumableSampler
 
 # Anchors x images per distance block (float32): 2^24 elements = 64 MiB.
 _BLOCK_ELEMENTS = 1 << 24
@@ -139,7 +141,7 @@ def make_triplets(
     return np.stack([anchors, positives, negatives], axis=1).astype(np.int64)
 
 
-class TripletBatchSampler:
+class TripletBatchSampler(ResumableSampler):
     """Batches of explicit triplets, `(B, 3)` index arrays, regenerated every epoch.
 
     Mined rules call `embed_all()` (the current model on all training images) at the start of
@@ -168,7 +170,7 @@ class TripletBatchSampler:
         self.mine_every = mine_every
         self.epoch = 0
         self._live: tuple[np.ndarray, np.random.Generator] | None = None
-        self._resume: tuple[int, np.ndarray, np.random.Generator] | None = None
+        self._resume: tuple[np.ndarray, np.random.Generator] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the triplets of `epoch`."""
@@ -182,12 +184,12 @@ class TripletBatchSampler:
         return make_triplets(self.labels, self.rule, rng, embeddings, anchors)
 
     def __iter__(self) -> Iterator[np.ndarray]:
+        first, self._skip = self._skip, 0
         if self._resume is not None:
-            first, triplets, rng = self._resume
-            self._resume = None
+            (triplets, rng), self._resume = self._resume, None
         else:
             rng = np.random.default_rng([self.seed, self.epoch])
-            first, triplets = 0, self._generate(rng, rng.permutation(self.anchors))
+            triplets = self._generate(rng, rng.permutation(self.anchors))
         self._live = (triplets, rng)
         for step, start in enumerate(range(0, len(triplets), self.batch_size)):
             if step < first:
@@ -196,17 +198,26 @@ class TripletBatchSampler:
                 triplets[start:] = self._generate(rng, triplets[start:, 0])
             yield triplets[start : start + self.batch_size]
 
-    def snapshot(self) -> tuple[np.ndarray, dict]:
+    def snapshot(self) -> dict[str, Any]:
         """The current epoch's triplets (T, 3) and the state of its NumPy generator, between
-        two batches (for a resumable mid-epoch checkpoint)."""
+        two batches: mined triplets depend on the model of the epoch's start."""
         if self._live is None:
             raise ValueError("no epoch in progress")
         triplets, rng = self._live
-        return triplets.copy(), rng.bit_generator.state
+        return {"triplets": triplets.copy(), "rng": rng.bit_generator.state}
 
-    def resume_at(self, step: int, triplets: np.ndarray, rng_state: dict) -> None:
+    def resume_at(self, step: int, snapshot: dict[str, Any] | None = None) -> None:
         """Make the next iteration go on from batch `step` with the triplets and generator of
-        a `snapshot` (re-mining at the epoch start would use the wrong model)."""
+        a `snapshot` (mining again at the epoch's start would use another model).
+
+        Raises:
+            ValueError: a step other than 0 without a snapshot.
+        """
+        self._skip = step
+        if step == 0:
+            return
+        if snapshot is None:
+            raise ValueError("explicit triplets resume mid-epoch only from a snapshot")
         rng = np.random.default_rng()
-        rng.bit_generator.state = rng_state
-        self._resume = (step, np.array(triplets, dtype=np.int64), rng)
+        rng.bit_generator.state = snapshot["rng"]
+        self._resume = (np.array(snapshot["triplets"], dtype=np.int64), rng)

@@ -18,7 +18,7 @@ from tripletlab.config import EMBED_BATCH_SIZE, ModelConfig, RunConfig, plain
 from tripletlab.models.augment import Augment
 from tripletlab.models.initialization import keras_init
 from tripletlab.models.registry import build_backbone
-from tripletlab.runs import read_checkpoint, write_checkpoint
+from tripletlab.runs import CHECKPOINT_CONFIG, read_checkpoint, write_checkpoint
 
 
 class Rescale(nn.Module):
@@ -178,11 +178,11 @@ class Embedder(nn.Module):
         """Load from a run folder (its `best` checkpoint, else `last`) or a checkpoint folder."""
         state, config = read_checkpoint(Path(path), which)
         if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
-            raise ValueError(f"checkpoint in {path}: its config.json has no model section")
+            raise ValueError(f"checkpoint in {path}: its {CHECKPOINT_CONFIG} has no model section")
         try:
             model_config = RunConfig.from_dict({"model": config["model"]}).model
         except ValueError as error:
-            raise ValueError(f"checkpoint in {path}: its config.json: {error}") from None
+            raise ValueError(f"checkpoint in {path}: its {CHECKPOINT_CONFIG}: {error}") from None
         embedder = cls(model_config)
         try:
             embedder.load_state_dict(state)

@@ -2,8 +2,9 @@
 
     RUN_DIR/
       config.yaml        the resolved `RunConfig`
-      checkpoints/       one folder per kept epoch, each a checkpoint (below), and
-        index.json       naming the `last` and `best` ones
+      checkpoints/       checkpoint folders (below): the last and the best epoch, and a
+                         mid-epoch one with --checkpoint-every, and
+        index.json       naming them `last`, `best` and `resume` (where training goes on)
       history.json       the loss of every step and the logs of every epoch
       metrics.json       test-set metrics, stable keys (`precision_at_1`, `map_at_r`, ...)
       report.md, plots/  the report and its pictures
@@ -13,9 +14,11 @@
       projector_config.pbtxt   points TensorBoard's projector at projector/
       model.onnx         the ONNX export (`model.int8.onnx`: its int8 version)
       index/             a gallery index over the run's embeddings
+      .lock              held by the process training the run
 
-A checkpoint is a folder holding `model.safetensors` and `config.json`, written atomically
-(into a temporary sibling folder, renamed into place) and read without any pickle. This
+A checkpoint is a folder holding `model.safetensors` and `config.json`, and the training state
+to resume from (`state.safetensors`, `state.json`), written atomically (into a temporary
+sibling folder, renamed into place) and read without any pickle. This
 package imports nothing of tripletlab but the config and file helpers: every stage (training,
 evaluation, export, reports, commands) opens runs through it, and no other module names a
 file of a run.
@@ -35,6 +38,7 @@ from tripletlab.runs.files import (
     CONFIG_FILE,
     HISTORY_FILE,
     INDEX,
+    LOCK_FILE,
     METRICS_FILE,
     ONNX_FILE,
     PLOTS,
@@ -57,6 +61,7 @@ __all__ = [
     "CONFIG_FILE",
     "HISTORY_FILE",
     "INDEX",
+    "LOCK_FILE",
     "METRICS_FILE",
     "ONNX_FILE",
     "PLOTS",

@@ -55,18 +55,34 @@ def write_checkpoint(
         for name in (WEIGHTS, CHECKPOINT_CONFIG, *(files or {})):
             with open(temp / name, "rb") as handle:
                 os.fsync(handle.fileno())
+        temp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; give the usual mode
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(temp, directory)
+        _fsync_folder(directory.parent)  # the rename reaches the disk before any index names it
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
     return directory
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_folder(folder: Path) -> None:
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
 def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:
-    """The checkpoint folder for a run folder (its `which` one, else `last`) or a checkpoint
-    folder itself.
+    """The checkpoint folder for a run folder (its `which` one, else `last`, whichever exists)
+    or a checkpoint folder itself.
 
     Raises:
         FileNotFoundError: no checkpoint there.
@@ -78,9 +94,14 @@ def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:
     index_file = path / CHECKPOINTS / CHECKPOINT_INDEX
     if index_file.is_file():
         index = read_index(index_file)
-        name = index.get(which) or index.get("last")
-        if name and (path / CHECKPOINTS / name / WEIGHTS).is_file():
-            return path / CHECKPOINTS / name
+        for name in (index.get(which), index.get("last")):
+            if name and (path / CHECKPOINTS / name / WEIGHTS).is_file():
+                return path / CHECKPOINTS / name
+        if index.get("resume"):
+            raise FileNotFoundError(
+                f"{path} has no finished epoch yet, only a checkpoint to resume from: "
+                f"tripletlab train --resume {path}"
+            )
     raise FileNotFoundError(
         f"no checkpoint in {path}: expected a run folder (with {CHECKPOINTS}/{CHECKPOINT_INDEX}) "
         f"or a folder holding {WEIGHTS} and {CHECKPOINT_CONFIG}"

@@ -20,6 +20,8 @@ PROJECTOR = "projector"
 PROJECTOR_CONFIG = "projector_config.pbtxt"
 ONNX_FILE = "model.onnx"
 INDEX = "index"
+# Held (flock) by the process training the run.
+LOCK_FILE = ".lock"
 # Inside a checkpoint folder: the weights, their config, and (runs trained since resuming was
 # added) what `tripletlab train --resume` needs to continue exactly: tensors and the rest.
 WEIGHTS = "model.safetensors"

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tripletlab.config import RunConfig, load_yaml
+from tripletlab.config import RunConfig, load_yaml, upgrade_saved
 from tripletlab.runs.checkpoints import read_index, resolve_checkpoint
 from tripletlab.runs.files import (
     AUGMENT_FILE,
@@ -20,6 +23,7 @@ from tripletlab.runs.files import (
     CONFIG_FILE,
     HISTORY_FILE,
     INDEX,
+    LOCK_FILE,
     METRICS_FILE,
     ONNX_FILE,
     PLOTS,
@@ -82,7 +86,14 @@ class RunDir:
         """
         if path is not None and Path(path).exists() and not Path(path).is_dir():
             raise ValueError(f"run folder {path} is a file; choose another --run-dir")
-        if path is not None and Path(path).exists() and any(Path(path).iterdir()):
+        if (
+            path is not None
+            and Path(path).exists()
+            and any(
+                not (child.name.startswith(".") and child.name.endswith(".tmp"))  # a killed write
+                for child in Path(path).iterdir()
+            )
+        ):
             raise ValueError(
                 f"run folder {path} is not empty; choose another --run-dir or remove it"
             )
@@ -161,7 +172,7 @@ class RunDir:
             raise FileNotFoundError(
                 f"{self.path} is not a tripletlab run folder (no {CONFIG_FILE})"
             )
-        return RunConfig.from_dict(load_yaml(self.config_file))
+        return RunConfig.from_dict(upgrade_saved(load_yaml(self.config_file)))
 
     def read_metrics(self) -> dict[str, Any]:
         """`metrics.json` (empty when there is none yet)."""
@@ -180,6 +191,27 @@ class RunDir:
     def write_history(self, history: dict[str, Any]) -> None:
         """Replace `history.json`, atomically."""
         atomic_write_json(self.history_file, history)
+
+    @contextmanager
+    def lock(self) -> Iterator[RunDir]:
+        """Hold the run for one training process: a second `train --resume` of a run still
+        training would race it on the checkpoints and delete its partial writes.
+
+        Raises:
+            ValueError: another process holds the run.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / LOCK_FILE, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ValueError(
+                    f"{self.path} is being trained by another tripletlab process"
+                ) from None
+            try:
+                yield self
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def has_checkpoint(self) -> bool:
         """Whether a whole checkpoint has been written (its index exists)."""
@@ -214,15 +246,16 @@ class RunDir:
         return removed
 
     def point_checkpoints(self, **entries: str) -> None:
-        """Point `last` / `best` at checkpoint folders, atomically, and delete the folders no
-        entry names any more."""
+        """Point `last`, `best` and `resume` at checkpoint folders, atomically, and delete the
+        folders no entry names any more."""
         index_file = self.checkpoints / CHECKPOINT_INDEX
         index = read_index(index_file) if index_file.is_file() else {}
         index.update(entries)
         atomic_write_json(index_file, index)
         keep = set(index.values())
         for child in self.checkpoints.iterdir():
-            if child.is_dir() and child.name not in keep and not child.name.startswith("."):
+            unnamed = child.name not in keep and not child.name.startswith(".")
+            if unnamed and child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)
 
 

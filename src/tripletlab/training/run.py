@@ -17,7 +17,7 @@ from tripletlab.models import Embedder
 from tripletlab.runs import RunDir
 from tripletlab.training.callbacks import Callback, ProgressCallback
 from tripletlab.training.history import History
-from tripletlab.training.state import load_state
+from tripletlab.training.state import TrainingState, load_state
 from tripletlab.training.tensorboard import TensorBoardCallback
 from tripletlab.training.trainer import Trainer
 
@@ -58,7 +58,8 @@ def train_run(
     run = RunDir.create(config, run_dir)
     _announce(trainer, run, data, console)
     try:
-        history = trainer.fit(data.train, data.val, run_dir=run)
+        with run.lock():
+            history = trainer.fit(data.train, data.val, run_dir=run)
     except BaseException:
         if not run.has_checkpoint():  # nothing saved: leave no half-made run behind
             _discard(run, existed)
@@ -85,28 +86,46 @@ def resume_run(
     config = run.config
     check_config(config)
     check_run_data(config)
-    run.remove_partial_writes()
-    # Stopped before its first checkpoint: nothing to go on from, so it starts over.
-    state = load_state(run) if run.has_checkpoint() else None
-    trainer, console = _trainer(config, console, callbacks)
-    data = run_data(config)
-    if state is None:
-        console.print(f"{run} has no checkpoint yet: training it from the start")
-    else:
-        step = f", step {state.step}" if state.step else ""
-        console.print(f"resuming {run} at epoch {state.epoch + 1}{step}")
-    history = trainer.fit(data.train, data.val, run_dir=run, resume=state)
+    with run.lock():
+        run.remove_partial_writes()
+        # Stopped before its first checkpoint: nothing to go on from, so it starts over.
+        state = load_state(run) if run.has_checkpoint() else None
+        # A resumed run has its own weights: its backbone_weights file is not read again.
+        trainer, console = _trainer(config, console, callbacks, backbone_weights=state is None)
+        data = run_data(config)
+        _say_where(run, config, state, console)
+        history = trainer.fit(data.train, data.val, run_dir=run, resume=state)
     return _evaluate(run, config, data, history)
 
 
+def _say_where(
+    run: RunDir, config: RunConfig, state: TrainingState | None, console: Console
+) -> None:
+    """Print where training goes on; a run that starts over loses the logs of the attempt."""
+    epochs = sum(phase.epochs for phase in config.resolved_phases())
+    if state is None:
+        shutil.rmtree(run.tensorboard, ignore_errors=True)
+        console.print(f"{run} has no checkpoint yet: training it from the start")
+    elif state.epoch >= epochs:
+        console.print(f"{run} finished training; evaluating its best checkpoint again")
+    else:
+        step = f", step {state.step}" if state.step else ""
+        console.print(f"resuming {run} at epoch {state.epoch + 1}{step}")
+
+
 def _trainer(
-    config: RunConfig, console: Console | None, callbacks: list[Callback] | None
+    config: RunConfig,
+    console: Console | None,
+    callbacks: list[Callback] | None,
+    backbone_weights: bool = True,
 ) -> tuple[Trainer, Console]:
     """The Trainer with a progress bar, TensorBoard and `callbacks`, and the console used."""
     console = console or Console(stderr=True, markup=False)  # paths print as they are
     epochs = sum(phase.epochs for phase in config.resolved_phases())
     progress = [ProgressCallback(console, epochs), TensorBoardCallback()]
-    return Trainer(config, callbacks=[*progress, *(callbacks or [])]), console
+    trainer = Trainer(config, callbacks=[*progress, *(callbacks or [])],
+                      backbone_weights=backbone_weights)  # fmt: skip
+    return trainer, console
 
 
 def _announce(trainer: Trainer, run: RunDir, data: RunData, console: Console) -> None:

@@ -5,7 +5,7 @@ Written into each checkpoint folder beside the weights, in the same atomic write
 random generator, the current epoch's explicit triplets) and the rest in `state.json`
 (position, phase, scheduler, history, the triplet sampler's NumPy generator). No pickle.
 Samplers of shuffled and PK batches need no state: an epoch's batches depend only on the seed
-and the epoch, so a resumed epoch skips the batches already done.
+and the epoch, so a resumed epoch skips the batches already done (`ResumableSampler`).
 """
 
 from __future__ import annotations
@@ -14,12 +14,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import save
 from torch import Tensor
 
-from tripletlab.data import TripletBatchSampler
 from tripletlab.runs import STATE_META, STATE_TENSORS, RunDir, load_tensors, read_json
 
 STATE_VERSION = 1
@@ -51,6 +49,9 @@ def state_files(trainer: Any, epoch: int, step: int, sampler: Any) -> dict[str, 
             else:
                 scalars.setdefault(str(index), {})[name] = value
     tensors["rng.torch"] = torch.get_rng_state()
+    history = trainer.history.to_dict()
+    # Binary, not JSON: a long run with frequent checkpoints writes it often.
+    tensors["history.step_losses"] = torch.tensor(history.pop("step_losses"), dtype=torch.float64)
     meta: dict[str, Any] = {
         "version": STATE_VERSION,
         "epoch": epoch,
@@ -59,25 +60,25 @@ def state_files(trainer: Any, epoch: int, step: int, sampler: Any) -> dict[str, 
         "optimizer": {"param_groups": optimizer["param_groups"], "scalars": scalars},
         "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
         "ema_steps": trainer.ema.steps if trainer.ema is not None else 0,
-        "history": trainer.history.to_dict(),
+        "history": history,
         "epoch_partial": list(trainer.epoch_partial),
         "sampler": None,
     }
-    if step and isinstance(sampler, TripletBatchSampler):
-        triplets, generator = sampler.snapshot()
-        tensors["sampler.triplets"] = torch.from_numpy(triplets)
-        meta["sampler"] = {"rng": generator}
+    snapshot = sampler.snapshot() if step else None
+    if snapshot is not None:  # explicit triplets: the epoch's triplets and NumPy generator
+        tensors["sampler.triplets"] = torch.from_numpy(snapshot["triplets"])
+        meta["sampler"] = {"rng": snapshot["rng"]}
     contiguous = {k: v.contiguous() for k, v in tensors.items()}
     return {STATE_TENSORS: save(contiguous), STATE_META: json.dumps(meta).encode()}
 
 
 def load_state(run: RunDir) -> TrainingState:
-    """The state of the run's latest resumable checkpoint.
+    """The state of the run's latest resumable checkpoint, its form checked.
 
     Raises:
         FileNotFoundError: the run has no checkpoint yet.
         ValueError: its checkpoint holds no training state (written before resuming existed)
-            or a damaged one.
+            or a damaged one (the message names the file).
     """
     folder = run.checkpoint("resume")
     if not (folder / STATE_TENSORS).is_file() or not (folder / STATE_META).is_file():
@@ -86,47 +87,85 @@ def load_state(run: RunDir) -> TrainingState:
             "tripletlab); start a new run, e.g. with --backbone-weights pointing at it"
         )
     meta = read_json(folder / STATE_META)
-    if not isinstance(meta, dict) or meta.get("version") != STATE_VERSION:
-        raise ValueError(f"{folder / STATE_META}: not a training state this version can read")
+    if not _meta_is_valid(meta):
+        raise ValueError(f"{folder / STATE_META} is damaged: not a training state of version "
+                         f"{STATE_VERSION}")  # fmt: skip
     tensors = load_tensors(folder / STATE_TENSORS)
-    return TrainingState(int(meta["epoch"]), int(meta["step"]), int(meta["phase"]), tensors, meta)
+    for key in ("rng.torch", "history.step_losses"):
+        if key not in tensors:
+            raise ValueError(f"{folder / STATE_TENSORS} is damaged: it lacks {key}")
+    return TrainingState(meta["epoch"], meta["step"], meta["phase"], tensors, meta)
+
+
+def _meta_is_valid(meta: Any) -> bool:
+    def count(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    if not isinstance(meta, dict) or meta.get("version") != STATE_VERSION:
+        return False
+    history, optimizer, partial = (
+        meta.get("history"),
+        meta.get("optimizer"),
+        meta.get("epoch_partial"),
+    )
+    return (
+        all(count(meta.get(key)) for key in ("epoch", "step", "phase", "ema_steps"))
+        and isinstance(history, dict) and isinstance(history.get("epochs"), list)
+        and isinstance(optimizer, dict) and isinstance(optimizer.get("param_groups"), list)
+        and isinstance(optimizer.get("scalars"), dict)
+        and isinstance(partial, list) and len(partial) == 2
+        and isinstance(meta.get("scheduler"), (dict, type(None)))
+        and isinstance(meta.get("sampler"), (dict, type(None)))
+    )  # fmt: skip
 
 
 def _prefixed(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def restore_weights(trainer: Any, state: TrainingState) -> None:
-    """Weights, weight average, history and PyTorch's generator as they were."""
-    trainer.model.load_state_dict(_prefixed(state.tensors, "model."))
-    if trainer.ema is not None:
-        trainer.ema.model.load_state_dict(_prefixed(state.tensors, "ema."))
-        trainer.ema.steps = int(state.meta["ema_steps"])
-    history = state.meta["history"]
-    trainer.history.step_losses = list(history["step_losses"])
-    trainer.history.epochs = list(history["epochs"])
-    trainer.history.best_epoch = history["best_epoch"]
-    trainer.history.train_seconds = float(history["train_seconds"])
-    trainer.epoch_partial = tuple(state.meta["epoch_partial"])
-    torch.set_rng_state(state.tensors["rng.torch"])
+def restore(trainer: Any, state: TrainingState, sampler: Any) -> None:
+    """Weights, weight average, history, PyTorch's generator and the sampler's position as
+    they were. A state that does not fit this run (damaged, or another model) is a ValueError.
+    """
+    try:
+        trainer.model.load_state_dict(_prefixed(state.tensors, "model."))
+        if trainer.ema is not None:
+            trainer.ema.model.load_state_dict(_prefixed(state.tensors, "ema."))
+            trainer.ema.steps = state.meta["ema_steps"]
+        history = state.meta["history"]
+        trainer.history.step_losses = state.tensors["history.step_losses"].tolist()
+        trainer.history.epochs = list(history["epochs"])
+        trainer.history.best_epoch = history.get("best_epoch")
+        trainer.history.train_seconds = float(history.get("train_seconds", 0.0))
+        trainer.epoch_partial = (int(state.meta["epoch_partial"][0]),
+                                 float(state.meta["epoch_partial"][1]))  # fmt: skip
+        torch.set_rng_state(state.tensors["rng.torch"])
+        snapshot = None
+        if state.meta["sampler"] is not None:
+            snapshot = {"triplets": state.tensors["sampler.triplets"].numpy(),
+                        "rng": state.meta["sampler"]["rng"]}  # fmt: skip
+        sampler.resume_at(state.step, snapshot)
+    except (KeyError, TypeError, RuntimeError, ValueError) as error:
+        raise ValueError(f"the training state does not fit this run ({_short(error)})") from None
 
 
 def restore_optimizer(trainer: Any, state: TrainingState) -> None:
     """The optimizer's and the scheduler's state, into those `start_phase` just built."""
     saved = state.meta["optimizer"]
     moments: dict[int, dict[str, Any]] = {}
-    for key, value in _prefixed(state.tensors, "optimizer.").items():
-        index, name = key.split(".", 1)
-        moments.setdefault(int(index), {})[name] = value
-    for index, values in saved["scalars"].items():
-        moments.setdefault(int(index), {}).update(values)
-    trainer.optimizer.load_state_dict({"state": moments, "param_groups": saved["param_groups"]})
-    if trainer.scheduler is not None and state.meta["scheduler"] is not None:
-        trainer.scheduler.load_state_dict(state.meta["scheduler"])
+    try:
+        for key, value in _prefixed(state.tensors, "optimizer.").items():
+            index, name = key.split(".", 1)
+            moments.setdefault(int(index), {})[name] = value
+        for index, values in saved["scalars"].items():
+            moments.setdefault(int(index), {}).update(values)
+        trainer.optimizer.load_state_dict({"state": moments, "param_groups": saved["param_groups"]})
+        if trainer.scheduler is not None and state.meta["scheduler"] is not None:
+            trainer.scheduler.load_state_dict(state.meta["scheduler"])
+    except (KeyError, TypeError, RuntimeError, ValueError) as error:
+        raise ValueError(f"the optimizer state does not fit this run ({_short(error)})") from None
 
 
-def restore_sampler(sampler: Any, state: TrainingState) -> None:
-    """Put an explicit-triplet sampler back at the triplets and generator it had mid-epoch."""
-    if isinstance(sampler, TripletBatchSampler) and state.meta["sampler"] is not None:
-        triplets = state.tensors["sampler.triplets"].numpy().astype(np.int64)
-        sampler.resume_at(state.step, triplets, state.meta["sampler"]["rng"])
+def _short(error: Exception) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= 200 else text[:197] + "..."

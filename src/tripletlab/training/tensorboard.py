@@ -29,7 +29,12 @@ class TensorBoardCallback(Callback):
         from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
 
         self.trainer = trainer
-        self.writer = SummaryWriter(log_dir=str(self.log_dir or trainer.run.tensorboard))
+        # A resumed run: drop what the stopped process logged past its last checkpoint.
+        done = len(trainer.history.step_losses)
+        self.writer = SummaryWriter(log_dir=str(self.log_dir or trainer.run.tensorboard),
+                                    purge_step=done + 1 if done else None)  # fmt: skip
+        window = trainer.history.step_losses[done - done % self.every :]  # the points' windows
+        self.loss_sum, self.count = float(sum(window)), len(window)
 
     def on_step_end(self, step: int, loss: float, images_per_second: float) -> None:
         self.loss_sum += loss
@@ -38,8 +43,8 @@ class TensorBoardCallback(Callback):
             return
         self.writer.add_scalar("train/loss", self.loss_sum / self.count, step)
         self.writer.add_scalar("train/images_per_second", images_per_second, step)
-        # The optimizer of the phase running now (each phase builds its own).
-        self.writer.add_scalar("train/lr", self.trainer.optimizer.param_groups[0]["lr"], step)
+        # The rate the step used (each phase builds its own optimizer; a schedule changes it).
+        self.writer.add_scalar("train/lr", self.trainer.lr, step)
         self.loss_sum, self.count = 0.0, 0
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:

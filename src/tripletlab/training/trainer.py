@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ import torch
 from torch import Tensor
 
 from tripletlab.config import PhaseConfig, RunConfig
-from tripletlab.data import ImageSet, TripletBatchSampler, build_sampler
+from tripletlab.data import ImageSet, build_sampler
 from tripletlab.evaluation.retrieval import retrieval_metrics
 from tripletlab.losses import TripletMarginLoss, build_loss
 from tripletlab.models import Embedder, TripletNet
@@ -28,13 +27,8 @@ from tripletlab.training.divergence import (
 )
 from tripletlab.training.ema import WeightAverage
 from tripletlab.training.history import History, is_better
-from tripletlab.training.state import (
-    TrainingState,
-    restore_optimizer,
-    restore_sampler,
-    restore_weights,
-    state_files,
-)
+from tripletlab.training.phases import build_optimizer, build_scheduler
+from tripletlab.training.state import TrainingState, restore, restore_optimizer, state_files
 from tripletlab.utils.allocator import tune_malloc
 
 
@@ -44,10 +38,17 @@ class Trainer:
     Mode "online" feeds batches of images to an in-batch loss (semi-hard, hard, batch-all);
     mode "triplets" feeds explicit (anchor, positive, negative) batches through a `TripletNet`
     sharing the embedder, with the triplet margin loss. Building a trainer builds the model and
-    loads backbone weights, and writes nothing; `fit` writes into the run folder.
+    loads backbone weights (not when `backbone_weights` is False: a resumed run has its own),
+    and writes nothing; `fit` writes into the run folder.
     """
 
-    def __init__(self, config: RunConfig, *, callbacks: list[Callback] | None = None) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        *,
+        callbacks: list[Callback] | None = None,
+        backbone_weights: bool = True,
+    ) -> None:
         tune_malloc()  # small-batch steps otherwise re-fault their memory: about 2x slower
         self.config = config
         self.run: RunDir | None = None  # set by `fit`
@@ -62,7 +63,7 @@ class Trainer:
         else:
             self.loss_fn = build_loss(config.loss)
         self.weights_report: dict[str, list] | None = None
-        if config.model.backbone_weights:
+        if config.model.backbone_weights and backbone_weights:
             self.weights_report = load_backbone_weights(
                 self.model.backbone, Path(config.model.backbone_weights)
             )
@@ -72,7 +73,8 @@ class Trainer:
         self.phase: PhaseConfig | None = None
         self.phase_number = 1
         self.epoch_partial: tuple[int, float] = (0, 0.0)  # images and loss sum of this epoch
-        self.optimizer = self.build_optimizer(config.resolved_phases()[0])
+        self.lr = 0.0  # the learning rate of the last step
+        self.optimizer = build_optimizer(self.model, config.resolved_phases()[0])
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self.steps_per_epoch = 1
         self.history = History()
@@ -95,19 +97,6 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model)
 
-    def build_optimizer(self, phase: PhaseConfig) -> torch.optim.Optimizer:
-        """A fresh optimizer over the parameters trainable now (the Keras "compile" step)."""
-        parameters = [p for p in self.model.parameters() if p.requires_grad]
-        if not parameters:
-            raise ValueError("nothing to train: every parameter is frozen")
-        if phase.optimizer == "sgd":
-            return torch.optim.SGD(parameters, lr=phase.lr, momentum=0.9)
-        # Keras' Adam uses epsilon 1e-7; keep it so the tutorial's recipe behaves the same.
-        # The fused update (one pass per tensor) took 0.24 ms per step of the tutorial
-        # network against 0.77 ms for the default per-operation one.
-        fused = all(p.device.type in ("cpu", "cuda") for p in parameters)
-        return torch.optim.Adam(parameters, lr=phase.lr, eps=1e-7, fused=fused)
-
     def start_phase(self, phase: PhaseConfig, number: int = 1) -> None:
         """Freeze or unfreeze the backbone as phase `number` says, then rebuild the optimizer."""
         self.phase_number = number
@@ -116,11 +105,8 @@ class Trainer:
         else:
             unfreeze(self.model)
         self.phase = phase
-        self.optimizer = self.build_optimizer(phase)
-        self.scheduler = None
-        if phase.schedule == "cosine":
-            steps = max(1, phase.epochs * self.steps_per_epoch)
-            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, steps)
+        self.optimizer = build_optimizer(self.model, phase)
+        self.scheduler = build_scheduler(self.optimizer, phase, self.steps_per_epoch)
 
     def compute_loss(self, images: Tensor, labels: Tensor, batch: Tensor) -> Tensor:
         """Loss of one batch of indices into `images` / `labels`: (B,) online, (B, 3) triplets."""
@@ -140,6 +126,7 @@ class Trainer:
                 f"training stopped, {self._kept()} (try a lower --lr)"
             )
         loss.backward()
+        self.lr = self.optimizer.param_groups[0]["lr"]  # the one this step uses
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
@@ -149,25 +136,23 @@ class Trainer:
     def run_epoch(
         self, epoch: int, images: Tensor, labels: Tensor, sampler: Any, start_step: int = 0
     ) -> dict[str, Any]:
-        """Train one epoch (from batch `start_step` when resuming); returns its loss, duration
-        and throughput. Writes a resumable checkpoint every `train.checkpoint_every` steps."""
+        """Train one epoch (from batch `start_step` when resuming: the sampler was told with
+        `resume_at`); returns its loss, duration and throughput. Writes a resumable checkpoint
+        every `train.checkpoint_every` steps."""
         set_train_mode(self.model, bn_train=self.bn_train)
         sampler.set_epoch(epoch)
         for callback in self.callbacks:
             callback.on_epoch_start(epoch, len(sampler))
         start = time.perf_counter()
         seen, total = self.epoch_partial if start_step else (0, 0.0)
-        batches = iter(sampler)
-        if start_step and not isinstance(sampler, TripletBatchSampler):  # that one resumes itself
-            batches = itertools.islice(batches, start_step, None)
-        every = self.config.train.checkpoint_every
-        for step, batch in enumerate(batches, start=start_step + 1):
+        seen_before, every = seen, self.config.train.checkpoint_every
+        for step, batch in enumerate(sampler, start=start_step + 1):
             value = self.train_step(images, labels, torch.from_numpy(batch))
             self.history.step_losses.append(value)
             seen += batch.size  # images: three per explicit triplet
             total += value * batch.size
             self.epoch_partial = (seen, total)
-            speed = seen / max(time.perf_counter() - start, 1e-9)
+            speed = (seen - seen_before) / max(time.perf_counter() - start, 1e-9)
             for callback in self.callbacks:
                 callback.on_step_end(len(self.history.step_losses), value, speed)
             if every and len(self.history.step_losses) % every == 0 and step < len(sampler):
@@ -178,7 +163,7 @@ class Trainer:
             "epoch": epoch + 1,
             "loss": total / max(seen, 1),
             "seconds": seconds,
-            "images_per_second": seen / max(seconds, 1e-9),
+            "images_per_second": (seen - seen_before) / max(seconds, 1e-9),
         }
 
     def _kept(self) -> str:
@@ -197,7 +182,14 @@ class Trainer:
         images = probe.images if probe is not None else self.train_set.images[:COLLAPSE_PROBE]
         # Single views: the test-time views of `model.tta_shift` would make each epoch's check
         # five times longer.
-        embeddings = model.embed(images, batch_size=self.config.train.eval_batch_size, views=False)
+        try:
+            embeddings = model.embed(
+                images, batch_size=self.config.train.eval_batch_size, views=False
+            )
+        except ValueError as error:  # finite weights whose embeddings overflow
+            raise TrainingDivergedError(
+                f"{error} in epoch {epoch + 1}; training stopped, {self._kept()}"
+            ) from None
         what = "validation" if probe is not None else "probed training"
         check_collapse(embeddings, epoch, what, self._kept())
         if probe is None:
@@ -247,21 +239,7 @@ class Trainer:
             resume: the state of a run that stopped (`tripletlab.training.state.load_state`):
                 go on from there, with the same result as a run that never stopped.
         """
-        self.run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-        self.run.remove_partial_writes()  # left by a process killed while writing
-        self.train_set = train
-        images = torch.from_numpy(train.images)
-        labels = torch.from_numpy(train.labels).long()
-        eval_batch = self.config.train.eval_batch_size
-        sampler = build_sampler(
-            self.config,
-            train.labels,
-            lambda: self.model.embed(train.images, batch_size=eval_batch, views=False),
-        )
-        self.steps_per_epoch = len(sampler)
-        if resume is not None:
-            restore_weights(self, resume)
-            restore_sampler(sampler, resume)
+        images, labels, sampler = self._setup(train, run_dir, resume)
         schedule = [(n, p) for n, p in enumerate(self.config.resolved_phases(), 1)
                     for _ in range(p.epochs)]  # fmt: skip
         first = resume.epoch if resume is not None else 0
@@ -283,6 +261,26 @@ class Trainer:
             for callback in self.callbacks:
                 callback.on_train_end()
         return self.history
+
+    def _setup(
+        self, train: ImageSet, run_dir: str | Path | RunDir, resume: TrainingState | None
+    ) -> tuple[Tensor, Tensor, Any]:
+        """The run folder, the training tensors and the sampler, restored when resuming."""
+        self.run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+        self.run.remove_partial_writes()  # left by a process killed while writing
+        self.train_set = train
+        eval_batch = self.config.train.eval_batch_size
+        sampler = build_sampler(
+            self.config,
+            train.labels,
+            lambda: self.model.embed(train.images, batch_size=eval_batch, views=False),
+        )
+        self.steps_per_epoch = len(sampler)
+        if resume is not None:
+            restore(self, resume, sampler)
+            # A kill between a checkpoint and history.json leaves the latter behind.
+            self.run.write_history(self.history.to_dict())
+        return torch.from_numpy(train.images), torch.from_numpy(train.labels).long(), sampler
 
     def _end_epoch(
         self, epoch: int, logs: dict[str, Any], val: ImageSet | None, sampler: Any, start: float
