@@ -21,6 +21,7 @@ from tripletlab.runs.files import (
     WEIGHTS,
     read_json,
 )
+from tripletlab.utils.io import current_umask
 
 
 def load_tensors(path: Path) -> dict[str, Tensor]:
@@ -55,7 +56,7 @@ def write_checkpoint(
         for name in (WEIGHTS, CHECKPOINT_CONFIG, *(files or {})):
             with open(temp / name, "rb") as handle:
                 os.fsync(handle.fileno())
-        temp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; give the usual mode
+        temp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; give the usual mode
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(temp, directory)
@@ -64,12 +65,6 @@ def write_checkpoint(
         shutil.rmtree(temp, ignore_errors=True)
         raise
     return directory
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _fsync_folder(folder: Path) -> None:

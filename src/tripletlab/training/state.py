@@ -35,8 +35,9 @@ class TrainingState:
     meta: dict[str, Any]
 
 
-def state_files(trainer: Any, epoch: int, step: int, sampler: Any) -> dict[str, bytes]:
-    """The state files of `trainer` at batch `step` of `epoch` (step 0: before the epoch)."""
+def state_files(trainer: Any, epoch: int, step: int, sampler: Any = None) -> dict[str, bytes]:
+    """The state files of `trainer` at batch `step` of `epoch` (step 0: before the epoch; a
+    mid-epoch state also needs the `sampler`, for its snapshot)."""
     tensors = {f"model.{k}": v.detach().cpu() for k, v in trainer.model.state_dict().items()}
     if trainer.ema is not None:
         tensors |= {f"ema.{k}": v.detach().cpu() for k, v in trainer.ema.model.state_dict().items()}

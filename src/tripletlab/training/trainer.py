@@ -197,7 +197,7 @@ class Trainer:
         metrics = retrieval_metrics(embeddings, probe.labels)
         return {f"val_{k}": v for k, v in metrics.items() if k != "num_queries"}
 
-    def checkpoint(self, epoch: int, logs: dict[str, Any], sampler: Any = None) -> None:
+    def checkpoint(self, epoch: int, logs: dict[str, Any]) -> None:
         """Save this epoch with the state to resume after it; point `last` (and `resume`) at
         it, and `best` too if it `is_better` than the best so far."""
         name = f"epoch-{epoch + 1:04d}"
@@ -207,7 +207,7 @@ class Trainer:
             entries["best"] = name
             self.history.best_epoch = epoch + 1
         extra = {"run": self.config.to_dict(), "epoch": epoch + 1, "logs": logs}
-        files = state_files(self, epoch + 1, 0, sampler)
+        files = state_files(self, epoch + 1, 0)  # before the next epoch: no sampler state
         self.evaluated_model.save(self.run.checkpoints / name, extra, files)
         self.run.point_checkpoints(**entries)
 
@@ -256,7 +256,7 @@ class Trainer:
                 step = resume.step if resume is not None and epoch == first else 0
                 logs = self.run_epoch(epoch, images, labels, sampler, step)
                 logs.update(phase=number, lr=phase.lr)
-                self._end_epoch(epoch, logs, val, sampler, start)
+                self._end_epoch(epoch, logs, val, start)
         finally:
             for callback in self.callbacks:
                 callback.on_train_end()
@@ -283,13 +283,13 @@ class Trainer:
         return torch.from_numpy(train.images), torch.from_numpy(train.labels).long(), sampler
 
     def _end_epoch(
-        self, epoch: int, logs: dict[str, Any], val: ImageSet | None, sampler: Any, start: float
+        self, epoch: int, logs: dict[str, Any], val: ImageSet | None, start: float
     ) -> None:
         """Check, validate, checkpoint and log a finished epoch."""
         logs.update(self.check_health(epoch, val))
         self.history.epochs.append(logs)
         self.history.train_seconds = time.perf_counter() - start
-        self.checkpoint(epoch, logs, sampler)
+        self.checkpoint(epoch, logs)
         self.run.write_history(self.history.to_dict())
         for callback in self.callbacks:
             callback.on_epoch_end(epoch, logs)
