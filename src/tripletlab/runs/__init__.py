@@ -25,6 +25,7 @@ file of a run.
 """
 
 from tripletlab.runs.checkpoints import (
+    checkpoint_sha256,
     load_tensors,
     read_checkpoint,
     resolve_checkpoint,
@@ -73,6 +74,7 @@ __all__ = [
     "TENSORBOARD",
     "WEIGHTS",
     "RunDir",
+    "checkpoint_sha256",
     "load_tensors",
     "quantized_path",
     "read_checkpoint",

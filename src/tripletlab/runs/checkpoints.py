@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ from tripletlab.runs.files import (
     WEIGHTS,
     read_json,
 )
-from tripletlab.utils.io import current_umask
+from tripletlab.utils.io import atomic_folder, sha256_file
 
 
 def load_tensors(path: Path) -> dict[str, Tensor]:
@@ -45,34 +43,19 @@ def write_checkpoint(
     The files are written into a temporary sibling folder that is renamed into place at the end:
     a reader, or a process resuming after a kill, only ever sees whole checkpoints.
     """
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-    try:
+    with atomic_folder(Path(directory)) as temp:
         save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, temp / WEIGHTS)
         (temp / CHECKPOINT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
         for name, content in (files or {}).items():
             (temp / name).write_bytes(content)
-        for name in (WEIGHTS, CHECKPOINT_CONFIG, *(files or {})):
-            with open(temp / name, "rb") as handle:
-                os.fsync(handle.fileno())
-        temp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; give the usual mode
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(temp, directory)
-        _fsync_folder(directory.parent)  # the rename reaches the disk before any index names it
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-    return directory
+    # The rename reached the disk (atomic_folder syncs the parent) before any index names it.
+    return Path(directory)
 
 
-def _fsync_folder(folder: Path) -> None:
-    handle = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
+def checkpoint_sha256(path: str | os.PathLike, which: str = "best") -> str:
+    """SHA-256 of the weights of the checkpoint at `path` (see `resolve_checkpoint`): what an
+    index records of the model that made its vectors."""
+    return sha256_file(resolve_checkpoint(path, which) / WEIGHTS)
 
 
 def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:

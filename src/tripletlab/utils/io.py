@@ -1,10 +1,14 @@
-"""Atomic file writes and the cache location."""
+"""Atomic file and folder writes, file checksums and the cache location."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +48,49 @@ def current_umask() -> int:
 def atomic_write_json(path: Path, payload: Any) -> None:
     """Write `payload` as indented JSON, atomically."""
     atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode())
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks (memory stays flat whatever its size)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename inside `folder` reach the disk."""
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+@contextmanager
+def atomic_folder(directory: Path) -> Iterator[Path]:
+    """Write a folder as a whole: yields a temporary sibling to fill; on success its files are
+    synced and it replaces `directory` (one of that name is removed first), on error it is
+    removed and `directory` is left as it was. Readers see the old folder or the new one."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    try:
+        yield temp
+        for path in temp.iterdir():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+        temp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; give the usual mode
+        if directory.exists():
+            # Moved aside, not deleted, until the new one is in place.
+            old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old."))
+            os.replace(directory, old / directory.name)
+            os.replace(temp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(temp, directory)
+        fsync_folder(directory.parent)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
