@@ -106,13 +106,14 @@ def load_folder(
 def _decode_all(
     scan: FolderScan, root: Path, size: tuple[int, int], channels: int
 ) -> tuple[ImageSet, int]:
-    images, labels, skipped = [], [], 0
+    images, labels, kept, skipped = [], [], [], 0
     with Progress(transient=True) as progress:
         task = progress.add_task(f"decoding {root}", total=len(scan.files))
         for path, label in zip(scan.files, scan.labels, strict=True):
             try:
                 images.append(decode_image(path, size, channels))
                 labels.append(label)
+                kept.append(str(path))
             except (ValueError, OSError) as error:
                 skipped += 1
                 log.warning("skipping %s: %s", path, error)
@@ -131,6 +132,7 @@ def _decode_all(
         np.stack(images) if images else np.zeros(shape, dtype=np.uint8),
         np.array([remap[y] for y in labels], dtype=np.int64),
         [scan.class_names[i] for i in used],
+        np.array(kept, dtype=str) if kept else np.zeros(0, dtype=str),
     )
     return result, skipped
 
@@ -148,7 +150,9 @@ def _read_cache(cache_file: Path) -> tuple[ImageSet, int] | None:
             raise ValueError("checksum mismatch")
         with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
             names = [str(n) for n in npz["class_names"]]
-            images = ImageSet(npz["images"], npz["labels"], names)
+            # Caches written before sources were kept have none.
+            sources = npz["sources"] if "sources" in npz.files else None
+            images = ImageSet(npz["images"], npz["labels"], names, sources)
             return images, int(npz["skipped"])
     except (OSError, ValueError, KeyError, AttributeError, zipfile.BadZipFile) as error:
         log.warning("folder cache %s is damaged (%s); decoding the images again", cache_file,
@@ -160,7 +164,8 @@ def _write_cache(cache_file: Path, images: ImageSet, skipped: int) -> None:
     """Write the decode and its checksum; a cache that cannot be written is only a warning."""
     buffer = io.BytesIO()
     np.savez(buffer, images=images.images, labels=images.labels,
-             class_names=np.array(images.class_names), skipped=skipped)  # fmt: skip
+             class_names=np.array(images.class_names), skipped=skipped,
+             **({} if images.sources is None else {"sources": images.sources}))  # fmt: skip
     blob = buffer.getvalue()
     sidecar = {"file_sha256": hashlib.sha256(blob).hexdigest()}
     try:

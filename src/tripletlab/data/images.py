@@ -15,11 +15,13 @@ MAX_PIXELS = 50_000_000
 
 @dataclass(frozen=True)
 class ImageSet:
-    """uint8 images (N, H, W) or (N, H, W, C) with int64 labels (N,)."""
+    """uint8 images (N, H, W) or (N, H, W, C) with int64 labels (N,), and where each came
+    from where known: `sources` (N,) str, e.g. `mnist:train:123` or a file's path."""
 
     images: np.ndarray
     labels: np.ndarray
     class_names: list[str] = field(default_factory=list)
+    sources: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim not in (3, 4):
@@ -29,13 +31,16 @@ class ImageSet:
             )
         if self.labels.shape != (len(self.images),):
             raise ValueError(f"labels must be ({len(self.images)},), got {self.labels.shape}")
+        if self.sources is not None and self.sources.shape != self.labels.shape:
+            raise ValueError(f"sources must be ({len(self.images)},), got {self.sources.shape}")
 
     def __len__(self) -> int:
         return len(self.images)
 
     def subset(self, indices: np.ndarray) -> ImageSet:
         """The images at `indices`, in that order."""
-        return ImageSet(self.images[indices], self.labels[indices], self.class_names)
+        sources = None if self.sources is None else self.sources[indices]
+        return ImageSet(self.images[indices], self.labels[indices], self.class_names, sources)
 
 
 def decode_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:

@@ -276,18 +276,20 @@ def load_mnist_splits(
     preparing the cache if needed.
 
     Returns:
-        Split name -> `ImageSet` with uint8 images (N, 28, 28) and int64 labels (N,).
+        Split name -> `ImageSet` with uint8 images (N, 28, 28), int64 labels (N,) and
+        sources `mnist:<split>:<i>`.
     """
     for split in splits:
         if split not in ("train", "test"):
             raise ValueError(f"unknown MNIST split {split!r}; expected train or test")
     path = prepare_mnist(cache=cache)
-    names = [str(i) for i in range(10)]
+    names, found = [str(i) for i in range(10)], {}
     with np.load(path, allow_pickle=False) as npz:
-        return {
-            split: ImageSet(npz[f"x_{split}"], npz[f"y_{split}"].astype(np.int64), names)
-            for split in splits
-        }
+        for split in splits:
+            labels = npz[f"y_{split}"].astype(np.int64)
+            sources = np.char.add(f"mnist:{split}:", np.arange(len(labels)).astype(str))
+            found[split] = ImageSet(npz[f"x_{split}"], labels, names, sources)
+    return found
 
 
 def load_mnist(split: str = "train", *, cache: Path | None = None) -> ImageSet:
