@@ -15,8 +15,9 @@ SOURCE = Path(tripletlab.__file__).parent
 LAYERS = [
     {"config", "utils"},
     {"runs"},
+    {"index"},
     {"data", "losses", "models"},
-    {"evaluation"},
+    {"evaluation", "search"},
     {"training", "export"},
     {"viz", "keras"},
     {"cli"},

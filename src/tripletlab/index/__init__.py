@@ -1,0 +1,39 @@
+"""Similarity search over a gallery of embeddings: `EmbeddingIndex` on FAISS (exact, HNSW,
+IVF-PQ), saved with its items and a manifest; calibrated thresholds and matching ("unknown"
+when the nearest item is too far); and `nearest`, the project's one k-NN helper (evaluation,
+report grids and offline triplet mining search through it).
+
+FAISS is imported on first use only, in `tripletlab.index._faiss`.
+"""
+
+from tripletlab.index.calibration import (
+    DEFAULT_PRECISIONS,
+    UNKNOWN,
+    Calibration,
+    Threshold,
+    calibrate,
+)
+from tripletlab.index.embedding_index import EmbeddingIndex
+from tripletlab.index.kinds import KINDS, IndexKind, IndexSettings, default_nlist, default_pq_m
+from tripletlab.index.knn import nearest
+from tripletlab.index.matching import Matches
+from tripletlab.index.storage import MANIFEST, read_manifest, write_calibration
+
+__all__ = [
+    "DEFAULT_PRECISIONS",
+    "KINDS",
+    "MANIFEST",
+    "UNKNOWN",
+    "Calibration",
+    "EmbeddingIndex",
+    "IndexKind",
+    "IndexSettings",
+    "Matches",
+    "Threshold",
+    "calibrate",
+    "default_nlist",
+    "default_pq_m",
+    "nearest",
+    "read_manifest",
+    "write_calibration",
+]
