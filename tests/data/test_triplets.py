@@ -42,8 +42,9 @@ def _brute_force(x, labels, anchors, positives, rule):
     return np.array(chosen)
 
 
+@pytest.mark.parametrize("depth", [(1, 2), (32, 8)])
 @pytest.mark.parametrize("rule", ["semihard", "hard"])
-def test_mined_negatives_match_brute_force(rule, monkeypatch):
+def test_mined_negatives_match_brute_force(rule, depth, monkeypatch):
     import tripletlab.data.triplets as triplets_module
 
     rng = np.random.default_rng(2)
@@ -52,7 +53,10 @@ def test_mined_negatives_match_brute_force(rule, monkeypatch):
     anchors = np.arange(80)
     positives = np.array([rng.choice(np.flatnonzero((labels == labels[a]) & (np.arange(80) != a)))
                           for a in anchors])  # fmt: skip
-    monkeypatch.setattr(triplets_module, "_BLOCK_ELEMENTS", 80 * 7)  # many blocks
+    # (1, 2): one nearest negative searched first, then 2, 4, ...: anchors whose positive lies
+    # far out take several rounds, and some reach the end (the farthest negative).
+    monkeypatch.setattr(triplets_module, "_FIRST_DEPTH", depth[0])
+    monkeypatch.setattr(triplets_module, "_DEEPER", depth[1])
     got = mined_negatives(x, labels, anchors, positives, rule)
     np.testing.assert_array_equal(got, _brute_force(x, labels, anchors, positives, rule))
     assert np.all(labels[got] != labels[anchors])

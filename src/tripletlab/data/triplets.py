@@ -4,8 +4,8 @@
   negative of a random other class.
 - `semihard` / `hard` (offline mining with the current model's embeddings): the positive is
   random as above; the negative is, among all images of other classes, the closest one farther
-  from the anchor than the positive (else the farthest), or the closest one. Memory is bounded:
-  anchors are processed in blocks against all images.
+  from the anchor than the positive (else the farthest), or the closest one, found through
+  `tripletlab.index` (FAISS, exact).
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
-import torch
 
 from tripletlab.config import TRIPLET_RULES, TripletRule
 from tripletlab.data.resumable import ResumableSampler
+from tripletlab.index import nearest
 
-# Anchors x images per distance block (float32): 2^24 elements = 64 MiB.
-_BLOCK_ELEMENTS = 1 << 24
+# Nearest negatives searched per anchor at first, and the factor for those still without one.
+_FIRST_DEPTH = 32
+_DEEPER = 8
 
 
 def check_rule(rule: str) -> TripletRule:
@@ -71,7 +72,6 @@ def random_negatives(
     return negatives
 
 
-@torch.no_grad()
 def mined_negatives(
     embeddings: np.ndarray,
     labels: np.ndarray,
@@ -79,7 +79,12 @@ def mined_negatives(
     positives: np.ndarray,
     rule: TripletRule,
 ) -> np.ndarray:
-    """Negatives chosen by squared Euclidean distance in embedding space.
+    """Negatives chosen by squared Euclidean distance in embedding space, searched through
+    `tripletlab.index.nearest` (FAISS, exact).
+
+    Per class, the anchors' nearest negatives come back in order, _FIRST_DEPTH of them, then
+    _DEEPER times as many for the anchors whose positive lies beyond all of those, until every
+    anchor has its negative or the search has covered all negatives.
 
     Args:
         embeddings: (N, D) of all items.
@@ -90,26 +95,28 @@ def mined_negatives(
     Returns:
         (A,) indices of the negatives.
     """
-    x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
-    y = torch.as_tensor(labels)
-    sq = x.square().sum(1)
+    x = np.ascontiguousarray(embeddings, dtype=np.float32)
+    anchors, positives = np.asarray(anchors), np.asarray(positives)
     chosen = np.empty(len(anchors), dtype=np.int64)
-    step = max(1, _BLOCK_ELEMENTS // max(len(x), 1))
-    for start in range(0, len(anchors), step):
-        a = torch.as_tensor(anchors[start : start + step])
-        p = torch.as_tensor(positives[start : start + step])
-        dist = torch.addmm(sq[None, :], x[a], x.T, alpha=-2.0).add_(sq[a, None])  # (b, N)
-        negative = y[None, :] != y[a, None]
-        positive_dist = dist.gather(1, p[:, None])  # (b, 1)
-        closest = dist.masked_fill(~negative, torch.inf).argmin(1)
-        if rule == "hard":
-            chosen[start : start + len(a)] = closest.numpy()
-            continue
-        farther = negative & (dist > positive_dist)
-        semihard = dist.masked_fill(~farther, torch.inf).argmin(1)
-        farthest = dist.masked_fill(~negative, -torch.inf).argmax(1)
-        pick = torch.where(farther.any(1), semihard, farthest)
-        chosen[start : start + len(a)] = pick.numpy()
+    positive_dist = np.square(x[anchors] - x[positives]).sum(1)  # (A,)
+    for label in np.unique(labels[anchors]):
+        todo = np.flatnonzero(labels[anchors] == label)
+        negatives = np.flatnonzero(labels != label)
+        depth = 1 if rule == "hard" else _FIRST_DEPTH
+        while len(todo):
+            depth = min(depth, len(negatives))
+            dist, found = nearest(x[negatives], x[anchors[todo]], k=depth, squared=True)
+            if rule == "hard":
+                chosen[todo] = negatives[found[:, 0]]
+                break
+            farther = dist > positive_dist[todo, None]  # (t, depth), nearest first
+            has = farther.any(1)
+            first = farther.argmax(1)
+            chosen[todo[has]] = negatives[found[has, first[has]]]
+            if depth == len(negatives):  # no negative beyond the positive: the farthest
+                chosen[todo[~has]] = negatives[found[~has, -1]]
+                break
+            todo, depth = todo[~has], depth * _DEEPER
     return chosen
 
 

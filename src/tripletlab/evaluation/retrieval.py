@@ -23,12 +23,14 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
-from tripletlab.evaluation import _blocks, _principal
+from tripletlab.evaluation import _blocks, _principal, _topk
+from tripletlab.index import nearest
 
 # Parts of a block of queries per thread: threads take the next part as they finish one, so
 # that an uneven split of the work (some queries cost several times others) leaves no thread
 # idle for long before the next block.
 _PARTS_PER_THREAD = 4
+_METRICS = ("precision_at_1", "r_precision", "map_at_r")
 
 
 def _as_tensors(embeddings: np.ndarray, labels: np.ndarray) -> tuple[Tensor, Tensor]:
@@ -52,17 +54,24 @@ def _run_part(
         free.put(scratch)
 
 
-def retrieval_metrics(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def retrieval_metrics(
+    embeddings: np.ndarray, labels: np.ndarray, method: str = "auto"
+) -> dict[str, float]:
     """Precision@1, R-Precision and MAP@R of every item queried against all the others.
 
-    Exact; equal distances rank the other class first. Memory stays bounded (blocks of
-    queries); embeddings whose variance lies in a few principal axes are ranked through those
-    axes, by clusters of items where that pays, and only the items that may matter get their
-    distance in full.
+    Exact; equal distances rank the other class first. Two paths, same results (up to the
+    order in which the per-query values are summed): small sets with small classes take each
+    query's nearest items from `tripletlab.index` (`_topk`); the rest go through the compiled
+    engine, the fast path for large sets. Its memory stays bounded (blocks of queries);
+    embeddings whose variance lies in a few principal axes are ranked through those axes, by
+    clusters of items where that pays, and only the items that may matter get their distance
+    in full.
 
     Args:
         embeddings: (N, D) float.
         labels: (N,) integer class ids.
+        method: "auto" (the faster path), "engine" or "topk" (the top-k path whatever the size;
+            the engine still where a tie reaches past the searched items).
     Returns:
         Dict with `precision_at_1`, `r_precision`, `map_at_r` and `num_queries`.
     """
@@ -72,6 +81,14 @@ def retrieval_metrics(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, f
     _, counts = torch.unique_consecutive(y, return_counts=True)
     if len(y) == 0 or int(counts.max()) < 2:
         raise ValueError("retrieval metrics need at least one class with two or more items")
+    if method not in ("auto", "engine", "topk"):
+        raise ValueError(f"unknown method {method!r}; expected auto, engine or topk")
+    short = _topk.takes_short_path(len(y), int(counts.max()))
+    if method == "topk" or (method == "auto" and short):
+        _, compact = torch.unique_consecutive(y, return_inverse=True)
+        sums = _topk.topk_metrics(x.numpy(), compact.numpy())
+        if sums is not None:
+            return _averages(np.array([sums[k] for k in _METRICS]), sums["num_queries"])
     stops = counts.cumsum(0).tolist()
     threads = max(1, torch.get_num_threads())
     # numpy's BLAS (some products go through it) keeps its own pool: held to torch's threads.
@@ -107,11 +124,13 @@ def _metrics(
             for job in jobs:
                 job.result()
             sums += out.sum(0)
-    num_queries = int(counts[counts > 1].sum())
+    return _averages(sums, int(counts[counts > 1].sum()))
+
+
+def _averages(sums: np.ndarray, num_queries: int) -> dict[str, float]:
+    """The metrics from their sums over the queries, in `_METRICS` order."""
     return {
-        "precision_at_1": float(sums[0] / num_queries),
-        "r_precision": float(sums[1] / num_queries),
-        "map_at_r": float(sums[2] / num_queries),
+        **{name: float(total / num_queries) for name, total in zip(_METRICS, sums, strict=True)},
         "num_queries": num_queries,
     }
 
@@ -122,7 +141,8 @@ def knn_accuracy(
     reference_embeddings: np.ndarray,
     reference_labels: np.ndarray,
 ) -> float:
-    """Share of queries whose nearest reference item (Euclidean) has the query's label.
+    """Share of queries whose nearest reference item (Euclidean; of equal ones, the first)
+    has the query's label, searched through `tripletlab.index.nearest` (FAISS, exact).
 
     Args:
         query_embeddings: (Q, D), e.g. the test set.
@@ -134,11 +154,5 @@ def knn_accuracy(
     items, item_y = _as_tensors(reference_embeddings, reference_labels)
     if len(items) == 0 or len(queries) == 0:
         raise ValueError("k-NN accuracy needs at least one query and one reference item")
-    item_sq = items.square().sum(1)
-    correct = 0
-    step = max(1, _blocks.BLOCK_ELEMENTS // len(items))
-    for start in range(0, len(queries), step):
-        block = slice(start, start + step)
-        nearest = _blocks.squared_distances(queries[block], items, item_sq).argmin(1)
-        correct += int((item_y[nearest] == query_y[block]).sum())
-    return correct / len(queries)
+    _, found = nearest(items.numpy(), queries.numpy(), k=1)
+    return float((item_y.numpy()[found[:, 0]] == query_y.numpy()).mean())

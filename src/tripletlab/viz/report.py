@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from tripletlab.evaluation import evaluate_run, load_run, pair_distances
+from tripletlab.index import nearest
 from tripletlab.runs import PLOTS
 from tripletlab.utils.io import atomic_write_bytes
 from tripletlab.viz.plots import distance_histogram, loss_plot, neighbours_grid, umap_plot
@@ -20,23 +20,8 @@ _UMAP_NEIGHBOURS = 15
 
 def nearest_neighbours(embeddings: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """(Q, k) indices of the k nearest items (Euclidean) of each query, itself left out."""
-    x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
-    q = x[torch.as_tensor(queries)]
-    dist = torch.cdist(q, x)  # (Q, N)
-    dist[torch.arange(len(queries)), torch.as_tensor(queries)] = torch.inf
-    return dist.topk(k, dim=1, largest=False).indices.numpy()
-
-
-def _exact_knn(embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k-NN graph (self included, as UMAP expects), in blocks of rows."""
-    x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
-    indices, distances = [], []
-    for start in range(0, len(x), 2048):
-        dist = torch.cdist(x[start : start + 2048], x)
-        values, index = dist.topk(k, dim=1, largest=False)
-        indices.append(index)
-        distances.append(values)
-    return torch.cat(indices).numpy().astype(np.int32), torch.cat(distances).numpy()
+    queries = np.asarray(queries, dtype=np.int64)
+    return nearest(embeddings, np.asarray(embeddings)[queries], k, exclude=queries)[1]
 
 
 def umap_2d(embeddings: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -48,7 +33,9 @@ def umap_2d(embeddings: np.ndarray, seed: int = 0) -> np.ndarray:
     import umap  # heavy import (numba), only when a report is made
 
     k = min(_UMAP_NEIGHBOURS, len(embeddings) - 1)
-    knn = (*_exact_knn(embeddings, k), None)
+    # Self included, as UMAP expects.
+    distances, indices = nearest(embeddings, k=k)
+    knn = (indices.astype(np.int32), distances, None)
     reducer = umap.UMAP(
         n_components=2, n_neighbors=k, random_state=seed, init="pca", n_epochs=200,
         precomputed_knn=knn,
