@@ -16,8 +16,8 @@ from tripletlab.training import TrainingDivergedError
 # No rich markup in anything printed: paths, class names and messages are the user's text
 # (a folder called "[x]" must print as such). Lines are not wrapped either, so that a printed
 # path can be copied whole.
-console = Console(markup=False, soft_wrap=True)
-err_console = Console(stderr=True, markup=False, soft_wrap=True)
+console = Console(markup=False, emoji=False, soft_wrap=True)
+err_console = Console(stderr=True, markup=False, emoji=False, soft_wrap=True)
 
 METRIC_LABELS = {
     "precision_at_1": "Precision@1",

@@ -8,19 +8,20 @@ from typing import Annotated
 import typer
 
 from tripletlab import __version__
-from tripletlab.cli import data, export
+from tripletlab.cli import data, export, index
 from tripletlab.cli.benchmark import benchmark
 from tripletlab.cli.common import user_errors
 from tripletlab.cli.embed import embed
 from tripletlab.cli.evaluate import evaluate
 from tripletlab.cli.report import report
+from tripletlab.cli.search import match, search
 from tripletlab.cli.summary import summary
 from tripletlab.cli.train import train
 from tripletlab.models import import_backbone_modules
 
 app = typer.Typer(
     name="tripletlab",
-    help="Learn image similarity with triplet losses: train, evaluate, embed, inspect.",
+    help="Learn image similarity with triplet losses: train, evaluate, embed, search.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -62,8 +63,11 @@ app.command()(embed)
 app.command()(report)
 app.command()(benchmark)
 app.command()(summary)
+app.command()(search)
+app.command()(match)
 app.add_typer(data.app, name="data")
 app.add_typer(export.app, name="export")
+app.add_typer(index.app, name="index")
 
 
 def main() -> None:

@@ -120,29 +120,39 @@ def neighbours_grid(
     neighbours: np.ndarray,
     class_names: list[str],
     path: Path,
+    title: str | None = None,
+    captions: list[list[str]] | None = None,
 ) -> Path:
-    """Each query image followed by its nearest neighbours; wrong neighbours framed in red.
+    """Each query image followed by its nearest neighbours; wrong neighbours framed in red;
+    `captions[q][j]`, if given, under neighbour j of query q (its label and distance, say).
 
     Args:
         images: (N, H, W[, C]) uint8.
-        labels: (N,).
+        labels: (N,); -1 for an image of no known class (a query: nothing is framed red).
         queries: (Q,) indices of the query images.
-        neighbours: (Q, K) indices of their nearest neighbours, nearest first.
+        neighbours: (Q, K) indices of their nearest neighbours, nearest first; -1 for none.
     """
     rows, k = neighbours.shape
-    figure, axes = plt.subplots(rows, k + 1, figsize=(1.2 * (k + 1), 1.3 * rows), squeeze=False)
+    tall = 1.3 if captions is None else 1.6  # room for a caption under each row
+    figure, axes = plt.subplots(rows, k + 1, figsize=(1.2 * (k + 1), tall * rows), squeeze=False)
     grey = images.ndim == 3
     for row, query in enumerate(queries):
         for col, index in enumerate([query, *neighbours[row]]):
             axis = axes[row, col]
-            axis.imshow(images[index], cmap="gray" if grey else None, vmin=0, vmax=255)
             axis.set_xticks([])
             axis.set_yticks([])
-            name = class_names[labels[index]] if labels[index] < len(class_names) else labels[index]
+            if index < 0:  # fewer neighbours than columns
+                axis.set_axis_off()
+                continue
+            axis.imshow(images[index], cmap="gray" if grey else None, vmin=0, vmax=255)
+            label = labels[index]
+            name = "" if label < 0 else class_names[label] if label < len(class_names) else label
+            if col and captions is not None:
+                axis.set_xlabel(captions[row][col - 1], fontsize=7)
             if col == 0:
                 axis.set_ylabel(f"query\n{name}", rotation=0, ha="right", va="center", fontsize=8)
                 colour, width = "#3182bd", 3
-            elif labels[index] != labels[query]:
+            elif labels[query] >= 0 and label != labels[query]:
                 colour, width = "red", 4
             else:
                 colour, width = "#cccccc", 1
@@ -152,8 +162,9 @@ def neighbours_grid(
                 spine.set_visible(False)
     for col in range(1, k + 1):
         axes[0, col].set_title(f"#{col}", fontsize=8)
-    figure.suptitle(f"Nearest neighbours of {rows} test images (red: other class)")
-    figure.subplots_adjust(top=1.0 - 0.5 / rows, wspace=0.08, hspace=0.12)
+    figure.suptitle(title or f"Nearest neighbours of {rows} test images (red: other class)")
+    figure.subplots_adjust(top=1.0 - 0.5 / rows, wspace=0.08,
+                           hspace=0.12 if captions is None else 0.35)  # fmt: skip
     return _save(figure, path)
 
 

@@ -1,0 +1,32 @@
+"""Galleries of a run: build its index from a data set (streamed in chunks), add and remove
+images, calibrate thresholds on held-out images, and search or match images with the run's
+model (`Searcher`). The index itself is `tripletlab.index`."""
+
+from tripletlab.search.build import (
+    add_images,
+    build_index,
+    calibrate_index,
+    index_run,
+    open_index,
+    remove_items,
+)
+from tripletlab.search.gallery import SPLITS, Gallery, open_gallery
+from tripletlab.search.query import Hit, Searcher, Verdict
+from tripletlab.search.sources import read_image, read_images
+
+__all__ = [
+    "SPLITS",
+    "Gallery",
+    "Hit",
+    "Searcher",
+    "Verdict",
+    "add_images",
+    "build_index",
+    "calibrate_index",
+    "index_run",
+    "open_gallery",
+    "open_index",
+    "read_image",
+    "read_images",
+    "remove_items",
+]

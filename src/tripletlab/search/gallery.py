@@ -1,0 +1,116 @@
+"""A gallery to index: the images of a run's data part, or of any data set, with their labels
+and sources, embedded chunk by chunk so that memory stays bounded whatever its size."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tripletlab.config import RunConfig
+from tripletlab.data import ImageSet, load_mnist_splits, run_data
+from tripletlab.data.folder import scan_folder
+from tripletlab.data.splits import stratified_split
+from tripletlab.search.sources import decoded_chunks
+
+SPLITS = ("train", "val", "test", "all")
+
+
+@dataclass
+class Gallery:
+    """`count` images with labels (count,) and class names; `chunks` reads them."""
+
+    labels: np.ndarray
+    class_names: list[str]
+    description: str
+    memory: ImageSet | None = None  # images held in memory, or
+    files: list[Path] | None = None  # files decoded as they are read
+
+    @property
+    def count(self) -> int:
+        return len(self.labels)
+
+    def chunks(
+        self, size: tuple[int, int], channels: int, chunk: int, positions: np.ndarray | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, list[str], int]]:
+        """Yields (images, labels, sources, skipped) for `positions` (default all), in order."""
+        positions = np.arange(self.count) if positions is None else positions
+        if self.memory is not None:
+            sources = self.memory.sources
+            for start in range(0, len(positions), chunk):
+                part = positions[start : start + chunk]
+                names = [""] * len(part) if sources is None else [str(s) for s in sources[part]]
+                yield self.memory.images[part], self.memory.labels[part], names, 0
+            return
+        assert self.files is not None
+        files = [self.files[p] for p in positions]
+        for images, kept, skipped in decoded_chunks(files, size, channels, chunk):
+            chosen = positions[kept]
+            sources = [str(self.files[p].resolve()) for p in chosen]
+            yield images, self.labels[chosen], sources, skipped
+
+
+def _same_dataset(config: RunConfig, dataset: str) -> bool:
+    own = config.data.dataset
+    if dataset == own:
+        return True
+    return (
+        own != "mnist"
+        and dataset != "mnist"
+        and Path(own).expanduser().resolve() == (Path(dataset).expanduser().resolve())
+    )
+
+
+def open_gallery(
+    config: RunConfig, dataset: str | None = None, split: str | None = None
+) -> Gallery:
+    """The images to index.
+
+    The run's own data set (the default): `split` is a part of the run's data, as training cut
+    it (train, val or test), or all three. Another data set: MNIST's own train or test split,
+    or all of it; a folder is cut 80 / 10 / 10 per class with the run's seed (train, val,
+    test), or taken whole (all, the default for another data set), and is read in chunks.
+
+    Raises:
+        ValueError: an unknown split, or a part with no image.
+    """
+    dataset = dataset or config.data.dataset
+    own = _same_dataset(config, dataset)
+    split = split or ("train" if own else "all")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    if own:
+        data = run_data(config)
+        parts = {"train": data.train, "val": data.val, "test": data.test}
+        chosen = _concatenate(list(parts.values())) if split == "all" else parts[split]
+        gallery = Gallery(chosen.labels, chosen.class_names, f"{split} part of the run's data",
+                          memory=chosen)  # fmt: skip
+    elif dataset == "mnist":
+        if split == "val":
+            raise ValueError("MNIST has train and test splits (or all); val is a run's part")
+        sources = load_mnist_splits()
+        chosen = sources[split] if split != "all" else _concatenate(list(sources.values()))
+        gallery = Gallery(chosen.labels, chosen.class_names, f"MNIST {split}", memory=chosen)
+    else:
+        scan = scan_folder(Path(dataset).expanduser())
+        positions = np.arange(len(scan.files))
+        if split != "all":
+            cut = stratified_split(scan.labels, (0.8, 0.1, 0.1), config.train.seed)
+            positions = cut[["train", "val", "test"].index(split)]
+        gallery = Gallery(scan.labels[positions], scan.class_names, f"{dataset} ({split})",
+                          files=[scan.files[p] for p in positions])  # fmt: skip
+    if gallery.count == 0:
+        raise ValueError(f"the {gallery.description} has no image to index")
+    return gallery
+
+
+def _concatenate(parts: list[ImageSet]) -> ImageSet:
+    known = all(p.sources is not None for p in parts)
+    return ImageSet(
+        np.concatenate([p.images for p in parts]),
+        np.concatenate([p.labels for p in parts]),
+        parts[0].class_names,
+        np.concatenate([p.sources for p in parts]) if known else None,
+    )
