@@ -11,3 +11,20 @@ def _quiet_threads():
     import torch
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def run_04(tmp_path_factory):
+    """A run trained on MNIST digits 0-4 (4,000 images, 2 epochs, no report): the model for
+    searching a gallery and telling the digits it never saw (5-9) as unknown."""
+    from typer.testing import CliRunner
+
+    from tripletlab.cli.main import app
+    from tripletlab.runs import RunDir
+
+    folder = tmp_path_factory.mktemp("digits04") / "run"
+    args = ["train", "--limit", "4000", "--epochs", "2", "--no-report", "--run-dir", str(folder),
+            "--set", "data.classes=[0,1,2,3,4]"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return RunDir(folder)

@@ -202,7 +202,8 @@ class EmbeddingIndex:
             k: neighbours per query (>= 1); where fewer items are stored, the rest of a row
                 is id -1 at distance inf.
         Returns:
-            distances (Q, k) float32 in the index's distance, and ids (Q, k) int64.
+            distances (Q, k) float32 in the index's distance, and ids (Q, k) int64; equal
+            distances in the order the items were added.
         """
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a whole number >= 1, got {k}")
@@ -216,7 +217,16 @@ class EmbeddingIndex:
             distances[start : start + len(found)] = self._to_distance(raw)
             ids[start : start + len(found)] = found
         distances[ids < 0] = np.inf
-        return distances, ids
+        return self._ties_in_order(distances, ids)
+
+    def _ties_in_order(
+        self, distances: np.ndarray, ids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows sorted by distance, equal distances in the order the items were added (FAISS
+        orders ties by heap, differently for inner product and L2)."""
+        rows = self.items.rows(ids)
+        order = np.lexsort((np.where(rows < 0, np.iinfo(np.int64).max, rows), distances), axis=1)
+        return np.take_along_axis(distances, order, 1), np.take_along_axis(ids, order, 1)
 
     def search_other_classes(
         self, vectors: np.ndarray, labels: np.ndarray, k: int = 1
@@ -241,7 +251,7 @@ class EmbeddingIndex:
             raw, found = self._index.search(x[rows], k, params=params)
             distances[rows], ids[rows] = self._to_distance(raw), found
         distances[ids < 0] = np.inf
-        return distances, ids
+        return self._ties_in_order(distances, ids)
 
     def _to_distance(self, raw: np.ndarray) -> np.ndarray:
         """FAISS's scores (inner products, or squared L2) -> the index's distance."""

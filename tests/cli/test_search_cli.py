@@ -1,0 +1,101 @@
+"""`tripletlab index ...`, `search` and `match` through the command's runner."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from tripletlab.cli.main import app
+from tripletlab.data import load_mnist
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+
+
+def _ok(*args: str) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, f"{args}\n{result.output}"
+    return result.output
+
+
+def _fails(*args: str) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 1, f"{args}\n{result.output}"
+    assert "Traceback" not in result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def indexed(run_04, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "ix"
+    _ok("index", "build", str(run_04.path), "--out", str(out))
+    return run_04, out
+
+
+def test_build_info_calibrate_search_match(indexed, tmp_path):
+    run, out = indexed
+    info = _ok("index", "info", str(out))
+    assert "3,600" in info and "not calibrated" in info and "0: " in info
+    table = _ok("index", "calibrate", str(out), "--precision", "0.9", "--precision", "0.99")
+    assert "recall" in table and "0.99" in table and "let in" in table
+    digit = tmp_path / "digit.png"
+    Image.fromarray(load_mnist("test").images[3]).save(digit)  # a 0
+    lines = _ok("search", str(run.path), str(digit), "mnist:test:1", "-k", "3", "--index",
+                str(out), "--json").splitlines()  # fmt: skip
+    first, second = (json.loads(line) for line in lines)
+    assert first["query"] == str(digit) and len(first["neighbours"]) == 3
+    assert first["neighbours"][0]["label"] == "0" and second["neighbours"][0]["label"] == "2"
+    distances = [n["distance"] for n in first["neighbours"]]
+    assert distances == sorted(distances)
+    assert "mnist:train:" in _ok("search", str(run.path), str(digit), "--index", str(out))
+    _ok("search", str(run.path), "mnist:test:1", "--index", str(out), "--grid",
+        str(tmp_path / "grid.png"))  # fmt: skip
+    assert Image.open(tmp_path / "grid.png").size[0] > 300
+    verdicts = [json.loads(line) for line in _ok(
+        "match", str(run.path), "mnist:test:3", "mnist:test:0", "--index", str(out), "--json",
+        "--threshold", "0.3").splitlines()]  # fmt: skip
+    assert verdicts[0]["label"] == "0" and verdicts[0]["threshold"] == 0.3
+    assert "threshold" in _ok("match", str(run.path), "mnist:test:0", "--index", str(out))
+    assert "not calibrated for" not in _ok("match", str(run.path), "mnist:test:0", "--index",
+                                           str(out), "--precision", "0.9")  # fmt: skip
+    assert "precision 0.95 was not calibrated" in _fails(
+        "match", str(run.path), "mnist:test:0", "--index", str(out), "--precision", "0.95"
+    )
+
+
+def test_add_remove_and_the_errors_a_user_can_make(indexed, tmp_path):
+    run, built = indexed
+    out = tmp_path / "ix"
+    _ok("index", "build", str(run.path), "--out", str(out), "--split", "test")
+    folder = tmp_path / "new" / "seven"
+    folder.mkdir(parents=True)
+    for i, image in enumerate(load_mnist("test").images[[0, 17]]):
+        Image.fromarray(image).save(folder / f"{i}.png")
+    (folder / "bad.png").write_text("not an image")
+    added = _ok("index", "add", str(out), str(tmp_path / "new"))
+    assert "added 2 images" in added and "1 unreadable files skipped" in added
+    ids = added.split("ids ")[1].split(" ")[0].split("..")
+    assert "removed 2 items" in _ok("index", "remove", str(out), *ids)
+    assert "no item with id" in _fails("index", "remove", str(out), ids[0])
+    assert "need a label" in _fails("index", "add", str(out), str(folder / "0.png"))
+    # Errors: no index, a damaged one, another model's, a bad image, a bad k.
+    assert "tripletlab index build" in _fails("search", str(run.path), "mnist:test:0")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["model_sha256"] = "0" * 64
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert "--force" in _fails("search", str(run.path), "mnist:test:0", "--index", str(out))
+    _ok("search", str(run.path), "mnist:test:0", "--index", str(out), "--force")
+    (tmp_path / "x.png").write_bytes(b"\x89PNG truncated")
+    assert "cannot read image" in _fails("search", str(run.path), str(tmp_path / "x.png"),
+                                         "--index", str(built))  # fmt: skip
+    assert "k must be" in _fails("search", str(run.path), "mnist:test:0", "-k", "0", "--index",
+                                 str(built))  # fmt: skip
+    assert "MNIST test has 10000" in _fails("search", str(run.path), "mnist:test:10000",
+                                            "--index", str(built))  # fmt: skip
+    assert "unknown index kind" in _fails("index", "build", str(run.path), "--kind", "annoy",
+                                          "--out", str(tmp_path / "other"))  # fmt: skip
+    (out / "faiss.index").write_bytes(b"garbage")
+    assert "damaged" in _fails("index", "info", str(out))
