@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install data run test lint format clean transfer-demo bench
+.PHONY: install data run index test lint format clean transfer-demo bench
 
 install: $(STAMP) data
 
@@ -31,6 +31,17 @@ data: $(STAMP)
 run: install
 	$(BIN)/tripletlab train
 
+# Similarity search in one command: trains the default model into runs/default unless a run
+# is there (RUN=... for another), indexes its training images, calibrates the index on its
+# validation images, then searches and matches three MNIST test images.
+index: RUN ?= runs/default
+index: install
+	test -f $(RUN)/checkpoints/index.json || $(BIN)/tripletlab train --run-dir $(RUN)
+	$(BIN)/tripletlab index build $(RUN)
+	$(BIN)/tripletlab index calibrate $(RUN)/index
+	$(BIN)/tripletlab search $(RUN) mnist:test:0 mnist:test:1 mnist:test:2 -k 5
+	$(BIN)/tripletlab match $(RUN) mnist:test:0 mnist:test:1 mnist:test:2
+
 # Transfer learning on MNIST: digits 0-4 backbone, then digits 5-9 from 50 images per class.
 transfer-demo: install
 	$(BIN)/python scripts/transfer_demo.py
@@ -43,6 +54,7 @@ bench: install
 	cd benchmarks && ../$(BIN)/python compile.py
 	cd benchmarks && ../$(BIN)/python inference.py
 	cd benchmarks && ../$(BIN)/python evaluation.py $(if $(RUN),--run $(abspath $(RUN)))
+	cd benchmarks && ../$(BIN)/python index.py
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check src tests scripts benchmarks

@@ -58,7 +58,18 @@ def test_the_readme_shows_the_two_commands_and_a_tour():
     assert "make run" in text and "make test" in text
     assert len(text.splitlines()) <= 250
     kinds = {args[0] for args in _commands(ROOT / "README.md")}
-    assert {"train", "evaluate", "embed", "report", "export", "benchmark", "summary"} <= kinds
+    assert {
+        "train",
+        "evaluate",
+        "embed",
+        "report",
+        "export",
+        "benchmark",
+        "summary",
+        "index",
+        "search",
+        "match",
+    } <= kinds
 
 
 @pytest.mark.slow

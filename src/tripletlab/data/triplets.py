@@ -20,7 +20,7 @@ from tripletlab.data.resumable import ResumableSampler
 from tripletlab.index import nearest
 
 # Nearest negatives searched per anchor at first, and the factor for those still without one.
-_FIRST_DEPTH = 32
+_FIRST_DEPTH = 8
 _DEEPER = 8
 
 

@@ -1,7 +1,9 @@
 """Retrieval metrics from each query's nearest items, searched through `tripletlab.index`:
-the short path for small sets with small classes, where a top-k search beats the compiled
-engine (measured in `benchmarks/index.py`; 5,000 items in 100 classes: 0.07 to 0.09 s against
-0.13 s, while 10,000 in 10 classes, R near 1,000, took 1.3 s against 0.43 s).
+the short path for small sets with small classes, where a top-k search is a little faster
+than the compiled engine (`benchmarks/index.py`, 2026-11-30, engine time / top-k time: 1.33x
+for 5,000 items whose largest class holds 67, 1.09x for 10,000 with 125; 0.90x for 20,000
+with 236, 0.40x for 2,000 with 215, 0.17x for 10,000 in 10 classes, where the engine's pass
+without sorting wins by far).
 
 Same results as the engine: items at the same distance rank the query's other classes first;
 a query whose R-th item ties with the last one searched falls back to the engine (`None`).
@@ -15,7 +17,7 @@ from tripletlab.index import nearest
 
 # The short path is taken up to this many items and this largest class.
 MAX_ITEMS = 20_000
-MAX_CLASS = 256
+MAX_CLASS = 128
 
 
 def takes_short_path(num_items: int, largest_class: int) -> bool:
