@@ -68,10 +68,12 @@ def open_gallery(
 ) -> Gallery:
     """The images to index.
 
-    The run's own data set (the default): `split` is a part of the run's data, as training cut
-    it (train, val or test), or all three. Another data set: MNIST's own train or test split,
-    or all of it; a folder is cut 80 / 10 / 10 per class with the run's seed (train, val,
-    test), or taken whole (all, the default for another data set), and is read in chunks.
+    `all`: every image of the data set, whatever the run's parts (the default for another
+    data set than the run's). Otherwise, of the run's own data set: that part of the run's
+    data as training cut it (train, the default, val or test), held in memory as training
+    held it; of another: MNIST's own train or test split, or a folder cut 80 / 10 / 10 per
+    class with the run's seed. Folders (`all`, or another data set) are read file by file in
+    chunks, so that a gallery of any size streams through memory.
 
     Raises:
         ValueError: an unknown split, or a part with no image.
@@ -81,10 +83,9 @@ def open_gallery(
     split = split or ("train" if own else "all")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    if own:
+    if own and split != "all":
         data = run_data(config)
-        parts = {"train": data.train, "val": data.val, "test": data.test}
-        chosen = _concatenate(list(parts.values())) if split == "all" else parts[split]
+        chosen = {"train": data.train, "val": data.val, "test": data.test}[split]
         gallery = Gallery(chosen.labels, chosen.class_names, f"{split} part of the run's data",
                           memory=chosen)  # fmt: skip
     elif dataset == "mnist":
