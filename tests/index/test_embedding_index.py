@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tripletlab.index import EmbeddingIndex, IndexSettings, default_nlist, default_pq_m
+from tripletlab.index import (
+    EmbeddingIndex,
+    IndexSettings,
+    default_nlist,
+    default_pq_m,
+    search_other_classes,
+)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -149,7 +155,7 @@ def test_search_among_other_classes_equals_brute_force():
     queries, query_labels = _unit(rng.normal(size=(30, 8))), rng.integers(-1, 4, 30)
     index = EmbeddingIndex(8, "squared-L2", True)
     index.add(items, labels)
-    got_d, got = index.search_other_classes(queries, query_labels, k=3)
+    got_d, got = search_other_classes(index, queries, query_labels, k=3)
     for row, label in enumerate(query_labels):
         allowed = np.flatnonzero(labels != label)
         want_d, want = _brute(items[allowed], queries[row : row + 1], "squared-L2", 3)

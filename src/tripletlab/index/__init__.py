@@ -16,7 +16,7 @@ from tripletlab.index.calibration import (
 from tripletlab.index.embedding_index import EmbeddingIndex
 from tripletlab.index.kinds import KINDS, IndexKind, IndexSettings, default_nlist, default_pq_m
 from tripletlab.index.knn import nearest
-from tripletlab.index.matching import Matches
+from tripletlab.index.matching import Matches, search_other_classes
 from tripletlab.index.storage import MANIFEST, read_manifest, write_calibration
 
 __all__ = [
@@ -35,5 +35,6 @@ __all__ = [
     "default_pq_m",
     "nearest",
     "read_manifest",
+    "search_other_classes",
     "write_calibration",
 ]

@@ -35,7 +35,6 @@ from tripletlab.index.kinds import (
     apply_search_settings,
     make_faiss_index,
     resolve_ivf_pq,
-    search_params,
 )
 
 # Queries per FAISS call: bounds the (queries x k) results and FAISS's own work buffers.
@@ -227,31 +226,6 @@ class EmbeddingIndex:
         rows = self.items.rows(ids)
         order = np.lexsort((np.where(rows < 0, np.iinfo(np.int64).max, rows), distances), axis=1)
         return np.take_along_axis(distances, order, 1), np.take_along_axis(ids, order, 1)
-
-    def search_other_classes(
-        self, vectors: np.ndarray, labels: np.ndarray, k: int = 1
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Like `search`, but each query only among the items whose label differs from its
-        own `labels[i]` (FAISS id selectors): what a query of a class the gallery lacks finds.
-
-        Args:
-            vectors: (Q, D); labels: (Q,) index labels (-1: exclude nothing).
-        """
-        f, x = faiss(), self._prepare(vectors)
-        labels = np.asarray(labels, dtype=np.int64)
-        distances = np.full((len(x), k), np.inf, dtype=np.float32)
-        ids = np.full((len(x), k), -1, dtype=np.int64)
-        if len(self) == 0:
-            return distances, ids
-        for label in np.unique(labels):
-            rows = np.flatnonzero(labels == label)
-            own = self.items.ids[self.items.labels == label]
-            selector = f.IDSelectorNot(f.IDSelectorBatch(own))
-            params = search_params(self.settings, selector)
-            raw, found = self._index.search(x[rows], k, params=params)
-            distances[rows], ids[rows] = self._to_distance(raw), found
-        distances[ids < 0] = np.inf
-        return self._ties_in_order(distances, ids)
 
     def _to_distance(self, raw: np.ndarray) -> np.ndarray:
         """FAISS's scores (inner products, or squared L2) -> the index's distance."""

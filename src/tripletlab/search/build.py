@@ -16,6 +16,7 @@ from tripletlab.index import (
     calibrate,
     default_nlist,
     read_manifest,
+    search_other_classes,
     write_calibration,
 )
 from tripletlab.models import Embedder
@@ -197,7 +198,7 @@ def calibrate_index(
             known.append(distances[rows, column])
             correct.append((index.labels_of(ids[rows, column]) == own) & (own >= 0))
             if open_set:
-                impostors.append(index.search_other_classes(vectors, own, k=1)[0][:, 0])
+                impostors.append(search_other_classes(index, vectors, own, k=1)[0][:, 0])
             progress.advance(task, len(images))
     thresholds = calibrate(np.concatenate(known), np.concatenate(correct), precisions,
                            np.concatenate(impostors) if open_set else None)  # fmt: skip
