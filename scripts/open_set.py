@@ -28,7 +28,8 @@ def main() -> None:
     searcher = Searcher(args.run_dir, args.index)
     if searcher.index.calibration is None:
         raise SystemExit("error: calibrate the index first: tripletlab index calibrate INDEX_DIR")
-    seen = set(np.unique(searcher.index.items.labels).tolist())
+    index = searcher.index
+    seen = {int(index.class_names[y]) for y in np.unique(index.items.labels)}  # MNIST: "0".."9"
     test = load_mnist("test")
     known = np.isin(test.labels, list(seen))
     if known.all():
@@ -39,12 +40,13 @@ def main() -> None:
     for column in ("precision", "threshold", "unseen: unknown", "seen: answered",
                    "seen: right when answered"):  # fmt: skip
         table.add_column(column, justify="right")
-    for threshold in searcher.index.calibration.thresholds:
+    for threshold in index.calibration.thresholds:
         if threshold.distance is None:
             continue
-        matches = searcher.index.match(vectors, threshold=threshold.distance)
+        matches = index.match(vectors, threshold=threshold.distance)
         answered = matches.labels >= 0
-        right = (matches.labels == test.labels)[known & answered].mean()
+        digits = np.array([int(index.class_names[y]) if y >= 0 else -1 for y in matches.labels])
+        right = (digits == test.labels)[known & answered].mean()
         table.add_row(f"{threshold.target:g}", f"{threshold.distance:.4f}",
                       f"{(~answered)[~known].mean():.3f}", f"{answered[known].mean():.3f}",
                       f"{right:.4f}")  # fmt: skip

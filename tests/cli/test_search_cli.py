@@ -97,5 +97,8 @@ def test_add_remove_and_the_errors_a_user_can_make(indexed, tmp_path):
                                             "--index", str(built))  # fmt: skip
     assert "unknown index kind" in _fails("index", "build", str(run.path), "--kind", "annoy",
                                           "--out", str(tmp_path / "other"))  # fmt: skip
+    assert "not an index folder" in _fails("index", "build", str(run.path), "--out",
+                                           str(run.path))  # a run is never replaced  # fmt: skip
+    assert (run.path / "config.yaml").is_file()
     (out / "faiss.index").write_bytes(b"garbage")
     assert "damaged" in _fails("index", "info", str(out))

@@ -42,7 +42,7 @@ def _brute_force(x, labels, anchors, positives, rule):
     return np.array(chosen)
 
 
-@pytest.mark.parametrize("depth", [(1, 2), (32, 8)])
+@pytest.mark.parametrize("depth", [(1, 2, 4), (8, 8, 512)])
 @pytest.mark.parametrize("rule", ["semihard", "hard"])
 def test_mined_negatives_match_brute_force(rule, depth, monkeypatch):
     import tripletlab.data.triplets as triplets_module
@@ -53,13 +53,24 @@ def test_mined_negatives_match_brute_force(rule, depth, monkeypatch):
     anchors = np.arange(80)
     positives = np.array([rng.choice(np.flatnonzero((labels == labels[a]) & (np.arange(80) != a)))
                           for a in anchors])  # fmt: skip
-    # (1, 2): one nearest negative searched first, then 2, 4, ...: anchors whose positive lies
-    # far out take several rounds, and some reach the end (the farthest negative).
+    # (1, 2, 4): one nearest negative searched first, then 2, then 4; anchors whose positive
+    # lies farther out are compared with every negative (some find none farther: the
+    # farthest). Blocks of a few anchors at a time.
     monkeypatch.setattr(triplets_module, "_FIRST_DEPTH", depth[0])
     monkeypatch.setattr(triplets_module, "_DEEPER", depth[1])
+    monkeypatch.setattr(triplets_module, "_MAX_DEPTH", depth[2])
+    monkeypatch.setattr(triplets_module, "_BLOCK_ELEMENTS", 37)
     got = mined_negatives(x, labels, anchors, positives, rule)
     np.testing.assert_array_equal(got, _brute_force(x, labels, anchors, positives, rule))
     assert np.all(labels[got] != labels[anchors])
+
+
+@pytest.mark.parametrize("rule", ["semihard", "hard"])
+def test_a_collapsed_embedding_takes_the_first_of_equal_negatives(rule):
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    x = np.ones((6, 4), dtype=np.float32)  # every distance 0: nothing farther than a positive
+    got = mined_negatives(x, labels, np.arange(6), np.array([1, 0, 3, 2, 5, 4]), rule)
+    assert got.tolist() == [2, 2, 0, 0, 0, 0]
 
 
 def test_semihard_falls_back_to_the_farthest_negative():

@@ -83,6 +83,19 @@ def _on_grid(x):
     return x
 
 
+def test_small_sets_with_small_classes_take_the_top_k_path(monkeypatch):
+    from tripletlab.evaluation import _topk
+
+    taken = []
+    real = _topk.topk_metrics
+    monkeypatch.setattr(_topk, "topk_metrics", lambda *a: taken.append(1) or real(*a))
+    engine = _pass_taken(monkeypatch)
+    embeddings, labels = _low_rank_classes(600, 12, 1.0, seed=3)  # classes of about 50
+    _assert_equal_to_brute_force(embeddings, labels)
+    retrieval_metrics(embeddings, labels)  # auto
+    assert len(taken) == 2 and len(engine) == 1  # topk twice, the engine once (asked for)
+
+
 def _assert_equal_to_brute_force(embeddings, labels):
     """Both paths, the compiled engine and the top-k search through tripletlab.index, against
     NumPy; returns the engine's metrics."""

@@ -163,6 +163,18 @@ def test_search_among_other_classes_equals_brute_force():
         np.testing.assert_allclose(got_d[row], want_d[0], atol=1e-5)
 
 
+def test_an_empty_index_matches_nothing_and_refuses_negative_labels():
+    index = EmbeddingIndex(2, "L2", normalized=False)
+    index.add(np.eye(2), np.array([0, 1]))
+    index.remove(np.array([0, 1]))
+    matches = index.match(np.eye(2), threshold=1.0)
+    assert matches.labels.tolist() == [-1, -1] and np.isinf(matches.distances).all()
+    with pytest.raises(ValueError, match="labels must be >= 0"):
+        index.add(np.eye(2), np.array([0, -1]))
+    with pytest.raises(ValueError, match="k must be a whole number from 1 to 100,000"):
+        index.search(np.eye(2), k=10**9)
+
+
 def test_match_says_unknown_beyond_the_threshold():
     index = EmbeddingIndex(2, "L2", normalized=False, class_names=["cat", "dog"])
     index.add(np.array([[0.0, 0.0], [10.0, 0.0]]), np.array([0, 1]))

@@ -130,3 +130,37 @@ def test_calibration_is_written_into_the_manifest_alone(tmp_path):
     write_calibration(tmp_path / "ix", calibration)
     assert EmbeddingIndex.load(tmp_path / "ix").calibration == calibration
     assert (tmp_path / "ix" / "faiss.index").read_bytes() == before
+
+
+def test_an_index_is_never_written_over_another_folder(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "cat.jpg").write_bytes(b"precious")
+    with pytest.raises(ValueError, match="not an index folder"):
+        _index().save(photos)
+    assert (photos / "cat.jpg").read_bytes() == b"precious"
+    (tmp_path / "empty").mkdir()
+    _index().save(tmp_path / "empty")  # a new or empty folder, or an index, is fine
+    _index().save(tmp_path / "empty")
+
+
+def test_a_swap_cut_between_its_renames_is_undone(tmp_path):
+    _index().save(tmp_path / "ix")
+    # What a kill between the two renames of atomic_folder leaves: the old folder aside.
+    aside = tmp_path / ".ix.old.abc123"
+    aside.mkdir()
+    (tmp_path / "ix").rename(aside / "ix")
+    assert len(EmbeddingIndex.load(tmp_path / "ix")) == 3000
+    assert not aside.exists()
+
+
+@pytest.mark.parametrize(
+    "field", [{"files": []}, {"files": {}}, {"model_sha256": 5}, {"count": "many"}]
+)
+def test_a_manifest_with_wrong_fields_is_damaged(tmp_path, field):
+    _index().save(tmp_path / "ix")
+    manifest = json.loads((tmp_path / "ix" / "manifest.json").read_text())
+    manifest.update(field)
+    (tmp_path / "ix" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="damaged"):
+        EmbeddingIndex.load(tmp_path / "ix")

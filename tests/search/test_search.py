@@ -129,3 +129,14 @@ def test_an_ivf_pq_gallery_of_a_run(run_04, tmp_path):
     assert index.settings.pq_m == 64 and index.is_trained  # 256-d: 4 dimensions a byte
     hits = Searcher(run_04, tmp_path / "ix").search(["mnist:test:3"], k=5)[0]  # a 0
     assert len(hits) == 5 and [h.label for h in hits].count("0") >= 4
+
+
+def test_a_query_is_its_own_gallery_item_by_resolved_path(tmp_path, monkeypatch):
+    from tripletlab.search.build import _same_source
+
+    (tmp_path / "a.png").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    assert _same_source("a.png", str(tmp_path / "a.png"))
+    assert _same_source("mnist:train:3", "mnist:train:3")
+    assert not _same_source("mnist:train:3", "mnist:train:30")
+    assert not _same_source("", "") and not _same_source("a.png", "b.png")

@@ -89,6 +89,7 @@ def match(
     for column in ("image", "match", "distance", "nearest id", "nearest label"):
         table.add_column(column)
     for image, verdict in zip(images, verdicts, strict=True):
-        table.add_row(image, verdict.label, f"{verdict.distance:.4f}", str(verdict.nearest.id),
-                      verdict.nearest.label)  # fmt: skip
+        near = verdict.nearest
+        cells = [str(near.id), near.label] if near else ["-", "-"]  # an empty index
+        table.add_row(image, verdict.label, f"{verdict.distance:.4f}", *cells)
     console.print(table)

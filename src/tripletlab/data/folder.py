@@ -56,7 +56,8 @@ def scan_folder(root: Path) -> FolderScan:
 
 
 def _cache_key(scan: FolderScan, size: tuple[int, int], channels: int) -> str:
-    digest = hashlib.sha256(json.dumps([list(size), channels]).encode())
+    # "sources": caches since each image keeps its resolved path (older ones are decoded again).
+    digest = hashlib.sha256(json.dumps([list(size), channels, "sources"]).encode())
     for path in scan.files:
         stat = path.stat()
         digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
@@ -113,7 +114,7 @@ def _decode_all(
             try:
                 images.append(decode_image(path, size, channels))
                 labels.append(label)
-                kept.append(str(path))
+                kept.append(str(path.resolve()))
             except (ValueError, OSError) as error:
                 skipped += 1
                 log.warning("skipping %s: %s", path, error)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from queue import SimpleQueue
+from typing import Literal
 
 import numpy as np
 import torch
@@ -55,7 +56,7 @@ def _run_part(
 
 
 def retrieval_metrics(
-    embeddings: np.ndarray, labels: np.ndarray, method: str = "auto"
+    embeddings: np.ndarray, labels: np.ndarray, method: Literal["auto", "engine", "topk"] = "auto"
 ) -> dict[str, float]:
     """Precision@1, R-Precision and MAP@R of every item queried against all the others.
 

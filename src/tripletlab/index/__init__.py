@@ -12,12 +12,18 @@ from tripletlab.index.calibration import (
     Calibration,
     Threshold,
     calibrate,
+    check_targets,
 )
 from tripletlab.index.embedding_index import EmbeddingIndex
 from tripletlab.index.kinds import KINDS, IndexKind, IndexSettings, default_nlist, default_pq_m
 from tripletlab.index.knn import nearest
 from tripletlab.index.matching import Matches, search_other_classes
-from tripletlab.index.storage import MANIFEST, read_manifest, write_calibration
+from tripletlab.index.storage import (
+    MANIFEST,
+    check_destination,
+    read_manifest,
+    write_calibration,
+)
 
 __all__ = [
     "DEFAULT_PRECISIONS",
@@ -31,6 +37,8 @@ __all__ = [
     "Matches",
     "Threshold",
     "calibrate",
+    "check_destination",
+    "check_targets",
     "default_nlist",
     "default_pq_m",
     "nearest",

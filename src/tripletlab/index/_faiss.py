@@ -22,7 +22,8 @@ def machine_cores() -> int:
 
 @cache
 def faiss() -> ModuleType:
-    """The `faiss` module, its OpenMP threads set to the machine's cores.
+    """The `faiss` module, its OpenMP threads set to the machine's cores (unless
+    `OMP_NUM_THREADS` says otherwise, which FAISS then follows).
 
     Raises:
         ImportError: faiss-cpu is not installed, with how to install it.
@@ -34,7 +35,8 @@ def faiss() -> ModuleType:
             "similarity search needs FAISS: pip install faiss-cpu (a tripletlab dependency; "
             f"was the install interrupted?) ({error})"
         ) from None
-    module.omp_set_num_threads(machine_cores())
+    if not os.environ.get("OMP_NUM_THREADS"):
+        module.omp_set_num_threads(machine_cores())
     return module
 
 

@@ -103,6 +103,19 @@ def calibrate(
     return found
 
 
+def check_targets(targets: tuple[float, ...]) -> None:
+    """Refuse target precisions outside (0, 1] (or none).
+
+    Raises:
+        ValueError: naming the first bad one.
+    """
+    if not targets:
+        raise ValueError("give at least one target precision")
+    for target in targets:
+        if not 0 < target <= 1:
+            raise ValueError(f"a target precision must be in (0, 1], got {target}")
+
+
 @dataclass(frozen=True)
 class Calibration:
     """The thresholds of an index, and what they were measured on."""

@@ -37,6 +37,8 @@ from tripletlab.index.kinds import (
     resolve_ivf_pq,
 )
 
+# The most neighbours a search returns per query.
+MAX_K = 100_000
 # Queries per FAISS call: bounds the (queries x k) results and FAISS's own work buffers.
 SEARCH_BATCH = 16384
 # Unit vectors may be off by float32 rounding; more than this is not a normalized embedding.
@@ -138,6 +140,8 @@ class EmbeddingIndex:
             raise ValueError(
                 f"expected ({len(x)},) integer labels, got {labels.dtype} {labels.shape}"
             )
+        if (labels < 0).any():  # -1 stands for "no item" and "unknown"
+            raise ValueError("labels must be >= 0")
         sources = [""] * len(x) if sources is None else [str(s) for s in sources]
         if len(sources) != len(x):
             raise ValueError(f"expected {len(x)} sources, got {len(sources)}")
@@ -202,19 +206,20 @@ class EmbeddingIndex:
                 is id -1 at distance inf.
         Returns:
             distances (Q, k) float32 in the index's distance, and ids (Q, k) int64; equal
-            distances in the order the items were added.
+            distances within a row in the order the items were added.
         """
-        if not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be a whole number >= 1, got {k}")
+        if not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_K:
+            raise ValueError(f"k must be a whole number from 1 to {MAX_K:,}, got {k}")
         x = self._prepare(vectors)
         distances = np.full((len(x), k), np.inf, dtype=np.float32)
         ids = np.full((len(x), k), -1, dtype=np.int64)
-        if len(self) == 0:
+        searched = min(k, len(self))  # FAISS pads the rest; no need to make it
+        if searched == 0:
             return distances, ids
         for start in range(0, len(x), batch_size):
-            raw, found = self._index.search(x[start : start + batch_size], k)
-            distances[start : start + len(found)] = self._to_distance(raw)
-            ids[start : start + len(found)] = found
+            raw, found = self._index.search(x[start : start + batch_size], searched)
+            distances[start : start + len(found), :searched] = self._to_distance(raw)
+            ids[start : start + len(found), :searched] = found
         distances[ids < 0] = np.inf
         return self._ties_in_order(distances, ids)
 
@@ -239,6 +244,8 @@ class EmbeddingIndex:
     def labels_of(self, ids: np.ndarray) -> np.ndarray:
         """Labels of `ids` (any shape), -1 where there is no item."""
         rows = self.items.rows(ids)
+        if len(self.items) == 0:
+            return np.full(rows.shape, -1, dtype=np.int64)
         return np.where(rows >= 0, self.items.labels[rows.clip(0)], -1)
 
     def sources_of(self, ids: np.ndarray) -> list[str]:

@@ -8,6 +8,7 @@ items in chunks copies them once, not once per chunk.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -81,11 +82,8 @@ class Items:
         keep = np.ones(len(self._ids), dtype=bool)
         keep[rows] = False
         lengths = np.diff(self._offsets)
-        starts = self._offsets[:-1][keep]
-        kept_lengths = lengths[keep]
-        pieces = [self._blob[s : s + n] for s, n in zip(starts, kept_lengths, strict=True) if n]
-        self._blob = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.uint8)
-        self._offsets = np.concatenate([[0], np.cumsum(kept_lengths)]).astype(np.int64)
+        self._blob = self._blob[np.repeat(keep, lengths)]  # the kept sources' bytes
+        self._offsets = np.concatenate([[0], np.cumsum(lengths[keep])]).astype(np.int64)
         self._ids, self._labels = self._ids[keep], self._labels[keep]
         self._sorted = None
 
@@ -106,7 +104,7 @@ class Items:
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in ("ids", "labels", "sources", "source_offsets")}
-        except (OSError, ValueError, KeyError, EOFError) as error:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             raise ValueError(f"{path} is not a readable items table ({error})") from None
         items = cls()
         items._ids, items._labels = arrays["ids"], arrays["labels"]

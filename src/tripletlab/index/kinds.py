@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from tripletlab.index._faiss import faiss
 
@@ -51,8 +51,9 @@ def default_pq_m(dim: int) -> int:
     return max(m for m in range(1, max(1, dim // 4) + 1) if dim % m == 0)
 
 
-def make_faiss_index(settings: IndexSettings, dim: int, inner_product: bool):  # -> faiss.Index
-    """An empty FAISS index of the kind (`nlist` and `pq_m` resolved for IVF-PQ), with ids."""
+def make_faiss_index(settings: IndexSettings, dim: int, inner_product: bool) -> Any:
+    """An empty FAISS index (`faiss.Index`) of the kind (`nlist` and `pq_m` resolved for
+    IVF-PQ), with ids."""
     f, s, d = faiss(), settings, dim
     metric = f.METRIC_INNER_PRODUCT if inner_product else f.METRIC_L2
     if s.kind == "exact":
@@ -68,8 +69,9 @@ def make_faiss_index(settings: IndexSettings, dim: int, inner_product: bool):  #
     return index
 
 
-def search_params(settings: IndexSettings, selector):  # -> faiss.SearchParameters
-    """Search parameters of the index's kind restricted to the ids `selector` admits."""
+def search_params(settings: IndexSettings, selector: Any) -> Any:
+    """`faiss.SearchParameters` of the index's kind, restricted to the ids a
+    `faiss.IDSelector` admits."""
     f = faiss()
     if settings.kind == "hnsw":
         return f.SearchParametersHNSW(sel=selector, efSearch=settings.ef_search)
@@ -102,8 +104,8 @@ def resolve_ivf_pq(
     return replace(settings, nlist=nlist, pq_m=pq_m)
 
 
-def apply_search_settings(index, settings: IndexSettings) -> None:  # index: faiss.Index
-    """Set HNSW's `ef_search` or IVF's `nprobe` on a FAISS index of the kind."""
+def apply_search_settings(index: Any, settings: IndexSettings) -> None:
+    """Set HNSW's `ef_search` or IVF's `nprobe` on a `faiss.Index` of the kind."""
     if settings.kind == "hnsw":
         faiss().downcast_index(index.index).hnsw.efSearch = settings.ef_search
     elif settings.kind == "ivf-pq":

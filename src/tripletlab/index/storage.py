@@ -24,7 +24,12 @@ from tripletlab.index.calibration import Calibration
 from tripletlab.index.embedding_index import EmbeddingIndex
 from tripletlab.index.items import Items
 from tripletlab.index.kinds import IndexSettings
-from tripletlab.utils.io import atomic_folder, atomic_write_json, sha256_file
+from tripletlab.utils.io import (
+    atomic_folder,
+    atomic_write_json,
+    restore_interrupted,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +59,35 @@ def manifest_of(index: EmbeddingIndex) -> dict[str, Any]:
     }
 
 
+def check_destination(directory: Path) -> None:
+    """Refuse to write an index over anything but an index, a new or an empty folder (a
+    mistyped --out must not replace a run or a photo folder).
+
+    Raises:
+        ValueError: naming the folder.
+    """
+    directory = Path(directory)
+    restore_interrupted(directory)
+    other = directory.exists() and not (directory / MANIFEST).is_file()
+    if other and (not directory.is_dir() or any(directory.iterdir())):
+        raise ValueError(
+            f"{directory} exists and is not an index folder: an index is written only "
+            "into a new or empty folder, or over an index"
+        )
+
+
 def save_index(index: EmbeddingIndex, directory: Path) -> Path:
     """Write `directory` as a whole (a temporary sibling renamed into place): a reader, or a
     kill halfway, leaves the previous folder as it was."""
     if index._index is None:
         raise ValueError("an IVF-PQ index with nothing trained or added cannot be saved")
+    directory = Path(directory)
+    check_destination(directory)
     with atomic_folder(directory) as temp:
-        faiss().write_index(index._index, str(temp / FAISS_FILE))
+        try:
+            faiss().write_index(index._index, str(temp / FAISS_FILE))
+        except RuntimeError as error:  # FAISS's own I/O errors, a full disk say
+            raise OSError(f"cannot write {directory / FAISS_FILE}: {error}") from None
         index.items.save(temp / ITEMS_FILE)
         manifest = manifest_of(index)
         manifest["files"] = {name: sha256_file(temp / name) for name in (FAISS_FILE, ITEMS_FILE)}
@@ -77,6 +104,7 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     """
     import json
 
+    restore_interrupted(Path(directory))
     path = Path(directory) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(
@@ -90,9 +118,37 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         missing = [key for key in keys if key not in manifest]
         if missing:
             raise ValueError(f"no {', '.join(missing)}")
+        _check_types(manifest)
     except (ValueError, KeyError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is damaged ({error}); build the index again") from None
     return manifest
+
+
+def _check_types(manifest: dict[str, Any]) -> None:
+    """Refuse a manifest whose fields are not what `save_index` writes (checksums of both
+    files as hex strings, whole numbers, ...), before anything trusts them.
+
+    Raises:
+        ValueError: naming the field.
+    """
+    files = manifest["files"]
+    hexes = isinstance(files, dict) and set(files) == {FAISS_FILE, ITEMS_FILE} and all(
+        isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+        for v in files.values()
+    )  # fmt: skip
+    if not hexes:
+        raise ValueError(f"files must hold the SHA-256 of {FAISS_FILE} and {ITEMS_FILE}")
+    for key in ("dimension", "count", "next_id"):
+        value = manifest.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{key} must be a whole number >= 0")
+    if not isinstance(manifest["settings"], dict):
+        raise ValueError("settings must be a mapping")
+    for key in ("model_sha256", "built_from", "calibration", "class_names"):
+        kinds = {"model_sha256": str, "built_from": dict, "calibration": dict,
+                 "class_names": list}  # fmt: skip
+        if manifest.get(key) is not None and not isinstance(manifest[key], kinds[key]):
+            raise ValueError(f"{key} must be a {kinds[key].__name__}")
 
 
 def write_calibration(directory: Path, calibration: Calibration) -> None:

@@ -32,7 +32,7 @@ from tripletlab.runs.files import (
     TENSORBOARD,
     read_json,
 )
-from tripletlab.utils.io import atomic_write_bytes, atomic_write_json
+from tripletlab.utils.io import atomic_write_bytes, atomic_write_json, restore_interrupted
 
 
 class RunDir:
@@ -230,6 +230,10 @@ class RunDir:
         folders and `.*.tmp` files); only the one process training a run writes into it.
         Returns what was removed."""
         removed = []
+        if self.checkpoints.is_dir():  # a checkpoint swap cut halfway: the old one back first
+            for child in list(self.checkpoints.iterdir()):
+                if child.name.startswith(".") and ".old." in child.name and child.is_dir():
+                    restore_interrupted(self.checkpoints / child.name[1:].split(".old.")[0])
         for folder in (self.path, self.checkpoints):
             if not folder.is_dir():
                 continue

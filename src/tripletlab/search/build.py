@@ -14,6 +14,8 @@ from tripletlab.index import (
     EmbeddingIndex,
     IndexSettings,
     calibrate,
+    check_destination,
+    check_targets,
     default_nlist,
     read_manifest,
     search_other_classes,
@@ -28,8 +30,9 @@ log = logging.getLogger(__name__)
 
 # Images decoded and embedded per step of a build: bounds memory whatever the gallery's size.
 CHUNK = 4096
-# IVF-PQ trains on at most this many vectors (more than 39 per list and per PQ centroid).
-_MAX_TRAIN_SAMPLE = 100_000
+# IVF-PQ trains on a sample of this many vectors, or 39 per list and per PQ centroid where
+# that is more (FAISS's minimum: 639,000 for the 16,384 lists of a 10,000,000 gallery).
+_TRAIN_SAMPLE = 100_000
 
 
 def _progress() -> Progress:
@@ -55,6 +58,8 @@ def build_index(
         ValueError: bad settings, or a gallery without usable images.
     """
     run = RunDir.open(run_dir)
+    destination = Path(out) if out else run.index
+    check_destination(destination)  # before any image is embedded
     embedder = Embedder.from_pretrained(run.path)
     config = run.config
     settings = settings or IndexSettings()
@@ -66,7 +71,7 @@ def build_index(
     with _progress() as progress:
         if settings.kind == "ivf-pq":
             nlist = settings.nlist or default_nlist(gallery.count)
-            want = min(gallery.count, max(39 * max(nlist, 2**settings.nbits), _MAX_TRAIN_SAMPLE))
+            want = min(gallery.count, max(39 * max(nlist, 2**settings.nbits), _TRAIN_SAMPLE))
             rng = np.random.default_rng(config.train.seed)
             sample = np.sort(rng.choice(gallery.count, size=want, replace=False))
             task = progress.add_task("embedding a training sample", total=len(sample))
@@ -86,7 +91,7 @@ def build_index(
         log.warning("%d of %d images could not be read and were left out", skipped, gallery.count)
     if len(index) == 0:
         raise ValueError(f"no image of the {gallery.description} could be read")
-    index.save(Path(out) if out else run.index)
+    index.save(destination)
     return index
 
 
@@ -149,16 +154,40 @@ def add_images(
             ids.append(index.add(embedder.embed(images), labels[kept], sources))
     if not ids:
         raise ValueError("none of the given files is a readable image; nothing was added")
+    _calibration_is_stale(index, index_dir)
     index.save(index_dir)
     return np.concatenate(ids), skipped
 
 
 def remove_items(index_dir: str | Path, ids: list[int]) -> int:
-    """Remove items by id from a saved index; returns how many were removed."""
+    """Remove items by id from a saved index; returns how many were removed.
+
+    Raises:
+        ValueError: an id that is not stored (nothing is removed then), or an HNSW index.
+    """
+    too_large = [i for i in ids if not 0 <= i < 2**63]
+    if too_large:
+        raise ValueError(f"no item with id {too_large[0]}")
     index = EmbeddingIndex.load(index_dir)
     removed = index.remove(np.array(ids, dtype=np.int64))
+    _calibration_is_stale(index, index_dir)
     index.save(index_dir)
     return removed
+
+
+def _calibration_is_stale(index: EmbeddingIndex, index_dir: str | Path) -> None:
+    if index.calibration is not None:
+        log.warning("the index's thresholds were calibrated before this change; calibrate it "
+                    "again: tripletlab index calibrate %s", index_dir)  # fmt: skip
+
+
+def _same_source(query: str, item: str) -> bool:
+    """Whether a query and a gallery item are one image (file paths compared resolved)."""
+    if not query or not item:
+        return False
+    if query == item:
+        return True
+    return not query.startswith("mnist:") and Path(query).resolve() == Path(item).resolve()
 
 
 def calibrate_index(
@@ -178,6 +207,7 @@ def calibrate_index(
     Raises:
         ValueError: an empty part (a run trained without validation: use split "test").
     """
+    check_targets(precisions)  # before any image is embedded
     run = index_run(index_dir, run_dir)
     index, embedder = open_index(index_dir, run, force)
     gallery = open_gallery(run.config, None, split)
@@ -192,13 +222,14 @@ def calibrate_index(
             vectors, own = embedder.embed(images), to_index[labels]
             distances, ids = index.search(vectors, k=2)
             # The second result where the first is the query's own image.
-            itself = np.array([bool(s) and s == t for s, t in
-                               zip(sources, index.sources_of(ids[:, 0]), strict=True)])  # fmt: skip
+            nearest = index.sources_of(ids[:, 0])
+            itself = np.array([_same_source(s, t) for s, t in zip(sources, nearest, strict=True)])
             rows, column = np.arange(len(images)), itself.astype(np.int64)
             known.append(distances[rows, column])
             correct.append((index.labels_of(ids[rows, column]) == own) & (own >= 0))
-            if open_set:
-                impostors.append(search_other_classes(index, vectors, own, k=1)[0][:, 0])
+            if open_set:  # queries of a class the index lacks are wrong matches already
+                found = search_other_classes(index, vectors[own >= 0], own[own >= 0], k=1)[0]
+                impostors.append(found[np.isfinite(found[:, 0]), 0])  # none: one class only
             progress.advance(task, len(images))
     thresholds = calibrate(np.concatenate(known), np.concatenate(correct), precisions,
                            np.concatenate(impostors) if open_set else None)  # fmt: skip

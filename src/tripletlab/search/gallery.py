@@ -30,12 +30,14 @@ class Gallery:
 
     @property
     def count(self) -> int:
+        """How many images (files: some may turn out unreadable when read)."""
         return len(self.labels)
 
     def chunks(
         self, size: tuple[int, int], channels: int, chunk: int, positions: np.ndarray | None = None
     ) -> Iterator[tuple[np.ndarray, np.ndarray, list[str], int]]:
-        """Yields (images, labels, sources, skipped) for `positions` (default all), in order."""
+        """Yields (images (n, H, W[, C]) uint8, labels (n,), n sources, files skipped) for
+        `positions` (default all), in order, at most `chunk` at a time."""
         positions = np.arange(self.count) if positions is None else positions
         if self.memory is not None:
             sources = self.memory.sources
@@ -44,8 +46,7 @@ class Gallery:
                 names = [""] * len(part) if sources is None else [str(s) for s in sources[part]]
                 yield self.memory.images[part], self.memory.labels[part], names, 0
             return
-        assert self.files is not None
-        files = [self.files[p] for p in positions]
+        files = [self.files[p] for p in positions] if self.files is not None else []
         for images, kept, skipped in decoded_chunks(files, size, channels, chunk):
             chosen = positions[kept]
             sources = [str(self.files[p].resolve()) for p in chosen]

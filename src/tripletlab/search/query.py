@@ -31,7 +31,7 @@ class Verdict:
     label: str
     distance: float
     threshold: float
-    nearest: Hit
+    nearest: Hit | None  # None: the index is empty
 
 
 class Searcher:
@@ -88,9 +88,9 @@ class Searcher:
         for label, distance, item in zip(
             matches.labels, matches.distances, matches.ids, strict=True
         ):
-            nearest = self._hits(np.array([distance]), np.array([item]))
+            hits = self._hits(np.array([distance]), np.array([item]))
             verdicts.append(Verdict(self.index.label_name(int(label)), float(distance),
-                                    matches.threshold, nearest[0]))  # fmt: skip
+                                    matches.threshold, hits[0] if hits else None))  # fmt: skip
         return verdicts
 
     def item_image(self, source: str) -> np.ndarray | None:

@@ -68,26 +68,48 @@ def fsync_folder(folder: Path) -> None:
         os.close(handle)
 
 
+def restore_interrupted(directory: Path) -> bool:
+    """Put back the previous `directory` if a swap by `atomic_folder` was cut between its two
+    renames (the old folder moved aside, the new one not yet in place). Returns whether it
+    did."""
+    directory = Path(directory)
+    if directory.exists() or not directory.parent.is_dir():
+        return False
+    for aside in sorted(directory.parent.glob(f".{directory.name}.old.*")):
+        if (aside / directory.name).is_dir():
+            os.replace(aside / directory.name, directory)
+            shutil.rmtree(aside, ignore_errors=True)
+            return True
+    return False
+
+
 @contextmanager
 def atomic_folder(directory: Path) -> Iterator[Path]:
     """Write a folder as a whole: yields a temporary sibling to fill; on success its files are
-    synced and it replaces `directory` (one of that name is removed first), on error it is
-    removed and `directory` is left as it was. Readers see the old folder or the new one."""
+    synced and it replaces `directory`, on error it is removed and `directory` is left as it
+    was. The old folder is moved aside until the new one is in place (and moved back if that
+    fails); a kill between the two renames is undone by `restore_interrupted`, which the next
+    write (and the index reader) call first."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
+    restore_interrupted(directory)
     temp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     try:
         yield temp
         for path in temp.iterdir():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
+        fsync_folder(temp)
         temp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; give the usual mode
         if directory.exists():
-            # Moved aside, not deleted, until the new one is in place.
-            old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old."))
-            os.replace(directory, old / directory.name)
-            os.replace(temp, directory)
-            shutil.rmtree(old, ignore_errors=True)
+            aside = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old."))
+            os.replace(directory, aside / directory.name)
+            try:
+                os.replace(temp, directory)
+            except BaseException:
+                os.replace(aside / directory.name, directory)
+                raise
+            shutil.rmtree(aside, ignore_errors=True)
         else:
             os.replace(temp, directory)
         fsync_folder(directory.parent)
