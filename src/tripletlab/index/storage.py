@@ -14,6 +14,7 @@ index file, so a truncated or altered one could crash the interpreter instead of
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -102,8 +103,6 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         FileNotFoundError: not an index folder.
         ValueError: a damaged manifest.
     """
-    import json
-
     restore_interrupted(Path(directory))
     path = Path(directory) / MANIFEST
     if not path.is_file():
