@@ -19,7 +19,7 @@ LAYERS = [
     {"data", "losses", "models"},
     {"evaluation", "search"},
     {"training", "export"},
-    {"viz", "keras"},
+    {"viz", "keras", "serve"},
     {"cli"},
 ]
 _SAME_LAYER: set[tuple[str, str]] = set()

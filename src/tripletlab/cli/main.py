@@ -15,6 +15,7 @@ from tripletlab.cli.embed import embed
 from tripletlab.cli.evaluate import evaluate
 from tripletlab.cli.report import report
 from tripletlab.cli.search import match, search
+from tripletlab.cli.serve import serve
 from tripletlab.cli.summary import summary
 from tripletlab.cli.train import train
 from tripletlab.models import import_backbone_modules
@@ -65,6 +66,7 @@ app.command()(benchmark)
 app.command()(summary)
 app.command()(search)
 app.command()(match)
+app.command()(serve)
 app.add_typer(data.app, name="data")
 app.add_typer(export.app, name="export")
 app.add_typer(index.app, name="index")

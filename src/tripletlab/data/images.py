@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,16 +59,36 @@ def decode_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray
     path = Path(path)
     if path.stat().st_size == 0:
         raise ValueError("empty file")
+    return _decode(path, size, channels, MAX_PIXELS)
+
+
+def decode_image_bytes(
+    data: bytes, size: tuple[int, int], channels: int, max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
+    """`decode_image` of an image file's bytes (an upload, say), refusing more than
+    `max_pixels` pixels from the header.
+
+    Raises:
+        ValueError: empty, not an image, truncated, or too many pixels; the message says which.
+    """
+    if not data:
+        raise ValueError("empty file")
+    return _decode(io.BytesIO(data), size, channels, max_pixels)
+
+
+def _decode(
+    source: Path | io.BytesIO, size: tuple[int, int], channels: int, max_pixels: int
+) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             # Pillow warns about damaged metadata (EXIF, TIFF tags) and decodes the pixels;
             # the pixels are what counts here, and a warning would print Pillow's internals.
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 width, height = image.size
-                if width * height > MAX_PIXELS:
-                    raise ValueError(f"{width} x {height} pixels is more than {MAX_PIXELS:,}")
+                if width * height > max_pixels:
+                    raise ValueError(f"{width} x {height} pixels is more than {max_pixels:,}")
                 image = _eight_bit(ImageOps.exif_transpose(image))
                 image = image.convert("L" if channels == 1 else "RGB")
                 if image.size != (size[1], size[0]):

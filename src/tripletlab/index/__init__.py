@@ -14,7 +14,7 @@ from tripletlab.index.calibration import (
     calibrate,
     check_targets,
 )
-from tripletlab.index.embedding_index import EmbeddingIndex
+from tripletlab.index.embedding_index import MAX_K, EmbeddingIndex
 from tripletlab.index.kinds import KINDS, IndexKind, IndexSettings, default_nlist, default_pq_m
 from tripletlab.index.knn import nearest
 from tripletlab.index.matching import Matches, search_other_classes
@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_PRECISIONS",
     "KINDS",
     "MANIFEST",
+    "MAX_K",
     "UNKNOWN",
     "Calibration",
     "EmbeddingIndex",

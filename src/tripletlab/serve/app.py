@@ -1,0 +1,95 @@
+"""The HTTP API (FastAPI): embed, search, match, compare, gallery items; health and info.
+
+JSON under `/v1`, OpenAPI at `/openapi.json`, docs at `/docs`. Every error is JSON
+`{"error": message}`: 4xx for what the client sent, 503 with Retry-After when the queue is
+full or the model is not loaded yet, 500 with an `error_id` (logged with its traceback) when
+the model fails; the service goes on either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tripletlab.serve.batching import DynamicBatcher
+from tripletlab.serve.inputs import ApiError
+from tripletlab.serve.routes import add_routes
+from tripletlab.serve.state import ServeSettings, State
+
+log = logging.getLogger("tripletlab.serve")
+
+
+def create_app(load: Any, settings: ServeSettings | None = None) -> FastAPI:
+    """The API, loading its model with `load()` (-> ServiceModel) in the background at start:
+    `/healthz` answers at once, `/readyz` and the rest once the model is loaded."""
+    settings = settings or ServeSettings()
+    state = State(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        async def start() -> None:
+            try:
+                model = await asyncio.to_thread(load)
+            except Exception as error:  # shown by /readyz; the process stays up for /healthz
+                log.exception("the model could not be loaded")
+                state.failed = f"the model could not be loaded: {error}"
+                return
+            state.batcher = DynamicBatcher(
+                model.embed, settings.max_batch, settings.max_wait_ms / 1000, settings.max_queue
+            )
+            state.model = model
+            log.info("ready: %s", model.info())
+
+        task = asyncio.create_task(start())
+        yield
+        task.cancel()
+        if state.batcher is not None:
+            state.batcher.executor.shutdown(wait=True)
+        log.info("stopped (requests in flight were answered first)")
+
+    description = "Embed, search, match and compare images with a tripletlab run."
+    app = FastAPI(title="tripletlab", version="1", lifespan=lifespan, description=description)
+    app.state.tripletlab = state
+
+    @app.middleware("http")
+    async def log_requests(request: Request, call_next: Any) -> Response:
+        start = time.perf_counter()
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.limits.max_body:
+            response: Response = _error(
+                413, f"request body over {settings.limits.max_body:,} bytes"
+            )
+        else:
+            response = await call_next(request)
+        log.info("%s %s %d %.1f ms", request.method, request.url.path, response.status_code,
+                 (time.perf_counter() - start) * 1000)  # fmt: skip
+        return response
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError) -> JSONResponse:
+        return _error(error.status, error.message, error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0] if error.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return _error(error.status_code, str(error.detail))
+
+    add_routes(app, state)
+    return app
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)

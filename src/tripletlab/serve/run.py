@@ -1,0 +1,92 @@
+"""Running the service under uvicorn, in one process or several (`--workers`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from tripletlab.runs import RunDir, resolve_checkpoint
+from tripletlab.serve.app import create_app
+from tripletlab.serve.inputs import Limits
+from tripletlab.serve.model import load_service_model, share_cores
+from tripletlab.serve.state import ServeSettings
+
+# The options reach each uvicorn worker process through this variable (JSON).
+_OPTIONS = "TRIPLETLAB_SERVE_OPTIONS"
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker, from the options `serve` put in the environment."""
+    options: dict[str, Any] = json.loads(os.environ[_OPTIONS])
+    _logging()
+    settings = ServeSettings(**{**options["settings"], "limits": Limits(**options["limits"])})
+    return create_app(
+        lambda: load_service_model(options["run"], options["index"], options["engine"],
+                                   options["threads"], options["force"]),
+        settings,
+    )  # fmt: skip
+
+
+def _logging() -> None:
+    logger = logging.getLogger("tripletlab.serve")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # one line per request, not one more from the root logger
+
+
+def serve(
+    run_dir: str | Path,
+    index_dir: str | Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    engine: str = "onnx",
+    workers: int = 1,
+    settings: ServeSettings | None = None,
+    force: bool = False,
+) -> None:
+    """Serve a run until SIGTERM or Ctrl-C (in-flight requests are finished first).
+
+    Checks the run (and exports `model.onnx` once, for all workers, when it is missing)
+    before uvicorn starts. Each of `workers` processes gets cores / workers threads.
+
+    Raises:
+        FileNotFoundError: no run or checkpoint. ValueError: bad options.
+    """
+    import uvicorn
+
+    if not 1 <= port <= 65535 or workers < 1:
+        raise ValueError("port must be 1-65535 and workers at least 1")
+    run = RunDir.open(run_dir)
+    resolve_checkpoint(run.path)
+    if engine == "onnx" and not run.onnx_file().is_file():
+        from tripletlab.models.engines import require_onnx
+
+        try:
+            require_onnx()
+        except ValueError:
+            pass  # each worker falls back to PyTorch, saying so
+        else:
+            from tripletlab.export.onnx import export_run_onnx
+
+            export_run_onnx(run.path)
+    settings = settings or ServeSettings()
+    options = {"run": str(run.path.resolve()), "engine": engine, "force": force,
+               "index": str(Path(index_dir).resolve()) if index_dir else None,
+               "threads": share_cores(workers),
+               "limits": dataclasses.asdict(settings.limits),
+               "settings": {k: v for k, v in dataclasses.asdict(settings).items()
+                            if k != "limits"}}  # fmt: skip
+    os.environ[_OPTIONS] = json.dumps(options)
+    _logging()
+    uvicorn.run("tripletlab.serve.run:app_from_environment", factory=True, host=host, port=port,
+                workers=workers, access_log=False, log_level="warning",
+                timeout_graceful_shutdown=30)  # fmt: skip

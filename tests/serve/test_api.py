@@ -1,0 +1,184 @@
+"""The API through its ASGI app (httpx): every endpoint, and every kind of bad request."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from tests.serve.conftest import call, png
+from tripletlab.index import EmbeddingIndex
+from tripletlab.serve import Limits, ServeSettings, create_app, load_service_model
+
+pytestmark = pytest.mark.slow
+
+
+def _app(run, **settings):
+    return create_app(lambda: load_service_model(run.path, engine="torch"),
+                      ServeSettings(**settings))  # fmt: skip
+
+
+def _files(*images):
+    return [("images", (f"{i}.png", png(image), "image/png")) for i, image in enumerate(images)]
+
+
+def test_health_info_embed_search_compare(served_run, digits):
+    app = _app(served_run)
+
+    async def requests(client):
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        info = (await client.get("/v1/info")).json()
+        assert info["embedding_dim"] == 256 and info["index"]["kind"] == "exact"
+        assert info["engine"] == "torch" and info["index"]["calibrated"]
+        embedded = (await client.post("/v1/embed", files=_files(digits[3], digits[2]))).json()
+        as_json = await client.post("/v1/embed", json={
+            "images": [base64.b64encode(png(digits[3])).decode()]})  # fmt: skip
+        found = (await client.post("/v1/search?k=4", files=_files(digits[3], digits[0]))).json()
+        same = (await client.post("/v1/compare", files=_files(digits[3], digits[3]))).json()
+        other = (await client.post("/v1/compare", files=_files(digits[3], digits[2]))).json()
+        openapi = (await client.get("/openapi.json")).json()
+        return info, embedded, as_json.json(), found, same, other, openapi
+
+    _info, embedded, as_json, found, same, other, openapi = call(app, requests)
+    vectors = np.array(embedded["embeddings"])
+    assert vectors.shape == (2, 256) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert np.allclose(as_json["embeddings"][0], vectors[0], atol=1e-6)  # JSON = multipart
+    zero, seven = found["results"]
+    assert [n["label"] for n in zero["neighbours"]] == ["0"] * 4
+    distances = [n["distance"] for n in zero["neighbours"]]
+    assert distances == sorted(distances) and zero["neighbours"][0]["source"].startswith("mnist:")
+    assert zero["match"]["label"] == "0" and zero["match"]["precision"] == 0.99
+    assert seven["match"]["label"] == "unknown"  # a 7: run_04 saw only 0-4
+    assert same["distance"] < 1e-5 and same["same"] is True and other["same"] is False
+    assert {"/v1/search", "/v1/compare", "/v1/embed", "/healthz"} <= set(openapi["paths"])
+
+
+def test_items_read_add_and_delete(served_run, digits, tmp_path):
+    index = EmbeddingIndex.load(served_run.index)
+    index.save(tmp_path / "ix")  # a copy the test may change
+    app = create_app(lambda: load_service_model(served_run.path, tmp_path / "ix", "torch"),
+                     ServeSettings(allow_writes=True))  # fmt: skip
+
+    async def requests(client):
+        item = (await client.get("/v1/items/7")).json()
+        image = await client.get("/v1/items/7/image")
+        added = (await client.post("/v1/items", files=_files(digits[0], digits[17]),
+                                   data={"label": "seven"})).json()  # fmt: skip
+        search = (await client.post("/v1/search?k=1", files=_files(digits[0]))).json()
+        deleted = (await client.delete(f"/v1/items/{added['ids'][0]}")).json()
+        return item, image, added, search, deleted
+
+    item, image, added, search, deleted = call(app, requests)
+    assert item["source"] == index.sources_of(np.array([7]))[0]
+    assert image.headers["content-type"] == "image/png" and image.content[:4] == b"\x89PNG"
+    assert added["label"] == "seven" and len(added["ids"]) == 2
+    assert search["results"][0]["neighbours"][0]["id"] == added["ids"][0]
+    assert deleted["count"] == len(index) + 1
+    saved = EmbeddingIndex.load(tmp_path / "ix")  # persisted, atomically
+    assert len(saved) == len(index) + 1 and saved.class_names[-1] == "seven"
+
+
+@pytest.mark.parametrize(
+    ("send", "status", "message"),
+    [
+        (lambda: {"files": [("images", ("x.txt", b"hello", "text/plain"))]}, 422, "not an image"),
+        (
+            lambda: {
+                "files": [
+                    ("images", ("x.png", png(np.zeros((28, 28), np.uint8))[:30], "image/png"))
+                ]
+            },
+            422,
+            "image 0",
+        ),
+        (
+            lambda: {"content": b"{bad", "headers": {"content-type": "application/json"}},
+            400,
+            "malformed JSON",
+        ),
+        (lambda: {"json": {"images": ["%%%"]}}, 400, "not valid base64"),
+        (lambda: {"json": {"images": [1]}}, 400, "not a base64 string"),
+        (lambda: {"json": [1, 2]}, 400, "JSON object"),
+        (lambda: {"content": b"x", "headers": {"content-type": "text/plain"}}, 415, "multipart"),
+        (lambda: {"json": {"images": []}}, 400, "no image"),
+        (lambda: {"json": {"images": ["aGk="] * 5}}, 413, "at most 4 images"),
+    ],
+)
+def test_bad_requests_get_a_4xx_that_says_what_is_wrong(served_run, send, status, message):
+    app = _app(served_run, limits=Limits(max_images=4))
+    response = call(app, lambda client: client.post("/v1/embed", **send()))
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+
+
+def test_more_bad_requests(served_run, digits):
+    app = _app(served_run, limits=Limits(max_bytes=2000, max_pixels=10_000, max_k=50))
+    big = png(np.random.default_rng(0).integers(0, 255, (120, 120), dtype=np.uint8))
+
+    async def requests(client):
+        return [
+            await client.post("/v1/search?k=0", files=_files(digits[0])),
+            await client.post("/v1/search?k=51", files=_files(digits[0])),
+            await client.post("/v1/search?k=ten", files=_files(digits[0])),
+            await client.post("/v1/compare", files=_files(digits[0])),
+            await client.get("/v1/items/99999999"),
+            await client.get("/v1/items/abc"),
+            await client.delete("/v1/items/3"),
+            await client.post("/v1/embed", files=[("images", ("b.png", big, "image/png"))]),
+            await client.post(
+                "/v1/embed", content=b"x" * 200_000, headers={"content-type": "application/json"}
+            ),
+            await client.get("/v1/nowhere"),
+        ]
+
+    responses = call(app, requests)
+    expected = [(422, "between 1 and 50"), (422, "between 1 and 50"), (422, "whole number"),
+                (400, "exactly 2"), (404, "no item"), (422, "item_id"), (403, "--allow-writes"),
+                (413, "larger than 2,000 bytes"), (413, "request body over"),
+                (404, "Not Found")]  # fmt: skip
+    for response, (status, message) in zip(responses, expected, strict=True):
+        assert response.status_code == status, response.text
+        assert message in response.json()["error"], response.text
+        assert set(response.json()) == {"error"}
+    many_pixels = Limits(max_pixels=100)
+    response = call(_app(served_run, limits=many_pixels),
+                    lambda client: client.post("/v1/embed", files=_files(digits[0])))  # fmt: skip
+    assert response.status_code == 422 and "pixels is more than 100" in response.json()["error"]
+
+
+def test_a_failing_model_is_a_500_with_an_error_id_and_the_service_goes_on(served_run, digits):
+    model = load_service_model(served_run.path, engine="torch")
+    real, state = model.embed, {"calls": 0}
+
+    def flaky(images):
+        state["calls"] += 1
+        if state["calls"] == 1:
+            raise RuntimeError("out of memory")
+        return real(images)
+
+    model.embed = flaky
+    app = create_app(lambda: model, ServeSettings(max_wait_ms=0))
+
+    async def requests(client):
+        return [await client.post("/v1/embed", files=_files(digits[0])) for _ in range(2)]
+
+    failed, fine = call(app, requests)
+    assert failed.status_code == 500 and "error id" in failed.json()["error"]
+    assert fine.status_code == 200
+
+
+def test_not_ready_and_failed_loads_answer_503(served_run, tmp_path):
+    def broken():
+        raise FileNotFoundError("no run here")
+
+    app = create_app(broken)
+
+    async def requests(client):
+        return await client.get("/readyz"), await client.get("/healthz")
+
+    ready, alive = call(app, requests)
+    assert ready.status_code == 503 and "could not be loaded" in ready.json()["error"]
+    assert alive.status_code == 200
+    assert json.loads(ready.text)["error"].endswith("no run here")

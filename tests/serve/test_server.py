@@ -1,0 +1,67 @@
+"""A real `tripletlab serve` process: started on a free port of 127.0.0.1, called over HTTP,
+stopped with SIGTERM while a request is in flight."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.serve.conftest import png
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_serve_answers_over_http_and_stops_cleanly_on_sigterm(served_run, digits):
+    port = _free_port()
+    tripletlab = str(Path(sys.executable).with_name("tripletlab"))  # the installed command
+    command = [tripletlab, "serve", str(served_run.path), "--port", str(port),
+               "--max-wait-ms", "2"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120  # ONNX export on first start
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, process.stdout.read()
+            time.sleep(0.3)
+        info = httpx.get(f"{base}/v1/info", timeout=10).json()
+        assert info["engine"] == "onnx" and info["index"]["count"] > 0
+        files = [("images", (f"{i}.png", png(digits[i]), "image/png")) for i in range(32)]
+        answer = {}
+
+        def in_flight():
+            answer["response"] = httpx.post(f"{base}/v1/search?k=5", files=files, timeout=60)
+
+        caller = threading.Thread(target=in_flight)
+        caller.start()
+        time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        caller.join(60)
+        assert answer["response"].status_code == 200  # finished, not cut
+        assert len(answer["response"].json()["results"]) == 32
+        # uvicorn raises the signal again once it has shut down, so that the parent sees it.
+        assert process.wait(60) in (0, -signal.SIGTERM)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    log = process.stdout.read()
+    assert "POST /v1/search 200" in log and "GET /v1/info 200" in log
+    assert "Traceback" not in log and "stopped (requests in flight were answered" in log
