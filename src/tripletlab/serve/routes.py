@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
 from tripletlab.index import MAX_K
@@ -15,6 +17,8 @@ from tripletlab.runs import METRICS_FILE
 from tripletlab.search.sources import read_image
 from tripletlab.serve.inputs import ApiError, read_request, whole_number
 from tripletlab.serve.state import State
+
+STATIC = Path(__file__).with_name("static")
 
 
 def add_routes(app: FastAPI, state: State) -> None:
@@ -91,6 +95,22 @@ def add_routes(app: FastAPI, state: State) -> None:
         same = None if threshold is None else bool(value <= threshold)
         return {"distance": value, "metric": distance, "same": same, "threshold": threshold,
                 "threshold_from": source if threshold is not None else None}  # fmt: skip
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        """The web page: search by an image, compare two (plain HTML, CSS and JavaScript)."""
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/v1/items/random")
+    async def random_item() -> dict[str, Any]:
+        """A gallery item chosen at random: id, label, source."""
+        index = _index_of(state)
+        if len(index) == 0:
+            raise ApiError(404, "the gallery is empty")
+        ids = index.items.ids
+        return _item(index, int(ids[np.random.default_rng().integers(len(ids))]))
 
     @app.get("/v1/items/{item_id}")
     async def item(item_id: int) -> dict[str, Any]:
