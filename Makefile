@@ -55,6 +55,7 @@ bench: install
 	cd benchmarks && ../$(BIN)/python inference.py
 	cd benchmarks && ../$(BIN)/python evaluation.py $(if $(RUN),--run $(abspath $(RUN)))
 	cd benchmarks && ../$(BIN)/python index.py
+	cd benchmarks && ../$(BIN)/python serve.py --run $(abspath $(or $(RUN),runs/default))
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check src tests scripts benchmarks

@@ -20,6 +20,9 @@ def machine_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+_BLAS_THRESHOLD = 20
+
+
 @cache
 def faiss() -> ModuleType:
     """The `faiss` module, its OpenMP threads set to the machine's cores (unless
@@ -37,6 +40,9 @@ def faiss() -> ModuleType:
         ) from None
     if not os.environ.get("OMP_NUM_THREADS"):
         module.omp_set_num_threads(machine_cores())
+    # Exact search of a few queries through BLAS, FAISS's default for years (1.15's is 128,000):
+    # 32 queries against 60,000 x 256 took 6.8 ms instead of 34.8 ms; 64: 11.3 against 68.8.
+    module.cvar.distance_compute_blas_threshold = _BLAS_THRESHOLD
     return module
 
 

@@ -36,7 +36,7 @@ def require_onnx() -> None:
 class OnnxEmbedder:
     """Embeds uint8 images with ONNX Runtime on the CPU; same interface as `Embedder.embed`."""
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
+    def __init__(self, path: Path, threads: int | None = None, spin: bool = True) -> None:
         require_onnx()
         import onnxruntime as ort
 
@@ -45,6 +45,8 @@ class OnnxEmbedder:
             raise FileNotFoundError(f"no ONNX model at {path}; run `tripletlab export onnx` first")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
+        if not spin:  # a service: idle threads sleep instead of spinning between requests
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.path = path

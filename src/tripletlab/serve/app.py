@@ -14,11 +14,13 @@ import time
 from contextlib import asynccontextmanager
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tripletlab.index import MAX_K
 from tripletlab.serve.batching import DynamicBatcher
 from tripletlab.serve.inputs import ApiError
 from tripletlab.serve.routes import add_routes
@@ -42,9 +44,14 @@ def create_app(load: Any, settings: ServeSettings | None = None) -> FastAPI:
                 log.exception("the model could not be loaded")
                 state.failed = f"the model could not be loaded: {error}"
                 return
-            state.batcher = DynamicBatcher(
-                model.embed, settings.max_batch, settings.max_wait_ms / 1000, settings.max_queue
-            )
+            wait, coming = settings.max_wait_ms / 1000, lambda: state.coming
+            state.batcher = DynamicBatcher(model.embed, settings.max_batch, wait,
+                                           settings.max_queue, coming=coming)  # fmt: skip
+            if model.index is not None:
+                state.searcher = DynamicBatcher(
+                    lambda images: _neighbours(model, images, settings.limits.max_k),
+                    settings.max_batch, wait, settings.max_queue, state.batcher.executor, coming,
+                )  # fmt: skip
             state.model = model
             log.info("ready: %s", model.info())
 
@@ -68,7 +75,12 @@ def create_app(load: Any, settings: ServeSettings | None = None) -> FastAPI:
                 413, f"request body over {settings.limits.max_body:,} bytes"
             )
         else:
-            response = await call_next(request)
+            posted = request.method == "POST"  # what may join a batch
+            state.coming += posted
+            try:
+                response = await call_next(request)
+            finally:
+                state.coming -= posted
         log.info("%s %s %d %.1f ms", request.method, request.url.path, response.status_code,
                  (time.perf_counter() - start) * 1000)  # fmt: skip
         return response
@@ -89,6 +101,13 @@ def create_app(load: Any, settings: ServeSettings | None = None) -> FastAPI:
 
     add_routes(app, state)
     return app
+
+
+def _neighbours(model: Any, images: np.ndarray, k: int) -> np.ndarray:
+    """(N, 2 k) rows: the distances, then the ids (as floats: exact below 2^53 in float64) of
+    each image's k nearest items, for a batch of requests (each cuts its own k)."""
+    distances, ids = model.index.search(model.embed(images), min(k, MAX_K))
+    return np.concatenate([distances.astype(np.float64), ids.astype(np.float64)], axis=1)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

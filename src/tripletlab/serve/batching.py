@@ -29,6 +29,9 @@ class DynamicBatcher:
         max_batch: images per call at most; 1 turns batching off (one request per call).
         max_wait: seconds a request may wait for others to join.
         max_queue: images that may wait at once.
+        executor: the one-thread pool the calls run in (shared by batchers of one model).
+        coming: how many requests are under way (being read); a batch waits for others only
+            while more are coming than wait, so a lone request never waits.
     """
 
     def __init__(
@@ -37,13 +40,16 @@ class DynamicBatcher:
         max_batch: int = 64,
         max_wait: float = 0.005,
         max_queue: int = 1024,
+        executor: ThreadPoolExecutor | None = None,
+        coming: Callable[[], int] | None = None,
     ) -> None:
         if max_batch < 1 or max_queue < 1 or max_wait < 0:
             raise ValueError("max_batch and max_queue must be >= 1, max_wait >= 0")
         self.model, self.max_batch, self.max_wait, self.max_queue = (
             model, max_batch, max_wait, max_queue,
         )  # fmt: skip
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="model")
+        self.executor = executor or ThreadPoolExecutor(1, thread_name_prefix="model")
+        self.coming = coming
         self._waiting: deque[tuple[np.ndarray, asyncio.Future]] = deque()
         self._queued = 0
         self._wake: asyncio.Event | None = None
@@ -73,6 +79,10 @@ class DynamicBatcher:
         """Run another call (an index search, say) in the model's thread, between batches."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, call, *args)
 
+    def _more(self) -> bool:
+        """Whether more requests are under way than wait (others may still join)."""
+        return self.coming is None or self.coming() > len(self._waiting)
+
     def _take(self) -> list[tuple[np.ndarray, asyncio.Future]]:
         taken = [self._waiting.popleft()]
         count = len(taken[0][0])
@@ -90,7 +100,7 @@ class DynamicBatcher:
             wake.clear()
             if self.max_batch > 1 and self.max_wait > 0:
                 deadline = loop.time() + self.max_wait
-                while self._queued < self.max_batch and loop.time() < deadline:
+                while self._queued < self.max_batch and loop.time() < deadline and self._more():
                     await asyncio.sleep(min(0.001, max(0.0, deadline - loop.time())))
             while self._waiting:
                 taken = self._take()

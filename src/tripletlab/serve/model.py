@@ -4,13 +4,13 @@ index if there is one, and the thresholds that decide "same" and "match"."""
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from tripletlab import __version__
 from tripletlab.index import MANIFEST, EmbeddingIndex
@@ -64,8 +64,9 @@ class ServiceModel:
 
 
 def share_cores(workers: int) -> int:
-    """Threads each worker process may use: the machine's cores shared out (two PyTorch
-    processes on 2 cores, each spinning 2 threads, ran 9x slower than one alone)."""
+    """Model threads of each worker process: the machine's cores shared out, so that workers
+    x threads <= cores (two PyTorch processes on 2 cores, each spinning 2 threads, ran 9x
+    slower than one alone)."""
     return max(1, machine_cores() // max(1, workers))
 
 
@@ -85,8 +86,10 @@ def load_service_model(
         ValueError: an unknown engine, an index built by another model (unless `force`).
     """
     torch.set_num_threads(threads)
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     faiss().omp_set_num_threads(threads)
+    # Every BLAS and OpenMP pool loaded (numpy's, FAISS's own OpenBLAS, PyTorch's) to the
+    # same share: FAISS's OpenBLAS otherwise keeps a thread per core spinning between calls.
+    threadpool_limits(threads)
     run = RunDir.open(run_dir)
     embedder = Embedder.from_pretrained(run.path)
     engine_model, name = _engine(run, embedder, engine, threads)
@@ -115,4 +118,4 @@ def _engine(run: RunDir, embedder: Embedder, engine: str, threads: int) -> tuple
     if not run.onnx_file().is_file():
         log.warning("%s has no model.onnx: exporting it first", run.path)
         export_run_onnx(run.path)
-    return OnnxEmbedder(run.onnx_file(), threads=threads), "onnx"
+    return OnnxEmbedder(run.onnx_file(), threads=threads, spin=False), "onnx"

@@ -40,8 +40,9 @@ def add_routes(app: FastAPI, state: State) -> None:
     async def info() -> dict[str, Any]:
         """Model, embedding size, distance, index kind and count, engine, version."""
         model, batcher = state.ready()
+        calls = batcher.calls + (state.searcher.calls if state.searcher else 0)
         return {**model.info(), "batching": {"max_batch": batcher.max_batch,
-                "max_wait_ms": batcher.max_wait * 1000, "model_calls": batcher.calls}}  # fmt: skip
+                "max_wait_ms": batcher.max_wait * 1000, "model_calls": calls}}  # fmt: skip
 
     @app.post("/v1/embed")
     async def embed(request: Request) -> dict[str, Any]:

@@ -39,8 +39,10 @@ class State:
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
         self.model: ServiceModel | None = None
-        self.batcher: DynamicBatcher | None = None
+        self.batcher: DynamicBatcher | None = None  # embeddings
+        self.searcher: DynamicBatcher | None = None  # embeddings and the index's neighbours
         self.failed: str | None = None
+        self.coming = 0  # requests being read or computed (the batchers wait for them)
 
     def ready(self) -> tuple[ServiceModel, DynamicBatcher]:
         """The model and batcher, or a 503 while loading."""
@@ -52,6 +54,20 @@ class State:
     async def embed(self, images: np.ndarray) -> np.ndarray:
         """Embeddings (N, D) of uint8 images through the batcher."""
         _, batcher = self.ready()
+        return await self._submit(batcher, images)
+
+    async def search(self, images: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Distances and ids (N, k) of each image's k nearest items: embedding and search
+        batched together across requests (the index's `max_k` nearest, cut to k)."""
+        self.ready()
+        if self.searcher is None:
+            raise ApiError(404, "this service has no index: start it with --index, or build "
+                                "one with tripletlab index build RUN_DIR")  # fmt: skip
+        rows = await self._submit(self.searcher, images)
+        width = rows.shape[1] // 2
+        return rows[:, :k], rows[:, width : width + k].astype(np.int64)
+
+    async def _submit(self, batcher: DynamicBatcher, images: np.ndarray) -> np.ndarray:
         try:
             return await batcher.submit(images)
         except QueueFullError as error:
