@@ -20,6 +20,11 @@ def _app(run, **settings):
                       ServeSettings(**settings))  # fmt: skip
 
 
+async def _chunks(chunk: bytes, count: int):
+    for _ in range(count):
+        yield chunk
+
+
 def _files(*images):
     return [("images", (f"{i}.png", png(image), "image/png")) for i, image in enumerate(images)]
 
@@ -104,17 +109,32 @@ def test_items_read_add_and_delete(served_run, digits, tmp_path):
         (lambda: {"content": b"x", "headers": {"content-type": "text/plain"}}, 415, "multipart"),
         (lambda: {"json": {"images": []}}, 400, "no image"),
         (lambda: {"json": {"images": ["aGk="] * 5}}, 413, "at most 4 images"),
+        (lambda: {"files": _files(*[np.zeros((28, 28), np.uint8)] * 9)}, 413, "at most 4 images"),
+        (
+            lambda: {"content": b"[" * 100_000, "headers": {"content-type": "application/json"}},
+            400,
+            "malformed JSON",
+        ),
+        (
+            lambda: {
+                "content": _chunks(b"x" * 65536, 40),  # chunked: no length declared
+                "headers": {"content-type": "application/json"},
+            },
+            413,
+            "request body over",
+        ),
     ],
 )
 def test_bad_requests_get_a_4xx_that_says_what_is_wrong(served_run, send, status, message):
-    app = _app(served_run, limits=Limits(max_images=4))
+    app = _app(served_run, limits=Limits(max_images=4, max_body=2_000_000), max_queue=16)
     response = call(app, lambda client: client.post("/v1/embed", **send()))
     assert response.status_code == status, response.text
     assert message in response.json()["error"]
 
 
 def test_more_bad_requests(served_run, digits):
-    app = _app(served_run, limits=Limits(max_bytes=2000, max_pixels=10_000, max_k=50))
+    limits = Limits(max_bytes=2000, max_pixels=10_000, max_k=50, max_body=150_000)
+    app = _app(served_run, limits=limits)
     big = png(np.random.default_rng(0).integers(0, 255, (120, 120), dtype=np.uint8))
 
     async def requests(client):
@@ -122,6 +142,11 @@ def test_more_bad_requests(served_run, digits):
             await client.post("/v1/search?k=0", files=_files(digits[0])),
             await client.post("/v1/search?k=51", files=_files(digits[0])),
             await client.post("/v1/search?k=ten", files=_files(digits[0])),
+            await client.post(
+                "/v1/search",
+                content=b'{"images": [], "k": 1e400}',
+                headers={"content-type": "application/json"},
+            ),
             await client.post("/v1/compare", files=_files(digits[0])),
             await client.get("/v1/items/99999999"),
             await client.get("/v1/items/abc"),
@@ -135,6 +160,7 @@ def test_more_bad_requests(served_run, digits):
 
     responses = call(app, requests)
     expected = [(422, "between 1 and 50"), (422, "between 1 and 50"), (422, "whole number"),
+                (422, "whole number"),
                 (400, "exactly 2"), (404, "no item"), (422, "item_id"), (403, "--allow-writes"),
                 (413, "larger than 2,000 bytes"), (413, "request body over"),
                 (404, "Not Found")]  # fmt: skip

@@ -28,6 +28,7 @@ def serve(
     max_image_bytes: Annotated[int, typer.Option(help="Bytes of one image file.")] = 10_485_760,
     max_pixels: Annotated[int, typer.Option(help="Pixels of one image.")] = 25_000_000,
     max_k: Annotated[int, typer.Option(help="Neighbours one search may ask for.")] = 100,
+    max_body: Annotated[int, typer.Option(help="Bytes of one request body.")] = 67_108_864,
     precision: Annotated[
         float, typer.Option(help="The calibrated precision whose threshold matches.")
     ] = 0.99,
@@ -42,7 +43,7 @@ def serve(
     from tripletlab.serve.run import serve as run_service
 
     with user_errors():
-        limits = Limits(max_image_bytes, max_pixels, max_images, max_k)
+        limits = Limits(max_image_bytes, max_pixels, max_images, max_k, max_body)
         settings = ServeSettings(limits, max_batch, max_wait_ms, max_queue, precision, allow_writes)
         console.print(f"serving {run_dir} on http://{host}:{port} (docs: /docs)")
         run_service(run_dir, index, host, port, engine, workers, settings, force)

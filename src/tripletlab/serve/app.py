@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -95,6 +96,13 @@ def create_app(load: Any, settings: ServeSettings | None = None) -> FastAPI:
         where = ".".join(str(p) for p in first.get("loc", ()))
         return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        error_id = uuid.uuid4().hex[:12]
+        log.error("%s %s failed (error id %s)", request.method, request.url.path, error_id,
+                  exc_info=error)  # fmt: skip
+        return _error(500, f"internal error (error id {error_id})")
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         return _error(error.status_code, str(error.detail))
@@ -103,11 +111,15 @@ def create_app(load: Any, settings: ServeSettings | None = None) -> FastAPI:
     return app
 
 
-def _neighbours(model: Any, images: np.ndarray, k: int) -> np.ndarray:
-    """(N, 2 k) rows: the distances, then the ids (as floats: exact below 2^53 in float64) of
-    each image's k nearest items, for a batch of requests (each cuts its own k)."""
-    distances, ids = model.index.search(model.embed(images), min(k, MAX_K))
-    return np.concatenate([distances.astype(np.float64), ids.astype(np.float64)], axis=1)
+def _neighbours(model: Any, images: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
+    """A batch of requests' images -> their k nearest items: distances, ids, labels (N, k)
+    and sources (N, k) objects. Run in the model's thread, like every change to the index,
+    so that a search never sees an index half changed; each request cuts its own k."""
+    index = model.index
+    distances, ids = index.search(model.embed(images), min(k, MAX_K))
+    labels = index.labels_of(ids)
+    sources = np.array(index.sources_of(ids.ravel()), dtype=object).reshape(ids.shape)
+    return distances, ids, labels, sources
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

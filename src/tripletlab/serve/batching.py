@@ -13,6 +13,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +23,8 @@ class QueueFullError(Exception):
 
 
 class DynamicBatcher:
-    """Batches `model(images (N, ...)) -> (N, D)` calls across concurrent `submit`s.
+    """Batches `model(images (N, ...)) -> (N, ...)` calls (or a tuple of such arrays) across
+    concurrent `submit`s; each request gets its own rows.
 
     Args:
         model: the model call (in a worker thread).
@@ -36,7 +38,7 @@ class DynamicBatcher:
 
     def __init__(
         self,
-        model: Callable[[np.ndarray], np.ndarray],
+        model: Callable[[np.ndarray], Any],
         max_batch: int = 64,
         max_wait: float = 0.005,
         max_queue: int = 1024,
@@ -56,7 +58,7 @@ class DynamicBatcher:
         self._task: asyncio.Task | None = None
         self.calls = 0  # model calls made, for the tests and /v1/info
 
-    async def submit(self, images: np.ndarray) -> np.ndarray:
+    async def submit(self, images: np.ndarray) -> Any:
         """The model's output for `images`, computed in some batch.
 
         Raises:
@@ -104,17 +106,23 @@ class DynamicBatcher:
                     await asyncio.sleep(min(0.001, max(0.0, deadline - loop.time())))
             while self._waiting:
                 taken = self._take()
-                batch = np.concatenate([images for images, _ in taken])
                 self.calls += 1
                 try:
+                    batch = np.concatenate([images for images, _ in taken])
                     out = await loop.run_in_executor(self.executor, self.model, batch)
+                    start = 0
+                    for images, future in taken:
+                        if not future.done():  # a caller cancelled: nobody waits for it
+                            future.set_result(_rows(out, start, len(images)))
+                        start += len(images)
                 except Exception as error:  # every request of the batch gets it
                     for _, future in taken:
                         if not future.done():
                             future.set_exception(error)
-                    continue
-                start = 0
-                for images, future in taken:
-                    if not future.done():  # a client that went away
-                        future.set_result(out[start : start + len(images)])
-                    start += len(images)
+
+
+def _rows(out: Any, start: int, count: int) -> Any:
+    """Rows start..start+count of the model's output: an array, or a tuple of arrays."""
+    if isinstance(out, tuple):
+        return tuple(part[start : start + count] for part in out)
+    return out[start : start + count]

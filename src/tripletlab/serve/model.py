@@ -70,6 +70,15 @@ def share_cores(workers: int) -> int:
     return max(1, machine_cores() // max(1, workers))
 
 
+def hold_threads(threads: int) -> None:
+    """Hold this process's model threads to `threads`: PyTorch, FAISS's OpenMP, and every
+    BLAS and OpenMP pool loaded (numpy's, FAISS's own OpenBLAS, PyTorch's), which would
+    otherwise keep a thread per core spinning between calls. For a service's process."""
+    torch.set_num_threads(threads)
+    faiss().omp_set_num_threads(threads)
+    threadpool_limits(threads)
+
+
 def load_service_model(
     run_dir: str | Path,
     index_dir: str | Path | None = None,
@@ -85,11 +94,6 @@ def load_service_model(
         FileNotFoundError: no run, checkpoint, or (given) index.
         ValueError: an unknown engine, an index built by another model (unless `force`).
     """
-    torch.set_num_threads(threads)
-    faiss().omp_set_num_threads(threads)
-    # Every BLAS and OpenMP pool loaded (numpy's, FAISS's own OpenBLAS, PyTorch's) to the
-    # same share: FAISS's OpenBLAS otherwise keeps a thread per core spinning between calls.
-    threadpool_limits(threads)
     run = RunDir.open(run_dir)
     embedder = Embedder.from_pretrained(run.path)
     engine_model, name = _engine(run, embedder, engine, threads)

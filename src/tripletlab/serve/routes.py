@@ -1,4 +1,5 @@
-"""The endpoints of the API (see `app`)."""
+"""The endpoints of the API (see `app`). Every read and change of the index runs in the
+model's thread (`DynamicBatcher.run`), one at a time, so no request sees it half changed."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
-from tripletlab.index import MAX_K
+from tripletlab.index import MAX_K, EmbeddingIndex
 from tripletlab.runs import METRICS_FILE
 from tripletlab.search.sources import read_image
 from tripletlab.serve.inputs import ApiError, read_request, whole_number
@@ -23,6 +24,18 @@ STATIC = Path(__file__).with_name("static")
 
 def add_routes(app: FastAPI, state: State) -> None:
     """Register every endpoint on `app`."""
+    _add_model_routes(app, state)
+    _add_item_routes(app, state)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        """The web page: search by an image, compare two (plain HTML, CSS and JavaScript)."""
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+
+def _add_model_routes(app: FastAPI, state: State) -> None:
     limits = state.settings.limits
 
     @app.get("/healthz")
@@ -41,42 +54,35 @@ def add_routes(app: FastAPI, state: State) -> None:
         """Model, embedding size, distance, index kind and count, engine, version."""
         model, batcher = state.ready()
         calls = batcher.calls + (state.searcher.calls if state.searcher else 0)
-        return {**model.info(), "batching": {"max_batch": batcher.max_batch,
+        about = await batcher.run(model.info)
+        return {**about, "batching": {"max_batch": batcher.max_batch,
                 "max_wait_ms": batcher.max_wait * 1000, "model_calls": calls}}  # fmt: skip
 
     @app.post("/v1/embed")
     async def embed(request: Request) -> dict[str, Any]:
-        """Images (multipart `images` files, or JSON `{"images": [base64]}`) -> embeddings."""
+        """Images (multipart files, or JSON `{"images": [base64]}`) -> embeddings."""
         files, _ = await read_request(request, limits)
-        vectors = await state.embed(state.images(files))
+        vectors = await state.embed(await state.images_of(files))
         return {"dimension": int(vectors.shape[1]), "embeddings": vectors.tolist()}
 
     @app.post("/v1/search")
     async def search(request: Request) -> dict[str, Any]:
         """Images and `k` -> each image's k nearest gallery items, and the match (label or
         unknown) at the calibrated threshold where the index is calibrated."""
-        _model, batcher = state.ready()
         index = _index_of(state)
         files, fields = await read_request(request, limits)
         k = whole_number({**fields, **request.query_params}, "k", 10, 1, min(limits.max_k, MAX_K))
-        vectors = await state.embed(state.images(files))
-        distances, ids = await batcher.run(index.search, vectors, k)
+        distances, ids, labels, sources = await state.search(await state.images_of(files), k)
         threshold = _threshold(state)
         results = []
-        for row_d, row_ids in zip(distances, ids, strict=True):
-            found = row_ids >= 0
-            labels = index.labels_of(row_ids[found])
-            sources = index.sources_of(row_ids[found])
+        for row in range(len(ids)):
+            found = ids[row] >= 0
             neighbours = [{"id": int(i), "label": index.label_name(int(y)), "distance": float(d),
-                           "source": s}
-                          for i, y, d, s in zip(row_ids[found], labels, row_d[found], sources,
+                           "source": str(s)}
+                          for i, y, d, s in zip(ids[row][found], labels[row][found],
+                                                distances[row][found], sources[row][found],
                                                 strict=True)]  # fmt: skip
-            match = None
-            if threshold is not None:
-                near = neighbours[0] if neighbours else None
-                label = near["label"] if near and near["distance"] <= threshold else "unknown"
-                match = {"label": label, "threshold": threshold,
-                         "precision": state.settings.precision}  # fmt: skip
+            match = _match(neighbours, threshold, state.settings.precision)
             results.append({"neighbours": neighbours, "match": match})
         return {"k": k, "distance": index.distance, "results": results}
 
@@ -86,9 +92,10 @@ def add_routes(app: FastAPI, state: State) -> None:
         (the verification threshold of metrics.json when there is no calibrated index)."""
         model, _ = state.ready()
         files, _ = await read_request(request, limits)
-        a, b = await state.embed(state.images(files, count=(2, 2)))
-        distance = model.run.config.loss.distance
+        a, b = await state.embed(await state.images_of(files, count=(2, 2)))
         threshold, source = _threshold(state), "index calibration"
+        # The index's threshold is in the index's distance; metrics.json's is Euclidean.
+        distance = model.index.distance if threshold is not None else model.run.config.loss.distance
         if threshold is None and model.verification_threshold is not None:
             threshold = _from_l2(model.verification_threshold, distance)
             source = f"verification in {METRICS_FILE}"
@@ -97,43 +104,32 @@ def add_routes(app: FastAPI, state: State) -> None:
         return {"distance": value, "metric": distance, "same": same, "threshold": threshold,
                 "threshold_from": source if threshold is not None else None}  # fmt: skip
 
-    @app.get("/", include_in_schema=False)
-    async def page() -> FileResponse:
-        """The web page: search by an image, compare two (plain HTML, CSS and JavaScript)."""
-        return FileResponse(STATIC / "index.html")
 
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+def _add_item_routes(app: FastAPI, state: State) -> None:
+    limits = state.settings.limits
 
     @app.get("/v1/items/random")
     async def random_item() -> dict[str, Any]:
         """A gallery item chosen at random: id, label, source."""
         index = _index_of(state)
-        if len(index) == 0:
-            raise ApiError(404, "the gallery is empty")
-        ids = index.items.ids
-        return _item(index, int(ids[np.random.default_rng().integers(len(ids))]))
+        _, batcher = state.ready()
+        return await batcher.run(_random_item, index)
 
     @app.get("/v1/items/{item_id}")
     async def item(item_id: int) -> dict[str, Any]:
         """A gallery item: id, label, source."""
-        index = _index_of(state)
-        return _item(index, item_id)
+        _, batcher = state.ready()
+        return await batcher.run(_item, _index_of(state), item_id)
 
     @app.get("/v1/items/{item_id}/image")
     async def item_image(item_id: int) -> Response:
         """The item's image as PNG, at the model's input size."""
-        model, _ = state.ready()
-        source = _item(_index_of(state), item_id)["source"]
-        shape = model.image_shape
-        try:
-            image = read_image(source, shape[:2], shape[2] if len(shape) == 3 else 1)
-        except (ValueError, OSError):
-            raise ApiError(
-                404, f"item {item_id}'s image ({source or 'no source'}) cannot be read"
-            ) from None
-        buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="PNG")
-        return Response(buffer.getvalue(), media_type="image/png")
+        model, batcher = state.ready()
+        source = (await batcher.run(_item, _index_of(state), item_id))["source"]
+        png = await batcher.run(_png, source, model.image_shape)
+        if png is None:
+            raise ApiError(404, f"item {item_id}'s image ({source or 'no source'}) cannot be read")
+        return Response(png, media_type="image/png")
 
     @app.post("/v1/items")
     async def add_items(request: Request) -> dict[str, Any]:
@@ -144,29 +140,67 @@ def add_routes(app: FastAPI, state: State) -> None:
         label = fields.get("label")
         if not isinstance(label, str) or not label.strip():
             raise ApiError(422, "give the images' class as the label field")
-        vectors = await state.embed(state.images(files))
-        if label not in index.class_names:
-            index.class_names.append(label)
-        labels = np.full(len(vectors), index.class_names.index(label), dtype=np.int64)
-        ids = await batcher.run(index.add, vectors, labels)
-        await batcher.run(index.save, model.index_dir)
-        return {"ids": [int(i) for i in ids], "label": label, "count": len(index)}
+        vectors = await state.embed(await state.images_of(files))
+        ids = await batcher.run(_add, index, vectors, label.strip(), model.index_dir)
+        return {"ids": [int(i) for i in ids], "label": label.strip(), "count": len(index)}
 
     @app.delete("/v1/items/{item_id}")
     async def delete_item(item_id: int) -> dict[str, Any]:
         """Remove an item from the gallery; saved to the index folder."""
         model, batcher = state.ready()
         index = _writable(state)
-        _item(index, item_id)
-        try:
-            await batcher.run(index.remove, np.array([item_id]))
-        except ValueError as error:
-            raise ApiError(409, str(error)) from None
-        await batcher.run(index.save, model.index_dir)
+        await batcher.run(_remove, index, item_id, model.index_dir)
         return {"removed": item_id, "count": len(index)}
 
 
-def _index_of(state: State) -> Any:
+# Index work, run in the model's thread.
+def _item(index: EmbeddingIndex, item_id: int) -> dict[str, Any]:
+    if not 0 <= item_id < 2**63 or index.items.rows(np.array([item_id]))[0] < 0:
+        raise ApiError(404, f"no item with id {item_id}")
+    label = index.labels_of(np.array([item_id]))[0]
+    return {"id": item_id, "label": index.label_name(int(label)),
+            "source": index.sources_of(np.array([item_id]))[0]}  # fmt: skip
+
+
+def _random_item(index: EmbeddingIndex) -> dict[str, Any]:
+    if len(index) == 0:
+        raise ApiError(404, "the gallery is empty")
+    ids = index.items.ids
+    return _item(index, int(ids[np.random.default_rng().integers(len(ids))]))
+
+
+def _add(index: EmbeddingIndex, vectors: np.ndarray, label: str, folder: Path) -> np.ndarray:
+    names = list(index.class_names)
+    if len(index):  # labels without a name keep their number as name
+        names += [str(i) for i in range(len(names), int(index.items.labels.max()) + 1)]
+    if label not in names:
+        names.append(label)
+    ids = index.add(vectors, np.full(len(vectors), names.index(label), dtype=np.int64))
+    index.class_names = names  # only once the vectors are in
+    index.save(folder)
+    return ids
+
+
+def _remove(index: EmbeddingIndex, item_id: int, folder: Path) -> None:
+    _item(index, item_id)
+    try:
+        index.remove(np.array([item_id]))
+    except ValueError as error:  # an HNSW index
+        raise ApiError(409, str(error)) from None
+    index.save(folder)
+
+
+def _png(source: str, shape: tuple[int, ...]) -> bytes | None:
+    try:
+        image = read_image(source, shape[:2], shape[2] if len(shape) == 3 else 1)
+    except (ValueError, OSError):
+        return None
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _index_of(state: State) -> EmbeddingIndex:
     model, _ = state.ready()
     if model.index is None:
         raise ApiError(404, "this service has no index: start it with --index, or build one "
@@ -174,18 +208,10 @@ def _index_of(state: State) -> Any:
     return model.index
 
 
-def _writable(state: State) -> Any:
+def _writable(state: State) -> EmbeddingIndex:
     if not state.settings.allow_writes:
         raise ApiError(403, "gallery changes are off: start the service with --allow-writes")
     return _index_of(state)
-
-
-def _item(index: Any, item_id: int) -> dict[str, Any]:
-    if not 0 <= item_id < 2**63 or index.items.rows(np.array([item_id]))[0] < 0:
-        raise ApiError(404, f"no item with id {item_id}")
-    label = index.labels_of(np.array([item_id]))[0]
-    return {"id": item_id, "label": index.label_name(int(label)),
-            "source": index.sources_of(np.array([item_id]))[0]}  # fmt: skip
 
 
 def _threshold(state: State) -> float | None:
@@ -197,6 +223,15 @@ def _threshold(state: State) -> float | None:
         return index.calibration.threshold_for(state.settings.precision)
     except ValueError:
         return None
+
+
+def _match(neighbours: list[dict[str, Any]], threshold: float | None, precision: float) -> Any:
+    """The nearest item's label within the threshold, else unknown (None: not calibrated)."""
+    if threshold is None:
+        return None
+    near = neighbours[0] if neighbours else None
+    label = near["label"] if near and near["distance"] <= threshold else "unknown"
+    return {"label": label, "threshold": threshold, "precision": precision}
 
 
 def _pair_distance(a: np.ndarray, b: np.ndarray, distance: str) -> float:

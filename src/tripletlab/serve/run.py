@@ -11,10 +11,11 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from tripletlab.runs import RunDir, resolve_checkpoint
+from tripletlab.index import MANIFEST, read_manifest
+from tripletlab.runs import RunDir, checkpoint_sha256, resolve_checkpoint
 from tripletlab.serve.app import create_app
 from tripletlab.serve.inputs import Limits
-from tripletlab.serve.model import load_service_model, share_cores
+from tripletlab.serve.model import hold_threads, load_service_model, share_cores
 from tripletlab.serve.state import ServeSettings
 
 # The options reach each uvicorn worker process through this variable (JSON).
@@ -25,6 +26,7 @@ def app_from_environment() -> FastAPI:
     """The app of one worker, from the options `serve` put in the environment."""
     options: dict[str, Any] = json.loads(os.environ[_OPTIONS])
     _logging()
+    hold_threads(options["threads"])
     settings = ServeSettings(**{**options["settings"], "limits": Limits(**options["limits"])})
     return create_app(
         lambda: load_service_model(options["run"], options["index"], options["engine"],
@@ -41,6 +43,18 @@ def _logging() -> None:
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False  # one line per request, not one more from the root logger
+
+
+def _check_index(run: RunDir, index_dir: str | Path | None, force: bool) -> None:
+    """Refuse, before serving, an index that is missing (when named), damaged in its manifest
+    or built by another model (unless `force`)."""
+    folder = Path(index_dir) if index_dir else run.index
+    if index_dir is None and not (folder / MANIFEST).is_file():
+        return  # no index: search is off
+    made_by = read_manifest(folder).get("model_sha256")
+    if made_by and made_by != checkpoint_sha256(run.path) and not force:
+        raise ValueError(f"the index in {folder} was built by another model than {run.path}'s: "
+                         "build it again, or pass --force")  # fmt: skip
 
 
 def serve(
@@ -63,10 +77,15 @@ def serve(
     """
     import uvicorn
 
+    settings = settings or ServeSettings()
     if not 1 <= port <= 65535 or workers < 1:
         raise ValueError("port must be 1-65535 and workers at least 1")
+    if workers > 1 and settings.allow_writes:
+        raise ValueError("--allow-writes needs --workers 1: each worker holds its own copy of "
+                         "the index, and their changes would overwrite each other")  # fmt: skip
     run = RunDir.open(run_dir)
     resolve_checkpoint(run.path)
+    _check_index(run, index_dir, force)  # a wrong index is one error line, not 503s
     if engine == "onnx" and not run.onnx_file().is_file():
         from tripletlab.models.engines import require_onnx
 
@@ -78,7 +97,6 @@ def serve(
             from tripletlab.export.onnx import export_run_onnx
 
             export_run_onnx(run.path)
-    settings = settings or ServeSettings()
     options = {"run": str(run.path.resolve()), "engine": engine, "force": force,
                "index": str(Path(index_dir).resolve()) if index_dir else None,
                "threads": share_cores(workers),

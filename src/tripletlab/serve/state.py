@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +33,8 @@ class ServeSettings:
             raise ValueError("max_batch and max_queue must be at least 1, max_wait_ms >= 0")
         if not 0 < self.precision <= 1:
             raise ValueError(f"precision must be in (0, 1], got {self.precision}")
+        if self.max_queue < self.limits.max_images:
+            raise ValueError("max_queue must hold at least one request's max_images")
 
 
 class State:
@@ -56,18 +60,21 @@ class State:
         _, batcher = self.ready()
         return await self._submit(batcher, images)
 
-    async def search(self, images: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Distances and ids (N, k) of each image's k nearest items: embedding and search
-        batched together across requests (the index's `max_k` nearest, cut to k)."""
+    async def search(self, images: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
+        """Distances, ids, labels and sources (N, k) of each image's k nearest items:
+        embedding and search batched together across requests (`max_k` deep, cut to k)."""
         self.ready()
         if self.searcher is None:
             raise ApiError(404, "this service has no index: start it with --index, or build "
                                 "one with tripletlab index build RUN_DIR")  # fmt: skip
         rows = await self._submit(self.searcher, images)
-        width = rows.shape[1] // 2
-        return rows[:, :k], rows[:, width : width + k].astype(np.int64)
+        return tuple(part[:, :k] for part in rows)
 
-    async def _submit(self, batcher: DynamicBatcher, images: np.ndarray) -> np.ndarray:
+    async def images_of(self, files: list[bytes], count: tuple[int, int] = (1, 0)) -> np.ndarray:
+        """`images`, decoded in a worker thread (large images would stall every request)."""
+        return await asyncio.to_thread(self.images, files, count)
+
+    async def _submit(self, batcher: DynamicBatcher, images: np.ndarray) -> Any:
         try:
             return await batcher.submit(images)
         except QueueFullError as error:
