@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import io
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from tripletlab.data import load_mnist
 from tripletlab.index import EmbeddingIndex
 from tripletlab.models import Embedder
 from tripletlab.runs import checkpoint_sha256
+from tripletlab.serve.process import start_service
 
 LEVELS = (1, 8, 32)
 REQUESTS = {1: 200, 8: 800, 32: 1600}
@@ -56,24 +56,8 @@ def build_gallery(run: Path, folder: Path) -> Path:
 
 
 def start(run: Path, index: Path, batching: bool) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     flags = ["--max-batch", "64", "--max-wait-ms", "5"] if batching else ["--max-batch", "1"]
-    process = subprocess.Popen([TRIPLETLAB, "serve", str(run), "--index", str(index), "--port",
-                                str(port), *flags], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return process, base
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    process.kill()
-    raise SystemExit("error: the service did not become ready in 120 s")
+    return start_service(run, "--index", str(index), *flags)
 
 
 async def load(base: str, bodies: list[bytes], concurrency: int) -> dict[str, float]:

@@ -6,15 +6,11 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-import httpx
 import pytest
 from PIL import Image
+
+from tripletlab.serve.process import start_service
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -24,21 +20,7 @@ _IMAGES_SHOWN = ("[...document.querySelectorAll('[data-testid=neighbour] img')]"
 
 @pytest.fixture(scope="module")
 def server(served_run):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    tripletlab = str(Path(sys.executable).with_name("tripletlab"))
-    process = subprocess.Popen([tripletlab, "serve", str(served_run.path), "--port", str(port),
-                                "--engine", "torch"], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.3)
+    process, base = start_service(served_run.path, "--engine", "torch", timeout=60)
     yield base
     process.send_signal(signal.SIGTERM)
     process.wait(60)

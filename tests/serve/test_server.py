@@ -4,44 +4,23 @@ stopped with SIGTERM while a request is in flight."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.serve.conftest import png
+from tripletlab.serve.process import start_service
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_serve_answers_over_http_and_stops_cleanly_on_sigterm(served_run, digits):
-    port = _free_port()
-    tripletlab = str(Path(sys.executable).with_name("tripletlab"))  # the installed command
-    command = [tripletlab, "serve", str(served_run.path), "--port", str(port),
-               "--max-wait-ms", "2"]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
+    process, base = start_service(served_run.path, "--max-wait-ms", "2",
+                                  output=subprocess.PIPE)  # first start: exports ONNX  # fmt: skip
     try:
-        deadline = time.monotonic() + 120  # ONNX export on first start
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, process.stdout.read()
-            time.sleep(0.3)
         info = httpx.get(f"{base}/v1/info", timeout=10).json()
         assert info["engine"] == "onnx" and info["index"]["count"] > 0
         files = [("images", (f"{i}.png", png(digits[i]), "image/png")) for i in range(32)]
