@@ -22,6 +22,8 @@ def test_serve_answers_over_http_and_stops_cleanly_on_sigterm(served_run, digits
                                   output=subprocess.PIPE)  # first start: exports ONNX  # fmt: skip
     try:
         info = httpx.get(f"{base}/v1/info", timeout=10).json()
+        rebound = httpx.get(f"{base}/v1/info", headers={"host": "evil.example"}, timeout=10)
+        assert rebound.status_code == 400  # bound to localhost: only its own names
         assert info["engine"] == "onnx" and info["index"]["count"] > 0
         files = [("images", (f"{i}.png", png(digits[i]), "image/png")) for i in range(32)]
         answer = {}

@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from tripletlab.index import MAX_K
 from tripletlab.serve.batching import DynamicBatcher
@@ -30,9 +31,13 @@ from tripletlab.serve.state import ServeSettings, State
 log = logging.getLogger("tripletlab.serve")
 
 
-def create_app(load: Any, settings: ServeSettings | None = None) -> FastAPI:
+def create_app(
+    load: Any, settings: ServeSettings | None = None, hosts: list[str] | None = None
+) -> FastAPI:
     """The API, loading its model with `load()` (-> ServiceModel) in the background at start:
-    `/healthz` answers at once, `/readyz` and the rest once the model is loaded."""
+    `/healthz` answers at once, `/readyz` and the rest once the model is loaded. `hosts`: the
+    Host headers accepted (others get 400), so that a web page cannot reach a service bound
+    to localhost through a DNS name of its own."""
     settings = settings or ServeSettings()
     state = State(settings)
 
@@ -66,6 +71,8 @@ def create_app(load: Any, settings: ServeSettings | None = None) -> FastAPI:
     description = "Embed, search, match and compare images with a tripletlab run."
     app = FastAPI(title="tripletlab", version="1", lifespan=lifespan, description=description)
     app.state.tripletlab = state
+    if hosts:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
 
     @app.middleware("http")
     async def log_requests(request: Request, call_next: Any) -> Response:

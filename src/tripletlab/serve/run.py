@@ -31,7 +31,7 @@ def app_from_environment() -> FastAPI:
     return create_app(
         lambda: load_service_model(options["run"], options["index"], options["engine"],
                                    options["threads"], options["force"]),
-        settings,
+        settings, options["hosts"],
     )  # fmt: skip
 
 
@@ -100,6 +100,9 @@ def serve(
     options = {"run": str(run.path.resolve()), "engine": engine, "force": force,
                "index": str(Path(index_dir).resolve()) if index_dir else None,
                "threads": share_cores(workers),
+               # Bound to this machine only: only its own names in the Host header.
+               "hosts": (["127.0.0.1", "localhost", "[::1]"]
+                         if host in ("127.0.0.1", "localhost", "::1") else None),
                "limits": dataclasses.asdict(settings.limits),
                "settings": {k: v for k, v in dataclasses.asdict(settings).items()
                             if k != "limits"}}  # fmt: skip

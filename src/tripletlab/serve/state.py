@@ -51,8 +51,9 @@ class State:
     def ready(self) -> tuple[ServiceModel, DynamicBatcher]:
         """The model and batcher, or a 503 while loading."""
         if self.model is None or self.batcher is None:
-            message = self.failed or "the model is still loading"
-            raise ApiError(503, message, {"Retry-After": "1"})
+            if self.failed:  # not retried: no Retry-After
+                raise ApiError(503, self.failed)
+            raise ApiError(503, "the model is still loading", {"Retry-After": "1"})
         return self.model, self.batcher
 
     async def embed(self, images: np.ndarray) -> np.ndarray:
