@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,6 +18,11 @@ from tripletlab.training import TrainingDivergedError
 # path can be copied whole.
 console = Console(markup=False, emoji=False, soft_wrap=True)
 err_console = Console(stderr=True, markup=False, emoji=False, soft_wrap=True)
+
+# Commands that use an index with a run's model: --force takes another model's index.
+ForceOption = Annotated[
+    bool, typer.Option("--force", help="Use an index built by another model than the run's.")
+]
 
 METRIC_LABELS = {
     "precision_at_1": "Precision@1",

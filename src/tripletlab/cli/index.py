@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from tripletlab.cli.common import console, user_errors
+from tripletlab.cli.common import ForceOption, console, user_errors
 from tripletlab.index import DEFAULT_PRECISIONS, KINDS, EmbeddingIndex, IndexSettings
 from tripletlab.index.calibration import Calibration
 from tripletlab.runs import RunDir
@@ -19,9 +19,6 @@ from tripletlab.search import SPLITS, add_images, build_index, calibrate_index, 
 
 app = typer.Typer(help="Build and manage a run's gallery index (FAISS).", no_args_is_help=True)
 
-Force = Annotated[
-    bool, typer.Option("--force", help="Use an index built by another model than the run's.")
-]
 RunOption = Annotated[
     Path | None, typer.Option("--run", help="The run whose model embeds [the manifest's].")
 ]
@@ -65,7 +62,7 @@ def add(
         str | None, typer.Option(help="Their class [the class sub-folder's name].")
     ] = None,
     run: RunOption = None,
-    force: Force = False,
+    force: ForceOption = False,
 ) -> None:
     """Embed images and add them to the index (a new label becomes a new class)."""
     with user_errors():
@@ -150,7 +147,7 @@ def calibrate(
         ),
     ] = True,
     run: RunOption = None,
-    force: Force = False,
+    force: ForceOption = False,
 ) -> None:
     """Find the distance thresholds at which the nearest item's label is right with the
     target precisions, and store them in the manifest."""

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from tripletlab.cli.common import console, user_errors
+from tripletlab.cli.common import ForceOption, console, user_errors
 from tripletlab.search import Searcher
 from tripletlab.viz import search_grid
 
@@ -21,9 +21,6 @@ ImagesArgument = Annotated[
 ]
 IndexOption = Annotated[Path | None, typer.Option("--index", help="[RUN_DIR/index].")]
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON line per image.")]
-Force = Annotated[
-    bool, typer.Option("--force", help="Use an index built by another model than the run's.")
-]
 Engine = Annotated[str, typer.Option(help="torch, or onnx (RUN_DIR/model.onnx).")]
 
 
@@ -36,7 +33,7 @@ def search(
     grid: Annotated[
         Path | None, typer.Option(help="Also save the images and neighbours as a PNG grid.")
     ] = None,
-    force: Force = False,
+    force: ForceOption = False,
     engine: Engine = "torch",
 ) -> None:
     """The nearest gallery items of each image: rank, id, label, distance, source."""
@@ -71,7 +68,7 @@ def match(
     ] = None,
     index: IndexOption = None,
     as_json: JsonOption = False,
-    force: Force = False,
+    force: ForceOption = False,
     engine: Engine = "torch",
 ) -> None:
     """The label of each image's nearest gallery item, or unknown when it is farther than

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from tripletlab.cli.common import console, user_errors
+from tripletlab.cli.common import ForceOption, console, user_errors
 from tripletlab.serve.inputs import Limits
 from tripletlab.serve.state import ServeSettings
 
@@ -35,9 +35,7 @@ def serve(
     allow_writes: Annotated[
         bool, typer.Option("--allow-writes", help="Allow POST and DELETE /v1/items.")
     ] = False,
-    force: Annotated[
-        bool, typer.Option("--force", help="Use an index built by another model than the run's.")
-    ] = False,
+    force: ForceOption = False,
 ) -> None:
     """Serve a run: JSON API under /v1 (OpenAPI at /docs), until SIGTERM or Ctrl-C."""
     from tripletlab.serve.run import serve as run_service

@@ -21,6 +21,7 @@ from tripletlab.index.matching import Matches, search_other_classes
 from tripletlab.index.storage import (
     MANIFEST,
     check_destination,
+    check_model,
     read_manifest,
     write_calibration,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "Threshold",
     "calibrate",
     "check_destination",
+    "check_model",
     "check_targets",
     "default_nlist",
     "default_pq_m",

@@ -157,6 +157,28 @@ def write_calibration(directory: Path, calibration: Calibration) -> None:
     atomic_write_json(Path(directory) / MANIFEST, manifest)
 
 
+def check_model(
+    directory: Path, manifest: dict[str, Any], model_sha256: str | None, force: bool
+) -> None:
+    """Refuse an index whose manifest names another model than `model_sha256` (the SHA-256
+    of the weights that will embed the queries), unless `force` (then a warning).
+
+    Raises:
+        ValueError: saying how to go on.
+    """
+    made_by = manifest.get("model_sha256")
+    if not (model_sha256 and made_by and made_by != model_sha256):
+        return
+    message = (
+        f"the index in {directory} was built by another model (weights SHA-256 "
+        f"{made_by[:12]}..., this one {model_sha256[:12]}...): its vectors do not compare "
+        "with this model's. Build the index again, or pass --force to use it anyway"
+    )
+    if not force:
+        raise ValueError(message)
+    log.warning("%s (forced)", message.split(". Build")[0])
+
+
 def load_index(
     directory: Path, model_sha256: str | None = None, force: bool = False
 ) -> EmbeddingIndex:
@@ -171,16 +193,8 @@ def load_index(
             altered, or that disagree with the manifest.
     """
     manifest = read_manifest(directory)
+    check_model(directory, manifest, model_sha256, force)
     made_by = manifest.get("model_sha256")
-    if model_sha256 and made_by and made_by != model_sha256:
-        message = (
-            f"the index in {directory} was built by another model (weights SHA-256 "
-            f"{made_by[:12]}..., this one {model_sha256[:12]}...): its vectors do not compare "
-            "with this model's. Build the index again, or pass --force to use it anyway"
-        )
-        if not force:
-            raise ValueError(message)
-        log.warning("%s (forced)", message.split(". Build")[0])
     for name, expected in manifest["files"].items():
         path = Path(directory) / name
         if not path.is_file():

@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from tripletlab.index import MANIFEST, read_manifest
+from tripletlab.index import MANIFEST, check_model, read_manifest
 from tripletlab.runs import RunDir, checkpoint_sha256, resolve_checkpoint
 from tripletlab.serve.app import create_app
 from tripletlab.serve.inputs import Limits
@@ -51,10 +51,7 @@ def _check_index(run: RunDir, index_dir: str | Path | None, force: bool) -> None
     folder = Path(index_dir) if index_dir else run.index
     if index_dir is None and not (folder / MANIFEST).is_file():
         return  # no index: search is off
-    made_by = read_manifest(folder).get("model_sha256")
-    if made_by and made_by != checkpoint_sha256(run.path) and not force:
-        raise ValueError(f"the index in {folder} was built by another model than {run.path}'s: "
-                         "build it again, or pass --force")  # fmt: skip
+    check_model(folder, read_manifest(folder), checkpoint_sha256(run.path), force)
 
 
 def serve(
