@@ -64,14 +64,25 @@ def test_values_are_converted_where_that_is_unambiguous(section, values, expecte
         (ModelConfig, {"imports": ["a b"]}, "model.imports must be importable module names"),
         (ModelConfig, {"backbone": 3}, "model.backbone must be text, got 3"),
         (LossConfig, {"name": "contrastive"}, "loss.name must be one of semihard, hard, "
-                                              "batch-all; got 'contrastive'"),
+                                              "batch-all, cross-entropy"),
         (LossConfig, {"distance": "cosine"}, "loss.distance must be one of L2, squared-L2, "
                                              "angular"),
         (LossConfig, {"margin": -0.1}, "loss.margin must be >= 0.0, got -0.1"),
         (DataConfig, {"val_fraction": 1.0}, "data.val_fraction must be in [0.0, 1.0), got 1.0"),
         (DataConfig, {"limit": 1}, "data.limit must be >= 2, got 1"),
         (DataConfig, {"classes": 5}, "data.classes must be a list, got 5"),
-        (PhaseConfig, {"freeze": "all"}, "phases[].freeze must be one of none, backbone"),
+        (PhaseConfig, {"freeze": "all"}, "phases[].freeze must be one of none, backbone, until:"),
+        (PhaseConfig, {"freeze": "until: "}, "phases[].freeze must be one of none, backbone"),
+        (ModelConfig, {"input_scaling": "imagenet"}, "model.input_scaling must be one of auto"),
+        (ModelConfig, {"input_mean": [0.5, 0.5]}, "model.input_mean needs one value per channel"),
+        (ModelConfig, {"input_std": [0.0]}, "model.input_std must be > 0.0"),
+        (ModelConfig, {"classes": [1], "class_names": ["a"]}, "needs at least two classes"),
+        (ModelConfig, {"classes": [1, 2]}, "model.class_names must name each of model.classes"),
+        (ModelConfig, {"head_dropout": 1.0}, "model.head_dropout must be in [0.0, 1.0)"),
+        (LossConfig, {"ce_weight": -1}, "loss.ce_weight must be >= 0.0"),
+        (LossConfig, {"name": "semihard+ce", "soft": True}, "loss.soft applies only to the hard"),
+        (TrainConfig, {"patience": 0}, "train.patience must be >= 1"),
+        (TrainConfig, {"monitor": "val_auc"}, "train.monitor must be one of auto"),
     ],
 )  # fmt: skip
 def test_bad_values_are_refused_naming_the_key(section, values, message):

@@ -122,3 +122,34 @@ def test_resnet_small_computes_channels_last_but_saves_plain_tensors(tmp_path):
     save_file(state, tmp_path / "w.safetensors")  # refuses non-contiguous tensors
     assert torch.equal(load_file(tmp_path / "w.safetensors")["layer2.conv1.weight"],
                        backbone.layer2.conv1.weight)  # fmt: skip
+
+
+def test_phase_freeze_until_a_layer_trains_that_layer_and_the_ones_after_it():
+    from tripletlab.models.freezing import apply_phase_freeze
+
+    model = _resnet()
+    names = [name for name, _ in model.backbone.named_children()]
+    start = names.index("layer3")
+    apply_phase_freeze(model, "until:layer3")
+    for position, (name, child) in enumerate(model.backbone.named_children()):
+        trainable = [p.requires_grad for p in child.parameters()]
+        if trainable:
+            assert all(trainable) if position >= start else not any(trainable), name
+    assert all(p.requires_grad for p in model.head.parameters())
+    apply_phase_freeze(model, "none")
+    assert all(p.requires_grad for p in model.parameters())
+    with pytest.raises(ValueError, match="backbone has no layer 'layer9'; children are stem"):
+        apply_phase_freeze(model, "until:layer9")
+
+
+def test_phases_from_yaml_accept_until(tmp_path):
+    from tripletlab.config import RunConfig, load_yaml
+
+    path = tmp_path / "run.yaml"
+    path.write_text("phases:\n  - {epochs: 1, freeze: backbone}\n"
+                    "  - {epochs: 1, freeze: {until: layer3}, lr: 1.0e-5}\n"
+                    "  - {epochs: 1, freeze: 'until: layer2'}\n")  # fmt: skip
+    config = RunConfig.from_dict(load_yaml(path))
+    assert [p.freeze for p in config.phases] == ["backbone", "until:layer3", "until:layer2"]
+    assert config.phases[1].until == "layer3"
+    assert RunConfig.from_dict(config.to_dict()).phases == config.phases  # saved and read again

@@ -27,13 +27,21 @@ def check_config(config: RunConfig) -> None:
                 "own epochs, lr and schedule, e.g. --set 'phases=[{epochs: 1, freeze: backbone}, "
                 "{epochs: 1, lr: 1.0e-5}]'"
             )
-    if not config.model.head:
+    if not config.model.head and not config.loss.classifies:
         frozen = [i for i, phase in enumerate(config.phases, 1) if phase.freeze == "backbone"]
         if frozen:
             raise ValueError(
                 f"phases[{frozen[0]}] freezes the backbone, and without a head (model.head "
-                "false) nothing would be left to train"
+                "false) or a classifier (--loss cross-entropy) nothing would be left to train"
             )
+    if train.monitor == "val_accuracy" and not config.loss.classifies:
+        raise ValueError(
+            "train.monitor val_accuracy needs a classifier: --loss cross-entropy or semihard+ce"
+        )
+    if config.data.val_fraction == 0 and train.monitor.startswith("val_"):
+        raise ValueError(
+            f"train.monitor {train.monitor} needs validation images; data.val_fraction is 0"
+        )
 
 
 def _check_explicit_triplets(config: RunConfig) -> None:

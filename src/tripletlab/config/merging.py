@@ -62,7 +62,9 @@ def _phases(values: Any) -> tuple[PhaseConfig, ...]:
     if values is None:
         return ()
     if not isinstance(values, (list, tuple)) or not all(isinstance(v, dict) for v in values):
-        raise ValueError("phases must be a list of mappings (epochs, lr, optimizer, freeze)")
+        raise ValueError(
+            "phases must be a list of mappings (epochs, lr, optimizer, freeze, schedule)"
+        )
     known = {f.name for f in dataclasses.fields(PhaseConfig)}
     phases = []
     for number, phase in enumerate(values, start=1):
@@ -72,6 +74,9 @@ def _phases(values: Any) -> tuple[PhaseConfig, ...]:
                 f"unknown key(s) {', '.join(sorted(map(str, unknown)))} in phase {number}; "
                 f"expected {', '.join(sorted(known))}"
             )
+        freeze = phase.get("freeze")
+        if isinstance(freeze, dict) and list(freeze) == ["until"]:  # freeze: {until: layer4}
+            phase = {**phase, "freeze": f"until:{freeze['until']}"}
         try:
             phases.append(PhaseConfig(**phase))
         except ValueError as error:

@@ -21,17 +21,28 @@ from tripletlab.config.fields import above, at_least, check_fields, module_names
 # default run's 70,000 evaluation embeddings and metrics 12-14 s against 17-18 s.
 EMBED_BATCH_SIZE = 128
 
-LossName = Literal["semihard", "hard", "batch-all"]
+# Triplet losses, cross-entropy over a classifier on the embedding, or a triplet loss plus
+# `ce_weight` times cross-entropy.
+LossName = Literal[
+    "semihard", "hard", "batch-all", "cross-entropy", "semihard+ce", "hard+ce", "batch-all+ce"
+]
 Distance = Literal["L2", "squared-L2", "angular"]
 Mode = Literal["online", "triplets"]
 TripletRule = Literal["random", "semihard", "hard"]
 SamplerName = Literal["shuffle", "pk"]
 Schedule = Literal["constant", "cosine"]
 OptimizerName = Literal["adam", "sgd"]
-Freeze = Literal["none", "backbone"]
+# Phase freezing: "none", "backbone", or "until:<layer>" (the backbone's layers before that
+# direct child frozen, that one and those after it trained: the guide's "unfreeze the top").
+Freeze = str
+Scaling = Literal["auto", "unit", "symmetric", "mean-std"]
+Monitor = Literal["auto", "val_map_at_r", "val_precision_at_1", "val_loss", "val_accuracy", "loss"]
 SplitOrder = Literal["per-class", "global"]
 
 LOSS_NAMES: tuple[str, ...] = get_args(LossName)
+# ImageNet's per-channel statistics, what torchvision's and timm's weights were trained on.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 DISTANCES: tuple[str, ...] = get_args(Distance)
 TRIPLET_RULES: tuple[str, ...] = get_args(TripletRule)
 
@@ -88,9 +99,35 @@ class ModelConfig:
     # rolled by this many pixels up, down, left and right (pixels leaving one edge come back at
     # the other; on MNIST's empty border that is a shift); 0: the image alone.
     tta_shift: int = field(default=0, metadata=at_least(0))
+    # Pixels 0..255 become: "unit" [0, 1]; "symmetric" [-1, 1] (Keras' Rescaling(1/127.5,
+    # offset=-1)); "mean-std" ([0, 1] - input_mean) / input_std per channel (ImageNet's when
+    # unset); "auto": mean-std for the ImageNet backbones, unit otherwise. Inside the model (and
+    # its ONNX export), after augmentation.
+    input_scaling: Scaling = "auto"
+    input_mean: tuple[float, ...] | None = None
+    input_std: tuple[float, ...] | None = field(default=None, metadata=above(0.0))
+    # Dropout on the backbone's features before the head (the guide's Dropout(0.2)), training only.
+    head_dropout: float = field(default=0.0, metadata=within(0.0, 1.0))
+    # A classifier on the embedding (losses with cross-entropy): the label of each output, and
+    # the class names; set by training from the data. Two classes: one logit (binary).
+    classes: tuple[int, ...] = field(default=(), metadata=at_least(0))
+    class_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if len(self.class_names) != len(self.classes):
+            raise ValueError(
+                f"model.class_names must name each of model.classes ({len(self.classes)}), "
+                f"got {len(self.class_names)}"
+            )
+        if len(self.classes) == 1:
+            raise ValueError("model.classes: a classifier needs at least two classes")
+        for key in ("input_mean", "input_std"):
+            value = getattr(self, key)
+            if value is not None and len(value) != self.channels:
+                raise ValueError(
+                    f"model.{key} needs one value per channel ({self.channels}), got {list(value)}"
+                )
         if self.tta_shift >= min(self.image_size):
             raise ValueError(
                 f"model.tta_shift must be smaller than the image ({min(self.image_size)} "
@@ -108,10 +145,23 @@ class LossConfig:
     margin: float = field(default=1.0, metadata=at_least(0.0))
     distance: Distance = "L2"
     soft: bool = False  # soft-margin form of the "hard" loss
+    # The cross-entropy term's weight in the "<triplet>+ce" losses.
+    ce_weight: float = field(default=1.0, metadata=at_least(0.0))
+
+    @property
+    def triplet(self) -> str | None:
+        """The triplet part of the loss ("semihard", "hard", "batch-all"), None for
+        cross-entropy alone."""
+        return None if self.name == "cross-entropy" else self.name.removesuffix("+ce")
+
+    @property
+    def classifies(self) -> bool:
+        """Whether the loss trains a classifier (cross-entropy alone or combined)."""
+        return self.name == "cross-entropy" or self.name.endswith("+ce")
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if self.soft and self.name != "hard":
+        if self.soft and self.triplet != "hard":
             raise ValueError(f"loss.soft applies only to the hard loss, not {self.name!r}")
 
 
@@ -144,6 +194,14 @@ class TrainConfig:
     # BatchNorm in training mode? None: yes, unless backbone weights were loaded (transfer),
     # where it stays in inference mode. Frozen BatchNorm is always in inference mode.
     bn_train: bool | None = None
+    # Stop a phase when `monitor` has not improved for this many of its epochs (None: never).
+    patience: int | None = field(default=None, metadata=at_least(1))
+    # What picks the best epoch (and early stopping): "auto" is val_map_at_r with validation
+    # images (val_accuracy for cross-entropy alone), else the training loss.
+    monitor: Monitor = "auto"
+    # Phases with a frozen backbone, no augmentation and BatchNorm in inference mode train the
+    # head on the backbone's outputs, computed once (the guide's feature extraction).
+    feature_cache: bool = True
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -166,11 +224,26 @@ class PhaseConfig:
     epochs: int = field(default=1, metadata=at_least(1))
     lr: float = field(default=1e-3, metadata=above(0.0))
     optimizer: OptimizerName = "adam"
-    freeze: Freeze = "none"
+    freeze: Freeze = "none"  # "none", "backbone" or "until:<layer>"
     schedule: Schedule = "constant"  # or "cosine": lr decays to 0 over the phase
 
     def __post_init__(self) -> None:
         check_fields(self)
+        layer = self.freeze.removeprefix("until:").strip()
+        if self.freeze not in ("none", "backbone") and (
+            not self.freeze.startswith("until:") or not layer
+        ):
+            raise ValueError(
+                "phases[].freeze must be one of none, backbone, until:<layer> (a direct child "
+                f"of the backbone, e.g. until:layer4); got {self.freeze!r}"
+            )
+        if self.freeze.startswith("until:"):
+            object.__setattr__(self, "freeze", f"until:{layer}")
+
+    @property
+    def until(self) -> str | None:
+        """The backbone layer from which `freeze: until:<layer>` trains, else None."""
+        return self.freeze.removeprefix("until:") if self.freeze.startswith("until:") else None
 
 
 @dataclass(frozen=True)

@@ -46,11 +46,17 @@ def triplet_margin_loss(
     )
     if len(precise) == 0:  # no triplet: 0, with a (zero) gradient, not the NaN of an empty mean
         return precise.sum().to(concatenated.dtype)
-    anchor, positive, negative = precise.chunk(3, dim=1)
-    gap = _rowwise_distance(anchor, positive, distance) - _rowwise_distance(
+    gap = triplet_gaps(precise, distance)
+    return (gap + margin).clamp_min(0.0).mean().to(concatenated.dtype)
+
+
+def triplet_gaps(concatenated: Tensor, distance: Distance = "squared-L2") -> Tensor:
+    """`d(a, p) - d(a, n)` of each row of (N, 3 * D) anchor | positive | negative: (N,).
+    A triplet's loss is `max(gap + margin, 0)`."""
+    anchor, positive, negative = concatenated.chunk(3, dim=1)
+    return _rowwise_distance(anchor, positive, distance) - _rowwise_distance(
         anchor, negative, distance
     )
-    return (gap + margin).clamp_min(0.0).mean().to(concatenated.dtype)
 
 
 class TripletMarginLoss(nn.Module):

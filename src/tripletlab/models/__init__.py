@@ -1,7 +1,7 @@
 """Backbones, the `Embedder` and the `TripletNet`."""
 
 # Importing the backbone modules registers them.
-from tripletlab.models import resnet_small, seed_cnn, spike_cnn  # noqa: F401
+from tripletlab.models import resnet, resnet_small, seed_cnn, spike_cnn  # noqa: F401
 from tripletlab.models.embedder import Embedder, Rescale
 from tripletlab.models.fast_dropout import FastDropout
 from tripletlab.models.freezing import freeze, set_train_mode, unfreeze

@@ -1,7 +1,10 @@
-"""The `Embedder`: rescaling (uint8 in) -> backbone -> linear head -> L2 normalization.
+"""The `Embedder`: rescaling (uint8 in) -> augmentation -> input scaling -> backbone ->
+dropout -> linear head -> L2 normalization, and an optional classifier on the embedding.
 
 The head and the normalization can be switched off (`ModelConfig.head`, `.normalize`), to use
-a backbone's raw output as the embedding, as the triplet-loss MNIST project did.
+a backbone's raw output as the embedding, as the triplet-loss MNIST project did. The classifier
+(`ModelConfig.classes`, set by training with a cross-entropy loss) reads the head's output
+before normalization: one logit per class, or one in all for two classes (binary).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from tripletlab.config import EMBED_BATCH_SIZE, ModelConfig, RunConfig, plain
 from tripletlab.models.augment import Augment
 from tripletlab.models.initialization import keras_init
 from tripletlab.models.registry import build_backbone
+from tripletlab.models.scaling import InputScaling
 from tripletlab.runs import CHECKPOINT_CONFIG, read_checkpoint, write_checkpoint
 
 
@@ -64,6 +68,7 @@ class Embedder(nn.Module):
         self.rescale = Rescale(self.config.channels)
         config = self.config
         self.augment = Augment(config.flip, config.rotation, config.translate)
+        self.scaling = InputScaling(config)
         self.tta_shift = config.tta_shift
         self.use_views = True  # `embed(..., views=False)` turns the test-time views off
         self.backbone = build_backbone(
@@ -71,12 +76,38 @@ class Embedder(nn.Module):
             imports=config.imports,
         )  # fmt: skip
         features = feature_size(self.backbone, self.config.channels, self.config.image_size)
+        self.num_features = features
+        self.dropout: nn.Module = (
+            nn.Dropout(config.head_dropout) if config.head_dropout > 0 else nn.Identity()
+        )
         if self.config.head:
             self.head: nn.Module = nn.Linear(features, self.config.embedding_dim)
             keras_init(self.head)
         else:  # the backbone's own output is the embedding
             self.head = nn.Identity()
         self.embedding_dim = self.config.embedding_dim if self.config.head else features
+        self.classifier: nn.Linear | None = None
+        if config.classes:
+            outputs = 1 if len(config.classes) == 2 else len(config.classes)
+            self.classifier = nn.Linear(self.embedding_dim, outputs)
+            keras_init(self.classifier)
+
+    @property
+    def head_device(self) -> torch.device:
+        """The device of the model's parameters (where cached features must go)."""
+        return next((p.device for p in self.parameters()), torch.device("cpu"))
+
+    def encode(self, images: Tensor) -> Tensor:
+        """The backbone's features of uint8 images (N, H, W[, C]): (N, F), after rescaling,
+        augmentation (training mode) and input scaling."""
+        return self.backbone(self.scaling(self.augment(self.rescale(images))))
+
+    def project(self, features: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Backbone features (N, F) -> embeddings (N, D) and classifier logits (N, outputs), or
+        None without a classifier. Training from cached features calls this alone."""
+        vectors = self.head(self.dropout(features))
+        logits = self.classifier(vectors) if self.classifier is not None else None
+        return self._normalize(vectors), logits
 
     def forward(self, images: Tensor) -> Tensor:
         """uint8 images (N, H, W) or (N, H, W, C) -> embeddings (N, D).
@@ -85,16 +116,23 @@ class Embedder(nn.Module):
         (the image, and its copies rolled by k pixels up, down, left and right), L2-normalized
         again when the model normalizes.
         """
-        x = self.augment(self.rescale(images))  # (N, C, H, W) floats
+        return self.outputs(images)[0]
+
+    def outputs(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+        """uint8 images (N, H, W[, C]) -> embeddings (N, D) and logits (N, outputs) or None
+        (see `forward`; with test-time views the logits are averaged over the views too)."""
+        x = self.scaling(self.augment(self.rescale(images)))  # (N, C, H, W) floats
         views = 1
         if self.tta_shift > 0 and self.use_views and not self.training:
             k = self.tta_shift
             shifted = [x.roll(k, 2), x.roll(-k, 2), x.roll(k, 3), x.roll(-k, 3)]
             x, views = torch.cat([x, *shifted]), 5
-        embeddings = self._normalize(self.head(self.backbone(x)))
+        embeddings, logits = self.project(self.backbone(x))
         if views > 1:
             embeddings = self._normalize(embeddings.unflatten(0, (views, -1)).mean(0))
-        return embeddings
+            if logits is not None:
+                logits = logits.unflatten(0, (views, -1)).mean(0)
+        return embeddings, logits
 
     def _normalize(self, embeddings: Tensor) -> Tensor:
         if not self.config.normalize:
@@ -120,6 +158,20 @@ class Embedder(nn.Module):
             ValueError: images that are not uint8 or not of the model's size and channels, a
                 batch size below 1, or a model that gives NaN or Inf (its weights are broken).
         """
+        return self.embed_and_classify(images, batch_size, views)[0]
+
+    @torch.no_grad()
+    def embed_and_classify(
+        self, images: np.ndarray | Tensor, batch_size: int = EMBED_BATCH_SIZE, views: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """`embed`, and the classifier's probabilities from the same passes.
+
+        Returns:
+            float32 embeddings (N, D), and float32 probabilities (N, len(config.classes)) in the
+            order of `config.classes` (None without a classifier).
+        Raises:
+            ValueError: as `embed`.
+        """
         data = self._check_images(images)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -131,18 +183,22 @@ class Embedder(nn.Module):
             if views and self.tta_shift > 0:
                 batch_size = max(1, batch_size // 5)
             chunks = [
-                self(data[start : start + batch_size].to(device)).float().cpu()
+                self.outputs(data[start : start + batch_size].to(device))
                 for start in range(0, len(data), batch_size)
             ]
         finally:
             self.train(was_training)
             self.use_views = used_views
         if not chunks:
-            return np.zeros((0, self.embedding_dim), dtype=np.float32)
-        embeddings = torch.cat(chunks)
+            empty = np.zeros((0, len(self.config.classes)), dtype=np.float32)
+            return np.zeros((0, self.embedding_dim), np.float32), empty if self.classifier else None
+        embeddings = torch.cat([chunk[0].float().cpu() for chunk in chunks])
         if not torch.isfinite(embeddings).all():
             raise ValueError("the model gives NaN or Inf embeddings: its weights are not usable")
-        return embeddings.numpy()
+        if self.classifier is None:
+            return embeddings.numpy(), None
+        logits = torch.cat([chunk[1].float().cpu() for chunk in chunks])
+        return embeddings.numpy(), probabilities(logits).numpy()
 
     def _check_images(self, images: np.ndarray | Tensor) -> Tensor:
         """`images` as a uint8 tensor, refused with a clear message unless they are uint8
@@ -192,3 +248,12 @@ class Embedder(nn.Module):
                 f"(saved by another version?): {str(error).splitlines()[-1].strip()[:300]}"
             ) from error
         return embedder.eval()
+
+
+def probabilities(logits: Tensor) -> Tensor:
+    """Class probabilities (N, C) from classifier logits: softmax over (N, C), or for one
+    logit (N, 1) of a binary classifier, [1 - sigmoid, sigmoid] (the second class's logit)."""
+    if logits.shape[1] == 1:
+        positive = torch.sigmoid(logits)
+        return torch.cat([1 - positive, positive], dim=1)
+    return torch.softmax(logits, dim=1)

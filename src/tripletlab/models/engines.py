@@ -19,6 +19,7 @@ from tripletlab.runs import RunDir
 Engine = Literal["torch", "onnx"]
 INPUT_NAME = "images"
 OUTPUT_NAME = "embeddings"
+PROBABILITIES_NAME = "probabilities"  # a second output where the model has a classifier
 
 
 def require_onnx() -> None:
@@ -54,6 +55,27 @@ class OnnxEmbedder:
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """One batch: uint8 (N, H, W[, C]) -> float32 (N, D)."""
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(images)})[0]
+
+    @property
+    def has_classifier(self) -> bool:
+        """Whether the exported model also gives class probabilities."""
+        return PROBABILITIES_NAME in {output.name for output in self.session.get_outputs()}
+
+    def classify(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """uint8 images (N, H, W[, C]) -> class probabilities (N, C).
+
+        Raises:
+            ValueError: the model was exported without a classifier.
+        """
+        if not self.has_classifier:
+            raise ValueError(
+                f"{self.path} has no {PROBABILITIES_NAME} output: its run has no classifier, "
+                "or it was exported before classifiers were (export it again)"
+            )
+        images = np.ascontiguousarray(images)
+        parts = [self.session.run([PROBABILITIES_NAME], {INPUT_NAME: images[s : s + batch_size]})[0]
+                 for s in range(0, len(images), batch_size)]  # fmt: skip
+        return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
     def embed(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """All images, in batches: uint8 (N, H, W[, C]) -> float32 (N, D).

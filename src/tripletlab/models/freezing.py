@@ -63,3 +63,29 @@ def set_train_mode(model: nn.Module, bn_train: bool = True) -> nn.Module:
         if isinstance(layer, _BatchNorm) and (not bn_train or is_frozen(layer)):
             layer.eval()
     return model
+
+
+def apply_phase_freeze(model: nn.Module, rule: str) -> nn.Module:
+    """Set what a phase trains on a model with a `backbone` (an `Embedder`): "none" trains
+    everything; "backbone" freezes the backbone (the head and classifier train);
+    "until:<layer>" freezes the backbone's direct children before `<layer>` and trains it and
+    those after it (the Keras guide's "unfreeze the top layers"). Returns `model`.
+
+    Raises:
+        ValueError: an unknown rule, or a layer that is not a direct child of the backbone
+            (the message lists them).
+    """
+    unfreeze(model)
+    if rule == "none":
+        return model
+    if rule == "backbone":
+        freeze(model.backbone)
+        return model
+    if not rule.startswith("until:"):
+        raise ValueError(f"unknown freeze rule {rule!r}; expected none, backbone or until:<layer>")
+    freeze(model.backbone)
+    try:
+        unfreeze(model.backbone, from_layer=rule.removeprefix("until:"))
+    except ValueError as error:
+        raise ValueError(f"freeze {rule!r}: the backbone has {error}") from None
+    return model
