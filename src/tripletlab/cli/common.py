@@ -29,6 +29,7 @@ METRIC_LABELS = {
     "r_precision": "R-Precision",
     "map_at_r": "MAP@R",
     "knn_accuracy": "1-NN accuracy (test vs train)",
+    "accuracy": "classifier accuracy",
     "embeddings_per_second": "embeddings / s",
     "train_seconds": "train seconds",
 }

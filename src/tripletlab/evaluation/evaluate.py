@@ -6,8 +6,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tripletlab.config import EMBED_BATCH_SIZE
-from tripletlab.data import RunData, run_data
+from tripletlab.data import ImageSet, RunData, run_data
 from tripletlab.evaluation.per_class import per_class_report
 from tripletlab.evaluation.retrieval import knn_accuracy, retrieval_metrics
 from tripletlab.evaluation.verification import pair_distances, verification_metrics
@@ -25,10 +27,13 @@ def evaluate_embedder(
 
     Returns:
         Dict with `precision_at_1`, `r_precision`, `map_at_r`, `knn_accuracy`, `num_test`,
-        `per_class` (list of dicts) and `verification` (dict).
+        `per_class` (list of dicts) and `verification` (dict); with a classifier also
+        `accuracy` and `per_class_accuracy` ({class name: accuracy}).
     """
-    test_embeddings = embedder.embed(data.test.images, batch_size=batch_size)
+    test_embeddings, probabilities = embedder.embed_and_classify(data.test.images, batch_size)
     metrics: dict[str, Any] = retrieval_metrics(test_embeddings, data.test.labels)
+    if probabilities is not None:
+        metrics.update(classification_metrics(embedder, probabilities, data.test))
     reference = data.reference()
     reference_embeddings = embedder.embed(reference.images, batch_size=batch_size)
     metrics["knn_accuracy"] = knn_accuracy(
@@ -43,6 +48,30 @@ def evaluate_embedder(
     else:  # e.g. a tiny test split: nothing to verify, the rest still counts
         log.warning("verification skipped: the test set lacks same-class or different-class pairs")
     return metrics
+
+
+def classification_metrics(
+    embedder: Embedder, probabilities: np.ndarray, test: ImageSet
+) -> dict[str, Any]:
+    """Accuracy of the classifier's most probable class, overall and per class.
+
+    Args:
+        probabilities: (N, C) in the order of `embedder.config.classes`.
+    Returns:
+        `accuracy` and `per_class_accuracy` ({class name: accuracy}; classes of the test set
+        the classifier does not know count as wrong).
+    """
+    classes = np.asarray(embedder.config.classes)
+    predicted = classes[probabilities.argmax(1)]
+    right = predicted == test.labels
+    names = dict(zip(embedder.config.classes, embedder.config.class_names, strict=True))
+    per_class = {}
+    for label in np.unique(test.labels):
+        name = names.get(int(label)) or (
+            test.class_names[label] if label < len(test.class_names) else str(label)
+        )
+        per_class[name] = float(right[test.labels == label].mean())
+    return {"accuracy": float(right.mean()), "per_class_accuracy": per_class}
 
 
 def load_run(run_dir: str | Path | RunDir) -> tuple[RunDir, RunData, Embedder]:

@@ -33,6 +33,12 @@ class Callback:
     def on_train_end(self) -> None:
         """Called once when training stops, normally or not."""
 
+    def on_progress(self, what: str, done: int, total: int) -> None:
+        """Called during work outside the steps (caching backbone features): `done` of `total`."""
+
+    def on_note(self, text: str) -> None:
+        """Called with a line worth showing (a phase that stops early)."""
+
 
 class ProgressCallback(Callback):
     """A rich progress bar per epoch with running loss and images/s, and one line per epoch."""
@@ -82,12 +88,32 @@ class ProgressCallback(Callback):
         if "val_precision_at_1" in logs:
             parts.append(f"val P@1 {logs['val_precision_at_1']:.4f}")
             parts.append(f"val MAP@R {logs['val_map_at_r']:.4f}")
+        if "val_loss" in logs:
+            parts.append(f"val loss {logs['val_loss']:.4f}")
+        if "val_accuracy" in logs:
+            parts.append(f"val accuracy {logs['val_accuracy']:.4f}")
         parts.append(f"{logs['seconds']:.1f}s")
         parts.append(f"{logs['images_per_second']:,.0f} img/s")
         self.console.print("  ".join(parts))
 
     def on_train_end(self) -> None:
         self._stop()
+
+    def on_progress(self, what: str, done: int, total: int) -> None:
+        if self.progress is None:
+            self.progress = Progress(
+                TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=self.console, transient=True, disable=not self.console.is_terminal,
+            )  # fmt: skip
+            self.progress.start()
+            self.task = self.progress.add_task(what, total=total)
+        self.progress.update(self.task, completed=done)
+        if done >= total:
+            self._stop()
+            self.console.print(f"{what}: {total:,} images")
+
+    def on_note(self, text: str) -> None:
+        self.console.print(text)
 
     def _stop(self) -> None:
         if self.progress is not None:

@@ -15,6 +15,18 @@ class History:
     best_epoch: int | None = None
     train_seconds: float = 0.0
 
+    def epoch_logs(self, number: int) -> dict[str, Any]:
+        """The logs of epoch `number` (1-based; epochs a phase skipped by stopping early have
+        none).
+
+        Raises:
+            KeyError: no such epoch was trained.
+        """
+        for logs in self.epochs:
+            if logs.get("epoch") == number:
+                return logs
+        raise KeyError(f"no logs of epoch {number}")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "step_losses": self.step_losses,

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 
-from tripletlab.config import RunConfig, check_config
-from tripletlab.data import RunData, check_run_data, run_data
+from tripletlab.config import RunConfig, check_config, merge
+from tripletlab.data import ImageSet, RunData, check_run_data, run_data
 from tripletlab.evaluation import evaluate_embedder
 from tripletlab.models import Embedder
 from tripletlab.runs import RunDir
@@ -52,8 +53,13 @@ def train_run(
     check_config(config)
     check_run_data(config)
     RunDir.check_new(run_dir)
-    trainer, console = _trainer(config, console, callbacks)  # builds the model, loads weights
-    data = run_data(config)
+    if config.loss.classifies:  # the classifier's outputs are the training data's classes
+        data = run_data(config)
+        config = with_classes(config, data.train)
+        trainer, console = _trainer(config, console, callbacks)
+    else:
+        trainer, console = _trainer(config, console, callbacks)  # builds the model, loads weights
+        data = run_data(config)
     existed = run_dir is not None and Path(run_dir).exists()
     run = RunDir.create(config, run_dir)
     _announce(trainer, run, data, console)
@@ -65,6 +71,18 @@ def train_run(
             _discard(run, existed)
         raise
     return _evaluate(run, config, data, history)
+
+
+def with_classes(config: RunConfig, train: ImageSet) -> RunConfig:
+    """`config` with `model.classes` and `model.class_names` set to the classes of the
+    training images (sorted labels; names from the data set, else the label as text).
+
+    Raises:
+        ValueError: fewer than two classes.
+    """
+    classes = sorted(int(label) for label in np.unique(train.labels))
+    names = [train.class_names[c] if c < len(train.class_names) else str(c) for c in classes]
+    return merge(config, {"model": {"classes": classes, "class_names": names}})
 
 
 def resume_run(

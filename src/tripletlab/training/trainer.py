@@ -7,28 +7,26 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from tripletlab.config import PhaseConfig, RunConfig
 from tripletlab.data import ImageSet, build_sampler
-from tripletlab.evaluation.retrieval import retrieval_metrics
 from tripletlab.losses import TripletMarginLoss, build_loss
 from tripletlab.models import Embedder, TripletNet
-from tripletlab.models.freezing import freeze, set_train_mode, unfreeze
+from tripletlab.models.freezing import apply_phase_freeze, set_train_mode
 from tripletlab.models.weights import load_backbone_weights
 from tripletlab.runs import RunDir
 from tripletlab.training.callbacks import Callback
-from tripletlab.training.divergence import (
-    COLLAPSE_PROBE,
-    TrainingDivergedError,
-    check_collapse,
-    check_finite,
-)
+from tripletlab.training.divergence import TrainingDivergedError
 from tripletlab.training.ema import WeightAverage
-from tripletlab.training.history import History, is_better
+from tripletlab.training.epoch_end import check_health, kept, save_epoch, save_step
+from tripletlab.training.features import FeatureCache, caches_features
+from tripletlab.training.history import History
 from tripletlab.training.phases import build_optimizer, build_scheduler
-from tripletlab.training.state import TrainingState, restore, restore_optimizer, state_files
+from tripletlab.training.state import TrainingState, restore, restore_optimizer
+from tripletlab.training.validation import phase_stopped, resolve_monitor
 from tripletlab.utils.allocator import tune_malloc
 
 
@@ -37,7 +35,11 @@ class Trainer:
 
     Mode "online" feeds batches of images to an in-batch loss (semi-hard, hard, batch-all);
     mode "triplets" feeds explicit (anchor, positive, negative) batches through a `TripletNet`
-    sharing the embedder, with the triplet margin loss. Building a trainer builds the model and
+    sharing the embedder, with the triplet margin loss. Losses with cross-entropy also train
+    the model's classifier (`model.classes` must be set: `train_run` sets it from the data).
+    A phase that freezes the whole backbone runs it in inference mode and, where nothing is
+    augmented, trains on its cached outputs (`FeatureCache`). Building a trainer builds the
+    model and
     loads backbone weights (not when `backbone_weights` is False: a resumed run has its own),
     and writes nothing; `fit` writes into the run folder.
     """
@@ -54,6 +56,11 @@ class Trainer:
         self.run: RunDir | None = None  # set by `fit`
         self.train_set: ImageSet | None = None  # set by `fit`
         self.callbacks = callbacks or []
+        if config.loss.classifies and not config.model.classes:
+            raise ValueError(
+                f"loss {config.loss.name} trains a classifier: set model.classes (and "
+                "model.class_names), which train_run takes from the training data"
+            )
         torch.manual_seed(config.train.seed)
         self.model = Embedder(config.model)
         self.triplet_net: TripletNet | None = None
@@ -61,7 +68,12 @@ class Trainer:
             self.triplet_net = TripletNet(self.model)
             self.loss_fn = TripletMarginLoss(config.loss.margin, config.loss.distance)
         else:
-            self.loss_fn = build_loss(config.loss)
+            self.loss_fn = build_loss(config.loss, config.model.classes)
+        self.classifies = config.loss.classifies
+        self.features: FeatureCache | None = None  # the frozen backbone's, in such a phase
+        # Per-triplet values of the last validation (`validation.triplet_values`), for plots.
+        self.triplet_values: dict[str, np.ndarray] = {}
+        self.monitor = resolve_monitor(config, True)  # set again by `fit`, knowing the data
         self.weights_report: dict[str, list] | None = None
         if config.model.backbone_weights and backbone_weights:
             self.weights_report = load_backbone_weights(
@@ -98,22 +110,47 @@ class Trainer:
             self.ema.update(self.model)
 
     def start_phase(self, phase: PhaseConfig, number: int = 1) -> None:
-        """Freeze or unfreeze the backbone as phase `number` says, then rebuild the optimizer."""
+        """Freeze what phase `number` freezes, cache the backbone's features where that
+        applies, then rebuild the optimizer.
+
+        Raises:
+            ValueError: `freeze: until:<layer>` naming no layer of the backbone.
+        """
         self.phase_number = number
-        if phase.freeze == "backbone":
-            freeze(self.model.backbone)
-        else:
-            unfreeze(self.model)
+        apply_phase_freeze(self.model, phase.freeze)
         self.phase = phase
+        if self.features is not None:
+            self.features.close()
+            self.features = None
+        if caches_features(self.config, self.model, phase) and self.train_set is not None:
+            self.features = FeatureCache(
+                self.model, torch.from_numpy(self.train_set.images),
+                self.config.train.eval_batch_size, self._cache_progress,
+            )  # fmt: skip
         self.optimizer = build_optimizer(self.model, phase)
         self.scheduler = build_scheduler(self.optimizer, phase, self.steps_per_epoch)
 
+    def _cache_progress(self, done: int, total: int) -> None:
+        for callback in self.callbacks:
+            callback.on_progress("backbone features", done, total)
+
     def compute_loss(self, images: Tensor, labels: Tensor, batch: Tensor) -> Tensor:
         """Loss of one batch of indices into `images` / `labels`: (B,) online, (B, 3) triplets."""
+        features = self.features
         if self.triplet_net is not None:
+            if features is not None:
+                device = self.model.head_device
+                parts = [self.model.project(features[batch[:, i]].to(device))[0] for i in range(3)]
+                return self.loss_fn(torch.cat(parts, dim=1))
             anchor, positive, negative = (images[batch[:, i]] for i in range(3))
             return self.loss_fn(self.triplet_net(anchor, positive, negative))
-        return self.loss_fn(self.model(images[batch]), labels[batch])
+        if features is not None:
+            embeddings, logits = self.model.project(features[batch].to(self.model.head_device))
+        else:
+            embeddings, logits = self.model.outputs(images[batch])
+        if self.classifies:
+            return self.loss_fn(embeddings, logits, labels[batch])
+        return self.loss_fn(embeddings, labels[batch])
 
     def train_step(self, images: Tensor, labels: Tensor, batch: Tensor) -> float:
         """One optimisation step: uint8 images (N, H, W[, C]), labels (N,), batch indices."""
@@ -123,7 +160,7 @@ class Trainer:
         if not math.isfinite(value):
             raise TrainingDivergedError(
                 f"the loss became {value} at step {len(self.history.step_losses) + 1}; "
-                f"training stopped, {self._kept()} (try a lower --lr)"
+                f"training stopped, {kept(self)} (try a lower --lr)"
             )
         loss.backward()
         self.lr = self.optimizer.param_groups[0]["lr"]  # the one this step uses
@@ -140,6 +177,8 @@ class Trainer:
         `resume_at`); returns its loss, duration and throughput. Writes a resumable checkpoint
         every `train.checkpoint_every` steps."""
         set_train_mode(self.model, bn_train=self.bn_train)
+        if self.phase is not None and self.phase.freeze == "backbone":
+            self.model.backbone.eval()  # Keras' training=False: BatchNorm and dropout too
         sampler.set_epoch(epoch)
         for callback in self.callbacks:
             callback.on_epoch_start(epoch, len(sampler))
@@ -156,7 +195,7 @@ class Trainer:
             for callback in self.callbacks:
                 callback.on_step_end(len(self.history.step_losses), value, speed)
             if every and len(self.history.step_losses) % every == 0 and step < len(sampler):
-                self.checkpoint_step(epoch, step, sampler)
+                save_step(self, epoch, step, sampler)
         self.epoch_partial = (0, 0.0)
         seconds = time.perf_counter() - start
         return {
@@ -165,61 +204,6 @@ class Trainer:
             "seconds": seconds,
             "images_per_second": (seen - seen_before) / max(seconds, 1e-9),
         }
-
-    def _kept(self) -> str:
-        """What is left after training stops: the checkpoints written before, or none."""
-        if self.run is None or not self.run.has_checkpoint():
-            return "no checkpoint was written"
-        return f"the checkpoints written before in {self.run} are intact"
-
-    def check_health(self, epoch: int, val: ImageSet | None) -> dict[str, float]:
-        """Refuse weights that are not finite and an embedding that collapsed to one point,
-        before anything of this epoch is saved; returns the validation metrics (none without
-        validation images). Raises `TrainingDivergedError`."""
-        model = self.evaluated_model
-        check_finite(model, epoch, self._kept())
-        probe = val if val is not None and len(val) > 1 else None
-        images = probe.images if probe is not None else self.train_set.images[:COLLAPSE_PROBE]
-        # Single views: the test-time views of `model.tta_shift` would make each epoch's check
-        # five times longer.
-        try:
-            embeddings = model.embed(
-                images, batch_size=self.config.train.eval_batch_size, views=False
-            )
-        except ValueError as error:  # finite weights whose embeddings overflow
-            raise TrainingDivergedError(
-                f"{error} in epoch {epoch + 1}; training stopped, {self._kept()}"
-            ) from None
-        what = "validation" if probe is not None else "probed training"
-        check_collapse(embeddings, epoch, what, self._kept())
-        if probe is None:
-            return {}
-        metrics = retrieval_metrics(embeddings, probe.labels)
-        return {f"val_{k}": v for k, v in metrics.items() if k != "num_queries"}
-
-    def checkpoint(self, epoch: int, logs: dict[str, Any]) -> None:
-        """Save this epoch with the state to resume after it; point `last` (and `resume`) at
-        it, and `best` too if it `is_better` than the best so far."""
-        name = f"epoch-{epoch + 1:04d}"
-        best = self.history.best_epoch
-        entries = {"last": name, "resume": name}
-        if is_better(logs, None if best is None else self.history.epochs[best - 1]):
-            entries["best"] = name
-            self.history.best_epoch = epoch + 1
-        extra = {"run": self.config.to_dict(), "epoch": epoch + 1, "logs": logs}
-        files = state_files(self, epoch + 1, 0)  # before the next epoch: no sampler state
-        self.evaluated_model.save(self.run.checkpoints / name, extra, files)
-        self.run.point_checkpoints(**entries)
-
-    def checkpoint_step(self, epoch: int, step: int, sampler: Any) -> None:
-        """Save a resumable checkpoint after batch `step` of `epoch` (not validated: never the
-        best one); point `resume` at it."""
-        check_finite(self.evaluated_model, epoch, self._kept())
-        name = f"step-{len(self.history.step_losses):07d}"
-        extra = {"run": self.config.to_dict(), "epoch": epoch + 1, "step": step}
-        files = state_files(self, epoch, step, sampler)
-        self.evaluated_model.save(self.run.checkpoints / name, extra, files)
-        self.run.point_checkpoints(resume=name)
 
     def fit(
         self,
@@ -239,6 +223,7 @@ class Trainer:
             resume: the state of a run that stopped (`tripletlab.training.state.load_state`):
                 go on from there, with the same result as a run that never stopped.
         """
+        self.monitor = resolve_monitor(self.config, val is not None and len(val) > 1)
         images, labels, sampler = self._setup(train, run_dir, resume)
         schedule = [(n, p) for n, p in enumerate(self.config.resolved_phases(), 1)
                     for _ in range(p.epochs)]  # fmt: skip
@@ -249,6 +234,8 @@ class Trainer:
         try:
             for epoch in range(first, len(schedule)):
                 number, phase = schedule[epoch]
+                if self._stopped(number):
+                    continue
                 if epoch == first or schedule[epoch - 1][0] != number:
                     self.start_phase(phase, number)
                     if resume is not None and epoch == first and resume.phase == number:
@@ -257,10 +244,27 @@ class Trainer:
                 logs = self.run_epoch(epoch, images, labels, sampler, step)
                 logs.update(phase=number, lr=phase.lr)
                 self._end_epoch(epoch, logs, val, start)
+                if self._stopped(number):
+                    self._note(
+                        f"{self.monitor} has not improved for {self.config.train.patience} "
+                        f"epochs: phase {number} stops early after epoch {epoch + 1} (best: "
+                        f"epoch {self.history.best_epoch})"
+                    )
         finally:
+            if self.features is not None:
+                self.features.close()
+                self.features = None
             for callback in self.callbacks:
                 callback.on_train_end()
         return self.history
+
+    def _stopped(self, number: int) -> bool:
+        patience = self.config.train.patience
+        return phase_stopped(self.history.epochs, number, patience, self.monitor)
+
+    def _note(self, text: str) -> None:
+        for callback in self.callbacks:
+            callback.on_note(text)
 
     def _setup(
         self, train: ImageSet, run_dir: str | Path | RunDir, resume: TrainingState | None
@@ -286,10 +290,10 @@ class Trainer:
         self, epoch: int, logs: dict[str, Any], val: ImageSet | None, start: float
     ) -> None:
         """Check, validate, checkpoint and log a finished epoch."""
-        logs.update(self.check_health(epoch, val))
+        logs.update(check_health(self, epoch, val))
         self.history.epochs.append(logs)
         self.history.train_seconds = time.perf_counter() - start
-        self.checkpoint(epoch, logs)
+        save_epoch(self, epoch, logs)
         self.run.write_history(self.history.to_dict())
         for callback in self.callbacks:
             callback.on_epoch_end(epoch, logs)

@@ -1,0 +1,81 @@
+"""The end of an epoch: health checks, validation scores and checkpoints of a `Trainer`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tripletlab.data import ImageSet
+from tripletlab.evaluation.retrieval import retrieval_metrics
+from tripletlab.training.divergence import (
+    COLLAPSE_PROBE,
+    TrainingDivergedError,
+    check_collapse,
+    check_finite,
+)
+from tripletlab.training.state import state_files
+from tripletlab.training.validation import improves, triplet_values, validation_scores
+
+
+def kept(trainer: Any) -> str:
+    """What is left after training stops: the checkpoints written before, or none."""
+    if trainer.run is None or not trainer.run.has_checkpoint():
+        return "no checkpoint was written"
+    return f"the checkpoints written before in {trainer.run} are intact"
+
+
+def check_health(trainer: Any, epoch: int, val: ImageSet | None) -> dict[str, float]:
+    """Refuse weights that are not finite and an embedding that collapsed to one point,
+    before anything of this epoch is saved; returns the validation metrics (none without
+    validation images). Raises `TrainingDivergedError`."""
+    model = trainer.evaluated_model
+    check_finite(model, epoch, kept(trainer))
+    probe = val if val is not None and len(val) > 1 else None
+    images = probe.images if probe is not None else trainer.train_set.images[:COLLAPSE_PROBE]
+    # Single views: the test-time views of `model.tta_shift` would make each epoch's check
+    # five times longer.
+    try:
+        embeddings, probabilities = model.embed_and_classify(
+            images, batch_size=trainer.config.train.eval_batch_size, views=False
+        )
+    except ValueError as error:  # finite weights whose embeddings overflow
+        raise TrainingDivergedError(
+            f"{error} in epoch {epoch + 1}; training stopped, {kept(trainer)}"
+        ) from None
+    what = "validation" if probe is not None else "probed training"
+    check_collapse(embeddings, epoch, what, kept(trainer))
+    labels = probe.labels if probe is not None else trainer.train_set.labels[:COLLAPSE_PROBE]
+    trainer.triplet_values = triplet_values(trainer.config, embeddings, labels)
+    if probe is None:
+        return {}
+    metrics = retrieval_metrics(embeddings, probe.labels)
+    scores = {f"val_{k}": v for k, v in metrics.items() if k != "num_queries"}
+    return scores | validation_scores(
+        trainer.config, trainer.loss_fn, embeddings, probabilities, probe.labels
+    )
+
+
+def save_epoch(trainer: Any, epoch: int, logs: dict[str, Any]) -> None:
+    """Save this epoch with the state to resume after it; point `last` (and `resume`) at
+    it, and `best` too if it improves on the best so far (`trainer.monitor`)."""
+    name = f"epoch-{epoch + 1:04d}"
+    best = trainer.history.best_epoch
+    entries = {"last": name, "resume": name}
+    best_logs = None if best is None else trainer.history.epoch_logs(best)
+    if improves(logs, best_logs, trainer.monitor):
+        entries["best"] = name
+        trainer.history.best_epoch = epoch + 1
+    extra = {"run": trainer.config.to_dict(), "epoch": epoch + 1, "logs": logs}
+    files = state_files(trainer, epoch + 1, 0)  # before the next epoch: no sampler state
+    trainer.evaluated_model.save(trainer.run.checkpoints / name, extra, files)
+    trainer.run.point_checkpoints(**entries)
+
+
+def save_step(trainer: Any, epoch: int, step: int, sampler: Any) -> None:
+    """Save a resumable checkpoint after batch `step` of `epoch` (not validated: never the
+    best one); point `resume` at it."""
+    check_finite(trainer.evaluated_model, epoch, kept(trainer))
+    name = f"step-{len(trainer.history.step_losses):07d}"
+    extra = {"run": trainer.config.to_dict(), "epoch": epoch + 1, "step": step}
+    files = state_files(trainer, epoch, step, sampler)
+    trainer.evaluated_model.save(trainer.run.checkpoints / name, extra, files)
+    trainer.run.point_checkpoints(resume=name)
