@@ -208,3 +208,55 @@ def test_not_ready_and_failed_loads_answer_503(served_run, tmp_path):
     assert ready.status_code == 503 and "could not be loaded" in ready.json()["error"]
     assert alive.status_code == 200
     assert json.loads(ready.text)["error"].endswith("no run here")
+
+
+@pytest.fixture(scope="module")
+def classifier_run(tmp_path_factory):
+    """A run trained with a classifier (cross-entropy), 3,000 images."""
+    from typer.testing import CliRunner
+
+    from tripletlab.cli.main import app
+    from tripletlab.runs import RunDir
+
+    folder = tmp_path_factory.mktemp("classifier") / "run"
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--loss",
+            "cross-entropy",
+            "--limit",
+            "3000",
+            "--epochs",
+            "2",
+            "--no-report",
+            "--run-dir",
+            str(folder),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return RunDir(folder)
+
+
+def test_predict_answers_the_class_or_says_the_run_has_no_classifier(
+    classifier_run, served_run, digits
+):
+    async def requests(client):
+        info = (await client.get("/v1/info")).json()
+        found = await client.post("/v1/predict?top=3", files=_files(digits[3], digits[0]))
+        bad_top = await client.post("/v1/predict?top=11", files=_files(digits[3]))
+        return info, found, bad_top
+
+    info, found, bad_top = call(_app(classifier_run), requests)
+    assert info["classes"] == [str(d) for d in range(10)]
+    zero, seven = found.json()["results"]
+    assert (zero["label"], seven["label"]) == ("0", "7")
+    assert zero["probability"] > 0.5 and zero["top"][0]["label"] == "0"
+    assert len(zero["top"]) == 3
+    assert bad_top.status_code == 422 and "top must be" in bad_top.json()["error"]
+
+    async def without(client):
+        return await client.post("/v1/predict", files=_files(digits[3]))
+
+    refused = call(_app(served_run), without)
+    assert refused.status_code == 409 and "no classifier" in refused.json()["error"]

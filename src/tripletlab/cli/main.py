@@ -13,6 +13,7 @@ from tripletlab.cli.benchmark import benchmark
 from tripletlab.cli.common import user_errors
 from tripletlab.cli.embed import embed
 from tripletlab.cli.evaluate import evaluate
+from tripletlab.cli.predict import predict
 from tripletlab.cli.report import report
 from tripletlab.cli.search import match, search
 from tripletlab.cli.serve import serve
@@ -66,6 +67,7 @@ app.command()(benchmark)
 app.command()(summary)
 app.command()(search)
 app.command()(match)
+app.command()(predict)
 app.command()(serve)
 app.add_typer(data.app, name="data")
 app.add_typer(export.app, name="export")

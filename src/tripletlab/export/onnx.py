@@ -14,9 +14,11 @@ import torch
 
 from tripletlab.evaluation import load_run, retrieval_metrics
 from tripletlab.models import Embedder
+from tripletlab.models.embedder import probabilities
 from tripletlab.models.engines import (
     INPUT_NAME,
     OUTPUT_NAME,
+    PROBABILITIES_NAME,
     OnnxEmbedder,
     quantize_int8,
     require_onnx,
@@ -30,19 +32,36 @@ def _example_input(embedder: Embedder, batch: int = 2) -> torch.Tensor:
     return torch.zeros(shape, dtype=torch.uint8)
 
 
+class _WithProbabilities(torch.nn.Module):
+    """An embedder with a classifier, as one graph: images -> (embeddings, probabilities)."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        super().__init__()
+        self.embedder = embedder
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embeddings, logits = self.embedder.outputs(images)
+        return embeddings, probabilities(logits)
+
+
 def export_onnx(embedder: Embedder, path: Path, opset: int = 18) -> Path:
     """Write `embedder` (eval mode) as an ONNX model: uint8 `images` (N, H, W[, C]) with a
-    dynamic batch size -> float32 `embeddings` (N, D)."""
+    dynamic batch size -> float32 `embeddings` (N, D), and `probabilities` (N, C) in the order
+    of `config.classes` where the model has a classifier. Input scaling is inside the graph."""
     require_onnx()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     embedder = embedder.eval()
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     temp = path.with_name(f".{path.name}.tmp")
+    module: torch.nn.Module = embedder
+    outputs = [OUTPUT_NAME]
+    if embedder.classifier is not None:
+        module, outputs = _WithProbabilities(embedder).eval(), [OUTPUT_NAME, PROBABILITIES_NAME]
     with torch.no_grad():
         program = torch.onnx.export(
-            embedder, (_example_input(embedder),), dynamo=True, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            module, (_example_input(embedder),), dynamo=True, opset_version=opset,
+            input_names=[INPUT_NAME], output_names=outputs,
             dynamic_shapes={"images": {0: batch}}, verbose=False,
         )  # fmt: skip
     program.save(str(temp))
@@ -73,7 +92,11 @@ def export_run_onnx(
     run, data, embedder = load_run(run_dir)
     path = export_onnx(embedder, Path(out) if out else run.onnx_file())
     sample = data.test.images[:512]
-    difference = check_parity(embedder, OnnxEmbedder(path), sample)
+    exported = OnnxEmbedder(path)
+    difference = check_parity(embedder, exported, sample)
+    if exported.has_classifier:
+        expected = embedder.embed_and_classify(sample)[1]
+        difference = max(difference, float(np.abs(exported.classify(sample) - expected).max()))
     if difference > tolerance:
         raise ValueError(f"ONNX model differs from PyTorch by {difference:.2e} > {tolerance:.0e}")
     result: dict[str, Any] = {

@@ -11,6 +11,7 @@ from tripletlab.search.build import (
     remove_items,
 )
 from tripletlab.search.gallery import SPLITS, Gallery, open_gallery
+from tripletlab.search.predict import Prediction, Predictor, predictions
 from tripletlab.search.query import Hit, Searcher, Verdict
 from tripletlab.search.sources import read_image, read_images
 
@@ -18,6 +19,8 @@ __all__ = [
     "SPLITS",
     "Gallery",
     "Hit",
+    "Prediction",
+    "Predictor",
     "Searcher",
     "Verdict",
     "add_images",
@@ -26,6 +29,7 @@ __all__ = [
     "index_run",
     "open_gallery",
     "open_index",
+    "predictions",
     "read_image",
     "read_images",
     "remove_items",

@@ -43,6 +43,13 @@ class ServiceModel:
         """uint8 (N, *image_shape) -> float32 (N, D)."""
         return self.engine.embed(images)
 
+    def classify(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (N, *image_shape) -> class probabilities (N, C) (the model has a classifier):
+        ONNX Runtime when the exported model has the classifier, else PyTorch."""
+        if getattr(self.engine, "has_classifier", False):
+            return self.engine.classify(images)
+        return self.embedder.embed_and_classify(images)[1]
+
     def info(self) -> dict[str, Any]:
         """What /v1/info reports."""
         config = self.embedder.config
@@ -60,6 +67,7 @@ class ServiceModel:
                 "calibrated": self.index.calibration is not None,
             },
             "verification_threshold": self.verification_threshold,
+            "classes": list(config.class_names) or None,
         }  # fmt: skip
 
 

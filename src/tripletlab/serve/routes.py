@@ -15,6 +15,7 @@ from PIL import Image
 
 from tripletlab.index import MAX_K, EmbeddingIndex
 from tripletlab.runs import METRICS_FILE
+from tripletlab.search import predictions
 from tripletlab.search.sources import read_image
 from tripletlab.serve.inputs import ApiError, read_request, whole_number
 from tripletlab.serve.state import State
@@ -85,6 +86,26 @@ def _add_model_routes(app: FastAPI, state: State) -> None:
             match = _match(neighbours, threshold, state.settings.precision)
             results.append({"neighbours": neighbours, "match": match})
         return {"k": k, "distance": index.distance, "results": results}
+
+    @app.post("/v1/predict")
+    async def predict(request: Request) -> dict[str, Any]:
+        """Images (and `top`) -> each image's most probable class and its probability, from
+        the run's classifier (409 when the run was trained without one)."""
+        model, batcher = state.ready()
+        names = list(model.embedder.config.class_names)
+        if model.embedder.classifier is None:
+            raise ApiError(
+                409,
+                "this run's model has no classifier (train with --loss "
+                "cross-entropy or semihard+ce); search and compare still work",
+            )
+        files, fields = await read_request(request, limits)
+        top = whole_number({**fields, **request.query_params}, "top", 1, 1, len(names))
+        found = predictions(await batcher.run(model.classify, await state.images_of(files)),
+                            names, top)  # fmt: skip
+        return {"results": [{"label": p.label, "probability": p.probability,
+                             "top": [{"label": n, "probability": v} for n, v in p.top]}
+                            for p in found]}  # fmt: skip
 
     @app.post("/v1/compare")
     async def compare(request: Request) -> dict[str, Any]:
