@@ -24,7 +24,7 @@ from tripletlab.evaluation import format_per_class
 from tripletlab.models import check_backbone
 from tripletlab.runs import RunDir
 from tripletlab.training import RunResult, resume_run, train_run
-from tripletlab.viz import AugmentGridCallback, build_report
+from tripletlab.viz import AugmentGridCallback, SamplesCallback, build_report
 
 # Each flag sets the config key of its name; `--loss` sets loss.name. Every other key is
 # reached with --set section.key=value.
@@ -156,7 +156,7 @@ def train(
             typer.echo(yaml.safe_dump(resolved.to_dict(), sort_keys=False), nl=False)
             return
         result = train_run(resolved, run_dir, console=err_console,
-                           callbacks=[AugmentGridCallback()])  # fmt: skip
+                           callbacks=[AugmentGridCallback(), SamplesCallback()])  # fmt: skip
     _summarise(result, resolved, report)
 
 

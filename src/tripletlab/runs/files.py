@@ -14,6 +14,7 @@ METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
 PLOTS = "plots"
 AUGMENT_FILE = "augment.png"
+SAMPLES_FILE = "samples.png"  # in plots/
 TENSORBOARD = "tensorboard"
 PROJECTOR = "projector"
 # TensorBoard's projector reads this file in a log folder (projector/ and tensorboard/).

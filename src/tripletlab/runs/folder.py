@@ -29,6 +29,7 @@ from tripletlab.runs.files import (
     PLOTS,
     PROJECTOR,
     REPORT_FILE,
+    SAMPLES_FILE,
     TENSORBOARD,
     read_json,
 )
@@ -137,6 +138,10 @@ class RunDir:
     @property
     def augment_file(self) -> Path:
         return self.path / AUGMENT_FILE
+
+    @property
+    def samples_file(self) -> Path:
+        return self.path / PLOTS / SAMPLES_FILE
 
     @property
     def tensorboard(self) -> Path:

@@ -1,17 +1,26 @@
-"""Scalars for TensorBoard under `RUN_DIR/tensorboard/`: loss, learning rate, images/s,
-validation metrics."""
+"""TensorBoard under `RUN_DIR/tensorboard/`: the model graph, scalars (loss, learning rate,
+images/s, validation metrics) and per-epoch histograms of the validation triplets' values."""
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from tripletlab.models import layer_by_layer
 from tripletlab.training.callbacks import Callback
+
+log = logging.getLogger(__name__)
 
 
 class TensorBoardCallback(Callback):
-    """Writes `train/loss`, `train/lr`, `train/images_per_second` every `every` steps and the
-    epoch logs (`epoch/loss`, `val/precision_at_1`, `val/map_at_r`, ...) every epoch.
+    """Writes the model's graph once; `train/loss`, `train/lr`, `train/images_per_second`
+    every `every` steps; the epoch logs (`epoch/loss`, `val/precision_at_1`, `val/map_at_r`,
+    `val/loss`, ...) and histograms of the validation triplets' `val/triplet_diff` (d(a,p)^2 -
+    d(a,n)^2, as the triplet-loss MNIST project plotted it) and `val/triplet_loss` every epoch.
 
     Args:
         log_dir: where the event files go (default: the run's `tensorboard/` folder).
@@ -35,6 +44,24 @@ class TensorBoardCallback(Callback):
                                     purge_step=done + 1 if done else None)  # fmt: skip
         window = trainer.history.step_losses[done - done % self.every :]  # the points' windows
         self.loss_sum, self.count = float(sum(window)), len(window)
+        if not done:
+            self.add_graph(trainer.model)
+
+    def add_graph(self, model: Any) -> None:
+        """The embedder's graph (traced in eval mode on one blank image, layer by layer). A
+        model that cannot be traced is logged and skipped: training goes on."""
+        config = model.config
+        shape = (1, *config.image_size) + ((config.channels,) if config.channels > 1 else ())
+        was_training = model.training
+        model.eval()
+        try:
+            with layer_by_layer(model), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer warnings about Python control flow
+                self.writer.add_graph(model, torch.zeros(shape, dtype=torch.uint8))
+        except Exception as error:  # tracing fails on some custom modules; not fatal
+            log.warning("the model graph was not written to TensorBoard: %s", error)
+        finally:
+            model.train(was_training)
 
     def on_step_end(self, step: int, loss: float, images_per_second: float) -> None:
         self.loss_sum += loss
@@ -53,6 +80,9 @@ class TensorBoardCallback(Callback):
                 continue
             tag = f"val/{key[4:]}" if key.startswith("val_") else f"epoch/{key}"
             self.writer.add_scalar(tag, value, epoch + 1)
+        for name, values in getattr(self.trainer, "triplet_values", {}).items():
+            if len(values):
+                self.writer.add_histogram(f"val/triplet_{name}", values, epoch + 1)
         self.writer.flush()
 
     def on_train_end(self) -> None:
