@@ -423,3 +423,27 @@ def test_version_and_completion():
         assert __version__ == tomllib.load(handle)["project"]["version"]
     result = runner.invoke(app, ["--show-completion", "bash"])
     assert result.exit_code == 0 and "complete" in result.output and "tripletlab" in result.output
+
+
+def test_summary_shows_what_each_phase_trains(tmp_path):
+    phases = "phases=[{epochs: 1, freeze: backbone}, {epochs: 1, freeze: {until: layer3}}]"
+    result = runner.invoke(app, ["train", "--backbone", "resnet_small", "--embedding-dim", "8",
+                                 "--limit", "300", "--no-report", "--set", phases,
+                                 "--run-dir", str(tmp_path / "run")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "backbone features: 270 images" in result.output  # the frozen phase's cache
+
+    def counts(*args):
+        out = runner.invoke(app, ["summary", str(tmp_path / "run"), *args])
+        assert out.exit_code == 0, out.output
+        lines = dict(line.split(": ", 1) for line in out.output.splitlines() if "params: " in line)
+        return int(lines["Trainable params"].replace(",", "")), out.output
+
+    everything, _ = counts()
+    head, first = counts("--phase", "1")
+    top, second = counts("--phase", "2")
+    assert "phase 1 of 2: freeze backbone" in first and "freeze until:layer3" in second
+    assert head == 8 * 128 + 8  # the head alone: Linear(128 -> 8)
+    assert head < top < everything
+    wrong = runner.invoke(app, ["summary", str(tmp_path / "run"), "--phase", "3"])
+    assert wrong.exit_code == 1 and "--phase must be in 1..2" in wrong.output
