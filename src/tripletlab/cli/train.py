@@ -30,10 +30,11 @@ from tripletlab.viz import AugmentGridCallback, SamplesCallback, build_report
 # reached with --set section.key=value.
 _FLAG_KEYS = {
     "data": ("dataset", "limit", "val_fraction"),
-    "model": ("backbone", "embedding_dim", "image_size", "channels", "backbone_weights"),
-    "loss": ("name", "margin", "distance"),
+    "model": ("backbone", "embedding_dim", "image_size", "channels", "backbone_weights",
+              "input_scaling", "head_dropout"),
+    "loss": ("name", "margin", "distance", "ce_weight"),
     "train": ("mode", "triplets", "epochs", "batch_size", "sampler", "samples_per_class", "lr",
-              "schedule", "seed", "checkpoint_every"),
+              "schedule", "seed", "checkpoint_every", "patience", "monitor"),
 }  # fmt: skip
 
 
@@ -104,7 +105,19 @@ def train(
     backbone_weights: Annotated[
         str | None, typer.Option(help="Start the backbone from a run, .safetensors or .pt.")
     ] = None,
-    loss: Annotated[str | None, typer.Option(help="semihard, hard or batch-all.")] = None,
+    input_scaling: Annotated[
+        str | None, typer.Option(help="Pixels to [0, 1] unit, [-1, 1] symmetric, mean-std, auto.")
+    ] = None,
+    head_dropout: Annotated[
+        float | None, typer.Option(help="Dropout before the head in training [0.0].")
+    ] = None,
+    loss: Annotated[
+        str | None,
+        typer.Option(help="semihard, hard, batch-all, cross-entropy, or semihard+ce (...+ce)."),
+    ] = None,
+    ce_weight: Annotated[
+        float | None, typer.Option(help="Cross-entropy's weight in <triplet>+ce [1.0].")
+    ] = None,
     margin: Annotated[float | None, typer.Option(help="Triplet margin [1.0].")] = None,
     distance: Annotated[str | None, typer.Option(help="L2, squared-L2 or angular.")] = None,
     mode: Annotated[str | None, typer.Option(help="online or triplets (explicit).")] = None,
@@ -118,6 +131,13 @@ def train(
     seed: Annotated[int | None, typer.Option(help="Random seed [0].")] = None,
     checkpoint_every: Annotated[
         int | None, typer.Option(help="Also save a resumable checkpoint every N steps.")
+    ] = None,
+    patience: Annotated[
+        int | None, typer.Option(help="Stop a phase after N epochs without improvement.")
+    ] = None,
+    monitor: Annotated[
+        str | None,
+        typer.Option(help="What picks the best epoch: auto, val_map_at_r, val_loss, ..."),
     ] = None,
     resume: Annotated[
         Path | None,
