@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install data run index test lint format clean transfer-demo bench
+.PHONY: install data run index test test-keras keras-backend lint format clean transfer-demo bench
 
 install: $(STAMP) data
 
@@ -51,6 +51,7 @@ bench: install
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints/cpu.txt -e '.[bench]'
 	cd benchmarks && ../$(BIN)/python losses.py
 	cd benchmarks && ../$(BIN)/python training.py
+	cd benchmarks && ../$(BIN)/python feature_cache.py
 	cd benchmarks && ../$(BIN)/python compile.py
 	cd benchmarks && ../$(BIN)/python inference.py
 	cd benchmarks && ../$(BIN)/python evaluation.py $(if $(RUN),--run $(abspath $(RUN)))
@@ -68,5 +69,19 @@ format: $(STAMP)
 test: install lint
 	$(BIN)/python -m pytest -q
 
+# tripletlab.keras on TensorFlow and on JAX, each in its own environment without PyTorch
+# (tripletlab installed with --no-deps); MNIST comes from the cache `make install` prepared.
+test-keras: install
+	$(MAKE) --no-print-directory keras-backend BACKEND=tensorflow PACKAGE=tensorflow-cpu
+	$(MAKE) --no-print-directory keras-backend BACKEND=jax PACKAGE='jax[cpu]'
+
+keras-backend: KENV = .venv-keras-$(BACKEND)
+keras-backend:
+	test -x $(KENV)/bin/python || $(PYTHON) -m venv $(KENV)
+	$(KENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		-c constraints/keras-$(BACKEND).txt keras numpy pytest '$(PACKAGE)'
+	$(KENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	KERAS_BACKEND=$(BACKEND) $(KENV)/bin/python -m pytest -q -p no:cacheprovider tests/keras
+
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-keras-* build src/*.egg-info .pytest_cache .ruff_cache
