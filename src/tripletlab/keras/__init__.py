@@ -4,7 +4,10 @@
     from tripletlab.keras import TripletSemiHardLoss
     loss = TripletSemiHardLoss()
 
-Importing `tripletlab` itself never imports Keras; only this sub-package does.
+Importing `tripletlab` itself never imports Keras; only this sub-package does. Nor does this
+sub-package import PyTorch: it runs on the TensorFlow, JAX and PyTorch backends, and installs
+without tripletlab's other dependencies (`pip install --no-deps tripletlab keras`).
+`load_mnist()` gives tripletlab's offline MNIST in `keras.datasets.mnist` layout.
 """
 
 try:
@@ -19,6 +22,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         "otherwise: set KERAS_BACKEND=torch (or jax) before importing it"
     ) from error
 
+from tripletlab.keras.datasets import load_mnist
 from tripletlab.keras.losses import (
     TripletHardLoss,
     TripletSemiHardLoss,
@@ -26,4 +30,10 @@ from tripletlab.keras.losses import (
     triplet_semihard_loss,
 )
 
-__all__ = ["TripletHardLoss", "TripletSemiHardLoss", "triplet_hard_loss", "triplet_semihard_loss"]
+__all__ = [
+    "TripletHardLoss",
+    "TripletSemiHardLoss",
+    "load_mnist",
+    "triplet_hard_loss",
+    "triplet_semihard_loss",
+]

@@ -58,25 +58,33 @@ def _prepare(y_true, y_pred):
 
 
 def _semihard_negatives(dist, negative):
-    """(N, N) distance to the semi-hard negative of every (anchor, candidate) pair."""
-    n = int(ops.shape(dist)[0])
-    step = max(1, _BLOCK_ELEMENTS // max(n * n, 1))
+    """(N, N) distance to the semi-hard negative of every (anchor, candidate) pair, computed
+    for blocks of anchors (O(N^2) memory) when N is known; in a graph traced with an unknown
+    batch size (TensorFlow's `fit`), for all anchors at once (O(N^3), as TF Addons)."""
     big = ops.cast(ops.max(dist) + 1.0, dist.dtype)  # stands in for "no candidate"
-    parts = []
-    for start in range(0, n, step):
-        rows = dist[start : start + step]  # (c, N)
-        neg = negative[start : start + step]
-        # (c, p, n): negatives farther from the anchor than candidate p
-        farther = ops.logical_and(
-            ops.expand_dims(neg, 1), ops.greater(ops.expand_dims(rows, 1), ops.expand_dims(rows, 2))
-        )
-        outside = ops.min(ops.where(farther, ops.expand_dims(rows, 1), big), axis=2)
-        has_outside = ops.any(farther, axis=2)
-        inside = ops.max(ops.where(neg, rows, -big), axis=1, keepdims=True)
-        no_negative = ops.logical_not(ops.any(neg, axis=1, keepdims=True))
-        inside = ops.where(no_negative, ops.min(rows, axis=1, keepdims=True), inside)
-        parts.append(ops.where(has_outside, outside, inside))
-    return ops.concatenate(parts, axis=0)
+    static = dist.shape[0]
+    if static is None:
+        return _semihard_block(dist, negative, big)
+    n = int(static)
+    step = max(1, _BLOCK_ELEMENTS // max(n * n, 1))
+    parts = [_semihard_block(dist[start : start + step], negative[start : start + step], big)
+             for start in range(0, n, step)]  # fmt: skip
+    return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=0)
+
+
+def _semihard_block(rows, neg, big):
+    """The semi-hard negatives of a block of anchors: rows (c, N) of distances and their
+    negative mask (c, N) -> (c, N)."""
+    # (c, p, n): negatives farther from the anchor than candidate p
+    farther = ops.logical_and(
+        ops.expand_dims(neg, 1), ops.greater(ops.expand_dims(rows, 1), ops.expand_dims(rows, 2))
+    )
+    outside = ops.min(ops.where(farther, ops.expand_dims(rows, 1), big), axis=2)
+    has_outside = ops.any(farther, axis=2)
+    inside = ops.max(ops.where(neg, rows, -big), axis=1, keepdims=True)
+    no_negative = ops.logical_not(ops.any(neg, axis=1, keepdims=True))
+    inside = ops.where(no_negative, ops.min(rows, axis=1, keepdims=True), inside)
+    return ops.where(has_outside, outside, inside)
 
 
 def triplet_semihard_loss(y_true, y_pred, margin: float = 1.0, distance_metric="L2"):

@@ -12,6 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+# The prepared MNIST in the cache folder: uint8 x_train, y_train, x_test, y_test (Keras' layout),
+# with a JSON record of its SHA-256 beside it (`verified_file`).
+MNIST_FILE = "mnist.npz"
+
 
 def cache_dir() -> Path:
     """`$TRIPLETLAB_CACHE`, else `$XDG_CACHE_HOME/tripletlab`, else `~/.cache/tripletlab`."""
@@ -19,6 +23,21 @@ def cache_dir() -> Path:
         return Path(os.environ["TRIPLETLAB_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "tripletlab"
+
+
+def verified_file(path: Path) -> bool:
+    """Whether `path` exists and matches the `file_sha256` recorded in the JSON file beside it
+    (same name, `.json`)."""
+    record = Path(path).with_suffix(".json")
+    if not (Path(path).is_file() and record.is_file()):
+        return False
+    try:
+        recorded = json.loads(record.read_text())
+    except (ValueError, UnicodeDecodeError):
+        return False
+    if not isinstance(recorded, dict):
+        return False
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest() == recorded.get("file_sha256")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
