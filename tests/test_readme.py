@@ -69,6 +69,7 @@ def test_the_readme_shows_the_two_commands_and_a_tour():
         "index",
         "search",
         "match",
+        "predict",
     } <= kinds
 
 
