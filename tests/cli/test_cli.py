@@ -89,7 +89,7 @@ def test_user_errors_are_one_line_and_non_zero(trained_run, tmp_path):
         app, ["train", "--loss", "contrastive", "--run-dir", str(tmp_path / "x")]
     )
     assert result.exit_code == 1
-    assert "loss.name must be one of semihard, hard, batch-all; got 'contrastive'" in result.output
+    assert "loss.name must be one of semihard, hard, batch-all, cross-entropy" in result.output
     assert "Traceback" not in result.output
     result = runner.invoke(app, ["train", "--run-dir", str(run_dir)])
     assert result.exit_code == 1 and "not empty" in result.output
@@ -198,7 +198,8 @@ def test_no_report_skips_the_plots(tmp_path):
     result = runner.invoke(app, ["train", "--limit", "600", "--epochs", "1", "--no-report",
                                  "--run-dir", str(run_dir)])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert not (run_dir / "report.md").exists() and not (run_dir / "plots").exists()
+    assert not (run_dir / "report.md").exists()
+    assert [p.name for p in (run_dir / "plots").iterdir()] == ["samples.png"]  # at the start
     assert "verification" in json.loads((run_dir / "metrics.json").read_text())
 
 
@@ -332,10 +333,11 @@ _NOT_CONFIG = {"preset_name", "config", "assignments", "run_dir", "dry_run", "re
 _EVERY_FLAG = [
     {"--dataset": ".", "--limit": "500", "--val-fraction": "0.2", "--backbone": "spike_cnn",
      "--embedding-dim": "32", "--image-size": "32", "--channels": "3",
-     "--backbone-weights": "w.pt", "--loss": "hard", "--margin": "0.3",
+     "--backbone-weights": "w.pt", "--loss": "hard+ce", "--margin": "0.3",
      "--distance": "angular", "--epochs": "2", "--batch-size": "16", "--sampler": "pk",
      "--samples-per-class": "2", "--lr": "0.01", "--schedule": "cosine", "--seed": "3",
-     "--checkpoint-every": "50"},
+     "--checkpoint-every": "50", "--input-scaling": "symmetric", "--head-dropout": "0.2",
+     "--ce-weight": "0.5", "--patience": "2", "--monitor": "val_loss"},
     {"--mode": "triplets", "--triplets": "hard"},
 ]  # fmt: skip
 
@@ -374,11 +376,14 @@ _EVERY_KEY = [
      "model.normalize": "false", "model.channels": "1", "model.image_size": "28",
      "model.backbone_weights": "w.pt", "model.imports": "[json]", "model.flip": "true",
      "model.rotation": "5", "model.translate": "0.1", "model.tta_shift": "1",
-     "loss.name": "hard", "loss.margin": "0.3", "loss.distance": "angular",
-     "loss.soft": "true", "train.epochs": "2", "train.batch_size": "16",
+     "model.input_scaling": "mean-std", "model.input_mean": "[0.5]", "model.input_std": "[0.25]",
+     "model.head_dropout": "0.1", "model.classes": "[1, 2]", "model.class_names": "[one, two]",
+     "loss.name": "hard+ce", "loss.margin": "0.3", "loss.distance": "angular",
+     "loss.soft": "true", "loss.ce_weight": "0.5", "train.epochs": "2", "train.batch_size": "16",
      "train.sampler": "pk", "train.samples_per_class": "2", "train.lr": "1e-4",
      "train.schedule": "cosine", "train.seed": "3", "train.eval_batch_size": "64",
-     "train.ema": "0.99", "train.bn_train": "true", "train.checkpoint_every": "50"},
+     "train.ema": "0.99", "train.bn_train": "true", "train.checkpoint_every": "50",
+     "train.patience": "3", "train.monitor": "val_accuracy", "train.feature_cache": "false"},
     {"train.mode": "triplets", "train.triplets": "hard", "train.mine_every": "3"},
     {"phases": "[{epochs: 2, lr: 0.01, freeze: backbone}, {epochs: 1, optimizer: sgd}]"},
 ]  # fmt: skip

@@ -80,6 +80,8 @@ def test_values_are_converted_where_that_is_unambiguous(section, values, expecte
         (ModelConfig, {"classes": [1, 2]}, "model.class_names must name each of model.classes"),
         (ModelConfig, {"head_dropout": 1.0}, "model.head_dropout must be in [0.0, 1.0)"),
         (LossConfig, {"ce_weight": -1}, "loss.ce_weight must be >= 0.0"),
+        (LossConfig, {"ce_weight": 0.5}, "loss.ce_weight applies only to a triplet loss with"),
+        (ModelConfig, {"input_scaling": "unit", "input_mean": [0.5]}, "applies only to model.in"),
         (LossConfig, {"name": "semihard+ce", "soft": True}, "loss.soft applies only to the hard"),
         (TrainConfig, {"patience": 0}, "train.patience must be >= 1"),
         (TrainConfig, {"monitor": "val_auc"}, "train.monitor must be one of auto"),

@@ -124,6 +124,11 @@ class ModelConfig:
             raise ValueError("model.classes: a classifier needs at least two classes")
         for key in ("input_mean", "input_std"):
             value = getattr(self, key)
+            if value is not None and self.input_scaling in ("unit", "symmetric"):
+                raise ValueError(
+                    f"model.{key} applies only to model.input_scaling mean-std (or auto), "
+                    f"not {self.input_scaling}"
+                )
             if value is not None and len(value) != self.channels:
                 raise ValueError(
                     f"model.{key} needs one value per channel ({self.channels}), got {list(value)}"
@@ -161,6 +166,11 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.ce_weight != 1.0 and not self.name.endswith("+ce"):
+            raise ValueError(
+                "loss.ce_weight applies only to a triplet loss with cross-entropy "
+                f"(semihard+ce, hard+ce, batch-all+ce), not {self.name!r}"
+            )
         if self.soft and self.triplet != "hard":
             raise ValueError(f"loss.soft applies only to the hard loss, not {self.name!r}")
 

@@ -60,6 +60,7 @@ def _markdown(metrics: dict[str, Any], title: str) -> str:
     lines = [f"# {title}", "", "## Test-set metrics", "", "| metric | value |", "|---|---|"]
     for key, label in [("precision_at_1", "Precision@1"), ("r_precision", "R-Precision"),
                        ("map_at_r", "MAP@R"), ("knn_accuracy", "1-NN accuracy (test vs train)"),
+                       ("accuracy", "classifier accuracy"),
                        ("embeddings_per_second", "embeddings / s"),
                        ("train_seconds", "train seconds")]:  # fmt: skip
         if key in metrics:
@@ -83,6 +84,11 @@ def _markdown(metrics: dict[str, Any], title: str) -> str:
     for row in metrics.get("per_class", []):
         lines.append(f"| {row['name']} | {row['triplets']} | {row['min']:.4f} | "
                      f"{row['max']:.4f} | {row['mean']:.4f} | {row['acc']:.4f} |")  # fmt: skip
+    if metrics.get("per_class_accuracy"):
+        lines += ["", "## Classifier accuracy per class", "", "| class | accuracy |", "|---|---|"]
+        lines += [
+            f"| {name} | {value:.4f} |" for name, value in metrics["per_class_accuracy"].items()
+        ]
     lines += ["", "## Plots", ""]
     for name, caption in [("loss", "Training loss and validation metrics"),
                           ("distances", "Pair distances on the test set"),
