@@ -24,7 +24,7 @@ def build_loss(config: LossConfig, classes: tuple[int, ...] = ()) -> nn.Module:
     """
     if config.classifies:
         triplet = config.triplet
-        inner = build_loss(replace(config, name=triplet)) if triplet is not None else None
+        inner = build_loss(replace(config, name=triplet, ce_weight=1.0)) if triplet else None
         return ClassificationLoss(classes, inner, config.ce_weight)
     if config.name == "hard":
         return TripletHardLoss(margin=config.margin, soft=config.soft, distance=config.distance)
