@@ -23,6 +23,20 @@ def test_a_frozen_backbone_needs_a_head():
     check_config(merge(RunConfig(), {"model": {"head": False}}))
 
 
+def test_classifier_settings_need_a_loss_that_trains_it():
+    untrained = {"model": {"classes": [0, 1], "class_names": ["a", "b"]}}
+    with pytest.raises(ValueError, match="trains no classifier"):
+        check_config(merge(RunConfig(), untrained))
+    check_config(merge(RunConfig(), {**untrained, "loss": {"name": "cross-entropy"}}))
+    with pytest.raises(ValueError, match="val_accuracy needs a classifier"):
+        check_config(merge(RunConfig(), {"train": {"monitor": "val_accuracy"}}))
+    no_val = {"data": {"val_fraction": 0.0}, "train": {"monitor": "val_loss"}}
+    with pytest.raises(ValueError, match="needs validation images"):
+        check_config(merge(RunConfig(), no_val))
+    splits = {"train_split": "train[:80%]", "val_split": "train[80%:]", "test_split": "test"}
+    check_config(merge(RunConfig(), {**no_val, "data": {**no_val["data"], **splits}}))
+
+
 def test_an_in_batch_loss_is_refused_with_explicit_triplets():
     """`--preset spike --loss hard` used to train spike's margin loss and record `hard`."""
     spike = merge(RunConfig(), preset("spike"))

@@ -41,6 +41,15 @@ def test_auto_is_imagenet_for_imagenet_backbones_and_unit_otherwise():
         resolve_scaling(ModelConfig(input_scaling="mean-std", channels=2))
 
 
+def test_runs_saved_before_input_scaling_keep_unit_scaling():
+    from tripletlab.config import RunConfig, upgrade_saved
+
+    old = {"model": {"backbone": "torchvision:resnet18", "channels": 3}}  # no input_scaling
+    config = RunConfig.from_dict(upgrade_saved(old)).model
+    assert config.input_scaling == "unit" and resolve_scaling(config)[0] == "unit"
+    assert resolve_scaling(RunConfig.from_dict(old).model)[0] == "mean-std"  # a new run
+
+
 def test_unit_scaling_changes_nothing_and_is_not_in_the_state_dict():
     model = Embedder(ModelConfig(backbone="spike_cnn", embedding_dim=8))
     assert not any(key.startswith("scaling.") for key in model.state_dict())

@@ -42,6 +42,7 @@ def test_cross_entropy_classifies_far_above_chance(ce_run):
     model = Embedder.from_pretrained(folder)
     assert model.config.classes == tuple(range(10)) and model.classifier.out_features == 10
     assert model.config.head_dropout == 0.2
+    assert model.config.input_scaling == "unit"  # "auto" is saved as what it resolved to
 
 
 def test_predict_prints_the_class_and_its_probability(ce_run):
@@ -75,10 +76,20 @@ def test_the_onnx_export_includes_the_classifier(ce_run):
 
 
 def test_two_classes_train_one_logit_and_the_combined_loss(tmp_path):
-    metrics, _ = _train(tmp_path / "run", "--loss", "semihard+ce", "--set", "data.classes=[3,5]")
+    metrics, _ = _train(tmp_path / "run", "--loss", "semihard+ce", "--ce-weight", "0.5",
+                        "--set", "data.classes=[3,5]")  # fmt: skip
     model = Embedder.from_pretrained(tmp_path / "run")
     assert model.classifier.out_features == 1 and model.config.class_names == ("3", "5")
     assert metrics["accuracy"] > 0.9 and metrics["precision_at_1"] > 0.9
+    from tripletlab.data import load_mnist
+
+    labels = load_mnist("test").labels
+    chosen = [*np.flatnonzero(labels == 3)[:5], *np.flatnonzero(labels == 5)[:5]]
+    result = runner.invoke(app, ["predict", str(tmp_path / "run"), "--json",
+                                 *(f"mnist:test:{i}" for i in chosen)])  # fmt: skip
+    predicted = [json.loads(line)["label"] for line in result.output.splitlines()]
+    right = [p == str(labels[i]) for p, i in zip(predicted, chosen, strict=True)]
+    assert sum(right[:5]) >= 4 and sum(right[5:]) >= 4, predicted  # the logit's two sides
 
 
 def test_predict_without_a_classifier_says_how_to_get_one(tmp_path):

@@ -39,7 +39,7 @@ def test_a_phase_that_stops_improving_stops_and_the_next_one_runs(mnist_parts, t
     assert [e["phase"] for e in history.epochs] == [1, 1, 2]
     assert history.epochs[0]["val_map_at_r"] == history.epochs[1]["val_map_at_r"]
     assert notes.notes == ["val_map_at_r has not improved for 1 epochs: phase 1 stops early "
-                           "after epoch 2 (best: epoch 1)"]  # fmt: skip
+                           "after epoch 2"]  # fmt: skip
     assert (tmp_path / "checkpoints" / "epoch-0005").is_dir()
 
 
@@ -54,6 +54,31 @@ def test_the_validation_loss_is_logged_and_can_pick_the_best_epoch(mnist_parts, 
     assert all(np.isfinite(losses)) and losses[1] < losses[0]
     assert history.best_epoch == 1 + int(np.argmin(losses))
     assert trainer.monitor == "val_loss"
+
+
+def test_validation_scores_count_only_the_classifier_classes():
+    from tripletlab.losses import ClassificationLoss
+    from tripletlab.training.validation import validation_scores
+
+    config = merge(RunConfig(), {"loss": {"name": "cross-entropy"}})
+    labels = np.array([0, 1, 1, 7, 7])  # 7: a validation class the classifier lacks
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.5, 0.5], [0.5, 0.5]])
+    scores = validation_scores(config, ClassificationLoss([0, 1]), np.zeros((5, 2), "f"),
+                               probabilities, labels)  # fmt: skip
+    assert scores["val_accuracy"] == pytest.approx(2 / 3)
+    assert scores["val_loss"] == pytest.approx(-np.log([0.9, 0.8, 0.4]).mean())
+    unknown_only = validation_scores(config, ClassificationLoss([0, 1]), np.zeros((2, 2), "f"),
+                                     probabilities[:2], np.array([7, 7]))  # fmt: skip
+    assert unknown_only == {"val_loss": 0.0}
+
+
+def test_a_wrong_layer_of_a_later_phase_is_refused_before_training():
+    config = merge(RunConfig(), {
+        "model": {"backbone": "resnet_small", "embedding_dim": 8},
+        "phases": [{"epochs": 1, "freeze": "backbone"}, {"epochs": 1, "freeze": "until:layr3"}],
+    })  # fmt: skip
+    with pytest.raises(ValueError, match=r"phases\[2\]: freeze 'until:layr3': the backbone has no"):
+        Trainer(config)
 
 
 def test_phase_stopped_counts_the_epochs_since_the_phase_best():

@@ -149,7 +149,7 @@ def train(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the resolved config (YAML) and exit.")
     ] = False,
-    report: Annotated[bool, typer.Option(help="Write report.md and plots/ at the end.")] = True,
+    report: Annotated[bool, typer.Option(help="Write report.md and its plots at the end.")] = True,
 ) -> None:
     """Train an embedding network with a triplet loss; evaluate it on the test set.
 

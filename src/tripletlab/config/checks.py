@@ -34,11 +34,18 @@ def check_config(config: RunConfig) -> None:
                 f"phases[{frozen[0]}] freezes the backbone, and without a head (model.head "
                 "false) or a classifier (--loss cross-entropy) nothing would be left to train"
             )
+    if config.model.classes and not config.loss.classifies:
+        raise ValueError(
+            f"model.classes is set (a classifier's outputs) but loss {config.loss.name} trains "
+            "no classifier: use --loss cross-entropy or <triplet>+ce, or --set model.classes=[] "
+            "--set model.class_names=[]"
+        )
     if train.monitor == "val_accuracy" and not config.loss.classifies:
         raise ValueError(
             "train.monitor val_accuracy needs a classifier: --loss cross-entropy or semihard+ce"
         )
-    if config.data.val_fraction == 0 and train.monitor.startswith("val_"):
+    no_val = config.data.val_fraction == 0 and config.data.val_split is None
+    if no_val and train.monitor.startswith("val_"):
         raise ValueError(
             f"train.monitor {train.monitor} needs validation images; data.val_fraction is 0"
         )

@@ -90,6 +90,9 @@ def upgrade_saved(values: dict[str, Any]) -> dict[str, Any]:
     data = values.get("data")
     if isinstance(data, dict) and "split_order" not in data:
         values = {**values, "data": {**data, "split_order": "global"}}
+    model = values.get("model")
+    if isinstance(model, dict) and "input_scaling" not in model:  # before 2026-12-01: [0, 1]
+        values = {**values, "model": {**model, "input_scaling": "unit"}}
     return values
 
 

@@ -32,8 +32,11 @@ class ClassificationLoss(nn.Module):
         super().__init__()
         if len(classes) < 2:
             raise ValueError(f"a classifier needs at least two classes, got {list(classes)}")
+        if len(set(classes)) != len(classes) or min(classes) < 0:
+            raise ValueError(f"classifier classes must be distinct ids >= 0, got {list(classes)}")
         self.triplet = triplet
         self.weight = weight
+        self.classes = tuple(int(c) for c in classes)
         lookup = torch.full((max(classes) + 1,), -1, dtype=torch.long)
         lookup[torch.as_tensor(list(classes))] = torch.arange(len(classes))
         self.register_buffer("lookup", lookup, persistent=False)
@@ -44,7 +47,7 @@ class ClassificationLoss(nn.Module):
         Raises:
             ValueError: a label the classifier has no output for.
         """
-        labels = labels.long()
+        labels = labels.long().to(self.lookup.device)
         known = (labels >= 0) & (labels < len(self.lookup))
         index = torch.where(known, self.lookup[labels.clamp(0, len(self.lookup) - 1)], -1)
         if bool((index < 0).any()):
@@ -54,7 +57,7 @@ class ClassificationLoss(nn.Module):
 
     def cross_entropy(self, logits: Tensor, labels: Tensor) -> Tensor:
         """Mean cross-entropy of logits (B, C), or (B, 1) for two classes, against labels (B,)."""
-        target = self.targets(labels)
+        target = self.targets(labels).to(logits.device)
         if logits.shape[1] == 1:
             return F.binary_cross_entropy_with_logits(logits[:, 0], target.to(logits.dtype))
         return F.cross_entropy(logits, target)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tripletlab.config import EMBED_BATCH_SIZE, ModelConfig, RunConfig, plain
+from tripletlab.config import EMBED_BATCH_SIZE, ModelConfig, RunConfig, plain, upgrade_saved
 from tripletlab.models.augment import Augment
 from tripletlab.models.initialization import keras_init
 from tripletlab.models.registry import build_backbone
@@ -236,7 +236,7 @@ class Embedder(nn.Module):
         if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
             raise ValueError(f"checkpoint in {path}: its {CHECKPOINT_CONFIG} has no model section")
         try:
-            model_config = RunConfig.from_dict({"model": config["model"]}).model
+            model_config = RunConfig.from_dict(upgrade_saved({"model": config["model"]})).model
         except ValueError as error:
             raise ValueError(f"checkpoint in {path}: its {CHECKPOINT_CONFIG}: {error}") from None
         embedder = cls(model_config)

@@ -89,3 +89,20 @@ def apply_phase_freeze(model: nn.Module, rule: str) -> nn.Module:
     except ValueError as error:
         raise ValueError(f"freeze {rule!r}: the backbone has {error}") from None
     return model
+
+
+def check_phase_freezes(model: nn.Module, rules: list[str]) -> None:
+    """Refuse any phase's freezing rule that does not fit `model` (an `until:` layer the
+    backbone lacks), before training starts; leaves everything trainable.
+
+    Raises:
+        ValueError: naming the phase (1-based) and the backbone's layers.
+    """
+    try:
+        for number, rule in enumerate(rules, 1):
+            try:
+                apply_phase_freeze(model, rule)
+            except ValueError as error:
+                raise ValueError(f"phases[{number}]: {error}") from None
+    finally:
+        unfreeze(model)

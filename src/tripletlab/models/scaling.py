@@ -20,7 +20,8 @@ IMAGENET_PREFIXES = ("torchvision:", "timm:")
 
 
 def resolve_scaling(config: ModelConfig) -> tuple[str, tuple[float, ...], tuple[float, ...]]:
-    """The scaling mode `config` means ("auto" resolved), with its per-channel mean and std.
+    """The scaling mode `config` means ("auto": mean-std for the ImageNet backbones or when a
+    mean or std is given, else unit), with its per-channel mean and std.
 
     Raises:
         ValueError: mean-std without mean / std for images that are not 3-channel (ImageNet's
@@ -31,7 +32,8 @@ def resolve_scaling(config: ModelConfig) -> tuple[str, tuple[float, ...], tuple[
         imagenet = config.backbone in IMAGENET_BACKBONES or config.backbone.startswith(
             IMAGENET_PREFIXES
         )
-        mode = "mean-std" if imagenet else "unit"
+        given = config.input_mean is not None or config.input_std is not None
+        mode = "mean-std" if imagenet or given else "unit"
     channels = config.channels
     if mode == "unit":
         return mode, (0.0,) * channels, (1.0,) * channels

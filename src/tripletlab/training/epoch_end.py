@@ -44,7 +44,9 @@ def check_health(trainer: Any, epoch: int, val: ImageSet | None) -> dict[str, fl
     what = "validation" if probe is not None else "probed training"
     check_collapse(embeddings, epoch, what, kept(trainer))
     labels = probe.labels if probe is not None else trainer.train_set.labels[:COLLAPSE_PROBE]
-    trainer.triplet_values = triplet_values(trainer.config, embeddings, labels)
+    values = triplet_values(trainer.config, embeddings, labels)
+    part = "val" if probe is not None else "train"  # without validation: the probed images
+    trainer.triplet_values = {f"{part}/triplet_{name}": v for name, v in values.items()}
     if probe is None:
         return {}
     metrics = retrieval_metrics(embeddings, probe.labels)

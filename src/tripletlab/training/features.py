@@ -66,6 +66,9 @@ class FeatureCache:
                     self.features[start : start + len(batch)] = model.encode(batch).float().cpu()
                     if progress is not None:
                         progress(min(start + batch_size, count), count)
+        except BaseException:  # interrupted or failed: leave no file behind
+            self.close()
+            raise
         finally:
             model.train(was_training)
         self.on_disk = self._folder is not None

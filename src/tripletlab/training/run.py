@@ -15,12 +15,14 @@ from tripletlab.config import RunConfig, check_config, merge
 from tripletlab.data import ImageSet, RunData, check_run_data, run_data
 from tripletlab.evaluation import evaluate_embedder
 from tripletlab.models import Embedder
+from tripletlab.models.scaling import resolve_scaling
 from tripletlab.runs import RunDir
 from tripletlab.training.callbacks import Callback, ProgressCallback
 from tripletlab.training.history import History
 from tripletlab.training.state import TrainingState, load_state
 from tripletlab.training.tensorboard import TensorBoardCallback
 from tripletlab.training.trainer import Trainer
+from tripletlab.training.validation import resolve_monitor
 
 
 @dataclass
@@ -41,8 +43,9 @@ def train_run(
     """Train with `config`, evaluate the best checkpoint on the test set, write `metrics.json`.
 
     The config, the data set's settings, the run folder, the backbone and its weights are
-    checked (the model is built) before any data is read; the run folder is made once the data
-    has loaded.
+    checked (the model is built) before any data is read, except with a classifier, whose
+    outputs are the training data's classes (the data is read first); the run folder is made
+    once the data has loaded.
 
     Args:
         config: the resolved run config.
@@ -53,10 +56,13 @@ def train_run(
     check_config(config)
     check_run_data(config)
     RunDir.check_new(run_dir)
+    # Saved as the mode it resolves to, so that a later change of "auto" leaves the run alone.
+    config = merge(config, {"model": {"input_scaling": resolve_scaling(config.model)[0]}})
     if config.loss.classifies:  # the classifier's outputs are the training data's classes
         data = run_data(config)
         config = with_classes(config, data.train)
         trainer, console = _trainer(config, console, callbacks)
+        _check_val_classes(config, data, console)
     else:
         trainer, console = _trainer(config, console, callbacks)  # builds the model, loads weights
         data = run_data(config)
@@ -83,6 +89,30 @@ def with_classes(config: RunConfig, train: ImageSet) -> RunConfig:
     classes = sorted(int(label) for label in np.unique(train.labels))
     names = [train.class_names[c] if c < len(train.class_names) else str(c) for c in classes]
     return merge(config, {"model": {"classes": classes, "class_names": names}})
+
+
+def _check_val_classes(config: RunConfig, data: RunData, console: Console) -> None:
+    """Say which validation classes the classifier has no output for; refuse a run whose
+    best epoch would be chosen by the accuracy of no image.
+
+    Raises:
+        ValueError: monitoring val_accuracy with no validation image of a training class.
+    """
+    if len(data.val) < 2:
+        return
+    unknown = sorted(set(data.val.labels.tolist()) - set(config.model.classes))
+    if not unknown:
+        return
+    none_known = len(unknown) == len(set(data.val.labels.tolist()))
+    if none_known and resolve_monitor(config, True) == "val_accuracy":
+        raise ValueError(
+            "no validation image is of a training class, so val_accuracy cannot pick the "
+            "best epoch: use --monitor val_map_at_r (or val_loss)"
+        )
+    console.print(
+        f"validation classes {unknown[:10]} are not among the training classes: val_loss and "
+        "val_accuracy count only the other validation images"
+    )
 
 
 def resume_run(

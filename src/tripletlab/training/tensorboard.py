@@ -52,12 +52,13 @@ class TensorBoardCallback(Callback):
         model that cannot be traced is logged and skipped: training goes on."""
         config = model.config
         shape = (1, *config.image_size) + ((config.channels,) if config.channels > 1 else ())
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
         was_training = model.training
         model.eval()
         try:
             with layer_by_layer(model), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # tracer warnings about Python control flow
-                self.writer.add_graph(model, torch.zeros(shape, dtype=torch.uint8))
+                self.writer.add_graph(model, torch.zeros(shape, dtype=torch.uint8, device=device))
         except Exception as error:  # tracing fails on some custom modules; not fatal
             log.warning("the model graph was not written to TensorBoard: %s", error)
         finally:
@@ -80,9 +81,9 @@ class TensorBoardCallback(Callback):
                 continue
             tag = f"val/{key[4:]}" if key.startswith("val_") else f"epoch/{key}"
             self.writer.add_scalar(tag, value, epoch + 1)
-        for name, values in getattr(self.trainer, "triplet_values", {}).items():
+        for tag, values in getattr(self.trainer, "triplet_values", {}).items():
             if len(values):
-                self.writer.add_histogram(f"val/triplet_{name}", values, epoch + 1)
+                self.writer.add_histogram(tag, values, epoch + 1)
         self.writer.flush()
 
     def on_train_end(self) -> None:

@@ -15,7 +15,7 @@ from tripletlab.config import PhaseConfig, RunConfig
 from tripletlab.data import ImageSet, build_sampler
 from tripletlab.losses import TripletMarginLoss, build_loss
 from tripletlab.models import Embedder, TripletNet
-from tripletlab.models.freezing import apply_phase_freeze, set_train_mode
+from tripletlab.models.freezing import apply_phase_freeze, check_phase_freezes, set_train_mode
 from tripletlab.models.weights import load_backbone_weights
 from tripletlab.runs import RunDir
 from tripletlab.training.callbacks import Callback
@@ -39,9 +39,9 @@ class Trainer:
     the model's classifier (`model.classes` must be set: `train_run` sets it from the data).
     A phase that freezes the whole backbone runs it in inference mode and, where nothing is
     augmented, trains on its cached outputs (`FeatureCache`). Building a trainer builds the
-    model and
-    loads backbone weights (not when `backbone_weights` is False: a resumed run has its own),
-    and writes nothing; `fit` writes into the run folder.
+    model, checks every phase's freezing against it and loads backbone weights (not when
+    `backbone_weights` is False: a resumed run has its own), and writes nothing; `fit` writes
+    into the run folder.
     """
 
     def __init__(
@@ -70,8 +70,9 @@ class Trainer:
         else:
             self.loss_fn = build_loss(config.loss, config.model.classes)
         self.classifies = config.loss.classifies
+        check_phase_freezes(self.model, [phase.freeze for phase in config.resolved_phases()])
         self.features: FeatureCache | None = None  # the frozen backbone's, in such a phase
-        # Per-triplet values of the last validation (`validation.triplet_values`), for plots.
+        # Per-triplet values of the last validation, by tag (`val/triplet_diff`, ...), for plots.
         self.triplet_values: dict[str, np.ndarray] = {}
         self.monitor = resolve_monitor(config, True)  # set again by `fit`, knowing the data
         self.weights_report: dict[str, list] | None = None
@@ -244,11 +245,11 @@ class Trainer:
                 logs = self.run_epoch(epoch, images, labels, sampler, step)
                 logs.update(phase=number, lr=phase.lr)
                 self._end_epoch(epoch, logs, val, start)
-                if self._stopped(number):
+                last_of_phase = epoch + 1 == len(schedule) or schedule[epoch + 1][0] != number
+                if self._stopped(number) and not last_of_phase:
                     self._note(
                         f"{self.monitor} has not improved for {self.config.train.patience} "
-                        f"epochs: phase {number} stops early after epoch {epoch + 1} (best: "
-                        f"epoch {self.history.best_epoch})"
+                        f"epochs: phase {number} stops early after epoch {epoch + 1}"
                     )
         finally:
             if self.features is not None:

@@ -31,7 +31,8 @@ def validation_scores(
     probabilities: np.ndarray | None,
     labels: np.ndarray,
 ) -> dict[str, float]:
-    """`val_loss` and, with a classifier, `val_accuracy`.
+    """`val_loss` and, with a classifier, `val_accuracy` (both over the validation images of
+    the classifier's classes only).
 
     Args:
         embeddings: float32 (N, D) of the validation images (single views).
@@ -44,12 +45,16 @@ def validation_scores(
     with torch.no_grad():
         if triplet is not None:
             total += _triplet_loss(config, triplet, embeddings, labels)
-        if classifier is not None and probabilities is not None:
-            target = classifier.targets(torch.from_numpy(labels)).numpy()
-            picked = probabilities[np.arange(len(labels)), target].astype(np.float64)
+        # Only the images of classes the classifier has an output for (a validation part may
+        # hold classes the training part lacks).
+        known = np.isin(labels, classifier.classes) if classifier is not None else labels[:0]
+        if probabilities is not None and known.any():
+            target = classifier.targets(torch.from_numpy(labels[known])).numpy()
+            rows = probabilities[known]
+            picked = rows[np.arange(len(target)), target].astype(np.float64)
             cross_entropy = float(-np.log(np.clip(picked, 1e-12, None)).mean())
             total += cross_entropy * (classifier.weight if triplet is not None else 1.0)
-            scores["val_accuracy"] = float((probabilities.argmax(1) == target).mean())
+            scores["val_accuracy"] = float((rows.argmax(1) == target).mean())
     return {"val_loss": total, **scores}
 
 
@@ -113,6 +118,8 @@ def improves(logs: dict[str, Any], best: dict[str, Any] | None, monitor: str) ->
     """Whether `logs` beat `best` (None: nothing yet) on `monitor`; a tie keeps the earlier."""
     if best is None:
         return True
+    if monitor not in logs or monitor not in best:  # nothing to compare: keep the earlier
+        return monitor in logs and monitor not in best
     if monitor in LOWER_IS_BETTER:
         return logs[monitor] < best[monitor]
     return logs[monitor] > best[monitor]

@@ -15,13 +15,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Rectangle
 
-_DPI = 110
+DPI = 110  # of every saved picture
 
 
 def _save(figure: plt.Figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=_DPI, bbox_inches="tight")
+    figure.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(figure)
     return path
 
@@ -49,14 +49,16 @@ def loss_plot(history: dict[str, Any], path: Path) -> Path:
         left.plot(np.arange(window, window + len(smooth)), smooth, color="#08519c", lw=1.6,
                   label=f"per step, mean of {window}")  # fmt: skip
     if epochs:
+        # Where each trained epoch ends (a phase stopped early skips epoch numbers).
         steps_per_epoch = len(steps) / len(epochs) if len(steps) else 1
-        x = [steps_per_epoch * e["epoch"] for e in epochs]
+        x = [steps_per_epoch * (i + 1) for i in range(len(epochs))]
         left.plot(x, [e["loss"] for e in epochs], "o-", color="#e6550d", label="epoch mean")
     left.set(title="Training loss", xlabel="step", ylabel="triplet loss")
     left.legend(loc="best")
     left.grid(alpha=0.3)
     keys = [("val_precision_at_1", "Precision@1"), ("val_map_at_r", "MAP@R"),
-            ("val_r_precision", "R-Precision")]  # fmt: skip
+            ("val_r_precision", "R-Precision"),
+            ("val_accuracy", "classifier accuracy")]  # fmt: skip
     plotted = False
     for key, label in keys:
         if epochs and key in epochs[0]:

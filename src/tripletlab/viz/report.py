@@ -55,7 +55,7 @@ def _query_examples(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray
     return np.array(chosen[:12])
 
 
-def _markdown(metrics: dict[str, Any], title: str) -> str:
+def _markdown(metrics: dict[str, Any], title: str, samples: str | None = None) -> str:
     verification = metrics.get("verification", {})
     lines = [f"# {title}", "", "## Test-set metrics", "", "| metric | value |", "|---|---|"]
     for key, label in [("precision_at_1", "Precision@1"), ("r_precision", "R-Precision"),
@@ -90,6 +90,8 @@ def _markdown(metrics: dict[str, Any], title: str) -> str:
             f"| {name} | {value:.4f} |" for name, value in metrics["per_class_accuracy"].items()
         ]
     lines += ["", "## Plots", ""]
+    if samples is not None:  # written when training started
+        lines += ["### Training images", "", f"![Training images]({samples})", ""]
     for name, caption in [("loss", "Training loss and validation metrics"),
                           ("distances", "Pair distances on the test set"),
                           ("umap", "UMAP of the test embeddings"),
@@ -123,6 +125,9 @@ def build_report(run_dir: Path, seed: int = 0) -> Path:
     neighbours_grid(test.images, test.labels, queries, neighbours, test.class_names,
                     plots / "neighbours.png")  # fmt: skip
     report = run.report_file
-    atomic_write_bytes(report, _markdown(metrics, f"tripletlab report: {run.path.name}").encode())
+    samples = run.samples_file
+    link = samples.relative_to(run.path).as_posix() if samples.is_file() else None
+    text = _markdown(metrics, f"tripletlab report: {run.path.name}", link)
+    atomic_write_bytes(report, text.encode())
     run.write_metrics({"report_seconds": time.perf_counter() - start})
     return report

@@ -11,7 +11,7 @@ import numpy as np
 
 from tripletlab.data import ImageSet
 from tripletlab.training import Callback, TensorBoardCallback
-from tripletlab.viz.plots import _DPI
+from tripletlab.viz.plots import DPI
 
 
 def samples_figure(images: ImageSet, count: int = 9, seed: int = 0) -> plt.Figure:
@@ -35,7 +35,7 @@ def write_samples(images: ImageSet, path: Path, seed: int = 0) -> Path:
     """`samples_figure` saved as a PNG at `path`."""
     figure = samples_figure(images, seed=seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=_DPI, bbox_inches="tight")
+    figure.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(figure)
     return path
 
