@@ -76,3 +76,21 @@ def test_scaling_is_inside_the_onnx_export(tmp_path, mode):
         other = Embedder(ModelConfig(**{**config.__dict__, "input_scaling": "unit"}))
         other.load_state_dict(model.state_dict())
         assert np.abs(other.embed(images) - exported).max() > 1e-3
+
+
+def test_a_classifier_with_test_time_views_exports_its_probabilities(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from tripletlab.export.onnx import export_onnx
+    from tripletlab.models.engines import OnnxEmbedder
+
+    torch.manual_seed(1)
+    config = ModelConfig(backbone="spike_cnn", embedding_dim=8, tta_shift=1, classes=(2, 4, 6),
+                         class_names=("two", "four", "six"), input_scaling="symmetric")  # fmt: skip
+    model = Embedder(config).eval()
+    exported = OnnxEmbedder(export_onnx(model, tmp_path / "model.onnx"))
+    images = np.random.default_rng(1).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    embeddings, probabilities = model.embed_and_classify(images)
+    assert exported.has_classifier and probabilities.shape == (5, 3)
+    np.testing.assert_allclose(probabilities.sum(1), 1.0, rtol=1e-6)
+    assert np.abs(exported.classify(images) - probabilities).max() < 1e-5
+    assert np.abs(exported.embed(images) - embeddings).max() < 1e-5

@@ -38,7 +38,7 @@ def test_a_phase_that_stops_improving_stops_and_the_next_one_runs(mnist_parts, t
     assert [e["epoch"] for e in history.epochs] == [1, 2, 5]
     assert [e["phase"] for e in history.epochs] == [1, 1, 2]
     assert history.epochs[0]["val_map_at_r"] == history.epochs[1]["val_map_at_r"]
-    assert notes.notes == ["val_map_at_r has not improved for 1 epochs: phase 1 stops early "
+    assert notes.notes == ["val_map_at_r has not improved for 1 epoch: phase 1 stops early "
                            "after epoch 2"]  # fmt: skip
     assert (tmp_path / "checkpoints" / "epoch-0005").is_dir()
 

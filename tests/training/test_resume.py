@@ -134,6 +134,23 @@ def test_stopped_between_phases(parts, tmp_path):
     _same_run(config, parts, tmp_path / "later", _StopAt(epoch=1))
 
 
+def test_stopped_in_a_feature_cache_phase_and_after_an_early_stop(parts, tmp_path):
+    """A classifier on cached features of a frozen backbone, stopped mid-epoch; then a phase
+    that stops early (a rate too small to change a weight: no epoch improves), stopped right
+    after its last epoch: the resumed run skips what the whole run skipped."""
+    names = [str(d) for d in range(10)]
+    config = _config(
+        model={"backbone": "resnet_small", "embedding_dim": 16, "classes": list(range(10)),
+               "class_names": names},
+        loss={"name": "semihard+ce"},
+        train={"checkpoint_every": 4, "patience": 1, "monitor": "val_loss", "bn_train": False},
+        phases=[{"epochs": 2, "lr": 1e-3, "freeze": "backbone"}, {"epochs": 3, "lr": 1e-30}],
+    )  # fmt: skip
+    whole, _ = _same_run(config, parts, tmp_path, _StopAt(step=15))
+    assert [e["epoch"] for e in whole.history.epochs] == [1, 2, 3, 4]  # epoch 5 skipped
+    _same_run(config, parts, tmp_path / "later", _StopAt(epoch=3))
+
+
 def test_a_write_cut_short_by_a_kill_is_cleaned_up_and_resumed(parts, tmp_path):
     """What a kill -9 inside the checkpoint write leaves: a hidden half-written folder beside
     the whole checkpoints; the index still names the last whole one."""

@@ -22,7 +22,7 @@ from tripletlab.training.history import History
 from tripletlab.training.state import TrainingState, load_state
 from tripletlab.training.tensorboard import TensorBoardCallback
 from tripletlab.training.trainer import Trainer
-from tripletlab.training.validation import resolve_monitor
+from tripletlab.training.validation import phase_stopped, resolve_monitor
 
 
 @dataclass
@@ -141,20 +141,29 @@ def resume_run(
         # A resumed run has its own weights: its backbone_weights file is not read again.
         trainer, console = _trainer(config, console, callbacks, backbone_weights=state is None)
         data = run_data(config)
-        _say_where(run, config, state, console)
+        _say_where(run, config, state, console, len(data.val) > 1)
         history = trainer.fit(data.train, data.val, run_dir=run, resume=state)
     return _evaluate(run, config, data, history)
 
 
 def _say_where(
-    run: RunDir, config: RunConfig, state: TrainingState | None, console: Console
+    run: RunDir,
+    config: RunConfig,
+    state: TrainingState | None,
+    console: Console,
+    validating: bool,
 ) -> None:
     """Print where training goes on; a run that starts over loses the logs of the attempt."""
-    epochs = sum(phase.epochs for phase in config.resolved_phases())
+    schedule = [n for n, p in enumerate(config.resolved_phases(), 1) for _ in range(p.epochs)]
+    if state is not None:  # epochs left, less those of phases that stopped early
+        logs, patience = state.meta["history"]["epochs"], config.train.patience
+        monitor = resolve_monitor(config, validating)
+        left = [n for n in schedule[state.epoch :]
+                if not phase_stopped(logs, n, patience, monitor)]  # fmt: skip
     if state is None:
         shutil.rmtree(run.tensorboard, ignore_errors=True)
         console.print(f"{run} has no checkpoint yet: training it from the start")
-    elif state.epoch >= epochs:
+    elif not left:
         console.print(f"{run} finished training; evaluating its best checkpoint again")
     else:
         step = f", step {state.step}" if state.step else ""

@@ -247,10 +247,7 @@ class Trainer:
                 self._end_epoch(epoch, logs, val, start)
                 last_of_phase = epoch + 1 == len(schedule) or schedule[epoch + 1][0] != number
                 if self._stopped(number) and not last_of_phase:
-                    self._note(
-                        f"{self.monitor} has not improved for {self.config.train.patience} "
-                        f"epochs: phase {number} stops early after epoch {epoch + 1}"
-                    )
+                    self._note_stop(number, epoch)
         finally:
             if self.features is not None:
                 self.features.close()
@@ -263,7 +260,10 @@ class Trainer:
         patience = self.config.train.patience
         return phase_stopped(self.history.epochs, number, patience, self.monitor)
 
-    def _note(self, text: str) -> None:
+    def _note_stop(self, number: int, epoch: int) -> None:
+        patience = self.config.train.patience
+        text = (f"{self.monitor} has not improved for {patience} epoch{'s' * (patience != 1)}: "
+                f"phase {number} stops early after epoch {epoch + 1}")  # fmt: skip
         for callback in self.callbacks:
             callback.on_note(text)
 
