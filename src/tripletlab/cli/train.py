@@ -19,7 +19,7 @@ from tripletlab.config import (
     parse_assignments,
     preset,
 )
-from tripletlab.data import check_run_data
+from tripletlab.data import TITLES, check_run_data
 from tripletlab.evaluation import format_per_class
 from tripletlab.models import check_backbone
 from tripletlab.runs import RunDir
@@ -190,7 +190,7 @@ def _summarise(result: RunResult, config: RunConfig, report: bool) -> None:
     """Print the per-class blocks and the metrics table; write the report if asked."""
     metrics = result.metrics
     console.print(format_per_class(metrics["per_class"]), highlight=False)
-    name = "MNIST" if config.data.dataset == "mnist" else config.data.dataset
+    name = TITLES.get(config.data.dataset, config.data.dataset)
     console.print(metrics_table(metrics, f"{name} test set ({metrics['num_test']:,} images)"))
     console.print(f"metrics written to {RunDir(result.run_dir).metrics_file}")
     if report:

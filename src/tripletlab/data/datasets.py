@@ -9,10 +9,17 @@ from pathlib import Path
 import numpy as np
 
 from tripletlab.config import DataConfig, RunConfig
+from tripletlab.data.fashion import (
+    DEBIAN_FOLDER,
+    DEBIAN_PACKAGE,
+    fashion_cache_path,
+    load_fashion_mnist_splits,
+)
 from tripletlab.data.folder import check_channels, load_folder
 from tripletlab.data.images import ImageSet
 from tripletlab.data.mnist import load_mnist_splits
 from tripletlab.data.splits import parse_split, stratified_split
+from tripletlab.utils.io import verified_file
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +43,9 @@ class RunData:
         )
 
 
-DATASETS = ("mnist",)  # known by name; any other dataset is a folder of class folders
+# Known by name (28 x 28 grey, from the cache); any other dataset is a folder of class folders.
+DATASETS = ("mnist", "fashion-mnist")
+TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
 
 
 def check_dataset(config: DataConfig, size: tuple[int, int], channels: int) -> None:
@@ -46,11 +55,17 @@ def check_dataset(config: DataConfig, size: tuple[int, int], channels: int) -> N
     Raises:
         ValueError: naming the settings and what is accepted.
     """
-    if config.dataset == "mnist":
+    if config.dataset in DATASETS:
         if tuple(size) != (28, 28) or channels != 1:
             raise ValueError(
-                f"MNIST images are 28 x 28 grey; got model.image_size {list(size)}, "
-                f"model.channels {channels}"
+                f"{TITLES[config.dataset]} images are 28 x 28 grey; got model.image_size "
+                f"{list(size)}, model.channels {channels}"
+            )
+        fashion = config.dataset == "fashion-mnist"
+        if fashion and not (verified_file(fashion_cache_path()) or DEBIAN_FOLDER.is_dir()):
+            raise ValueError(
+                f"Fashion-MNIST is not installed: `apt-get install {DEBIAN_PACKAGE}` (Debian), "
+                "or `tripletlab data prepare fashion-mnist --source DIR` with its IDX files"
             )
         return
     if not Path(config.dataset).expanduser().is_dir():
@@ -72,6 +87,8 @@ def load_sources(
     check_dataset(config, size, channels)
     if config.dataset == "mnist":
         return load_mnist_splits()
+    if config.dataset == "fashion-mnist":
+        return load_fashion_mnist_splits()
     images, _ = load_folder(Path(config.dataset).expanduser(), tuple(size), channels)
     return {"train": images}
 

