@@ -337,7 +337,8 @@ _EVERY_FLAG = [
      "--distance": "angular", "--epochs": "2", "--batch-size": "16", "--sampler": "pk",
      "--samples-per-class": "2", "--lr": "0.01", "--schedule": "cosine", "--seed": "3",
      "--checkpoint-every": "50", "--input-scaling": "symmetric", "--head-dropout": "0.2",
-     "--ce-weight": "0.5", "--patience": "2", "--monitor": "val_loss"},
+     "--ce-weight": "0.5", "--patience": "2", "--monitor": "val_loss",
+     "--train-classes": "0-2,5", "--test-classes": "3,4"},
     {"--mode": "triplets", "--triplets": "hard"},
 ]  # fmt: skip
 
@@ -362,6 +363,7 @@ def test_every_flag_reaches_its_config_key():
             section = "loss" if name == "loss" else section
             expected = yaml.safe_load(value)
             expected = [expected, expected] if key == "image_size" else expected
+            expected = {"0-2,5": [0, 1, 2, 5], "3,4": [3, 4]}.get(value, expected)
             assert resolved[section][key] == expected != default[section][key], flag
 
 
@@ -371,7 +373,7 @@ _EVERY_KEY = [
     {"data.dataset": "mnist", "data.limit": "500", "data.val_fraction": "0.2",
      "data.train_split": "train[:50%]", "data.val_split": "train[50%:60%]",
      "data.test_split": "test", "data.split_order": "global", "data.classes": "[1, 2]",
-     "data.per_class": "9",
+     "data.per_class": "9", "data.train_classes": "[1]", "data.test_classes": "[2, 3]",
      "model.backbone": "spike_cnn", "model.embedding_dim": "32", "model.head": "false",
      "model.normalize": "false", "model.channels": "1", "model.image_size": "28",
      "model.backbone_weights": "w.pt", "model.imports": "[json]", "model.flip": "true",

@@ -29,7 +29,7 @@ from tripletlab.viz import AugmentGridCallback, SamplesCallback, build_report
 # Each flag sets the config key of its name; `--loss` sets loss.name. Every other key is
 # reached with --set section.key=value.
 _FLAG_KEYS = {
-    "data": ("dataset", "limit", "val_fraction"),
+    "data": ("dataset", "limit", "val_fraction", "train_classes", "test_classes"),
     "model": ("backbone", "embedding_dim", "image_size", "channels", "backbone_weights",
               "input_scaling", "head_dropout"),
     "loss": ("name", "margin", "distance", "ce_weight"),
@@ -96,6 +96,14 @@ def train(
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Use only N training images.")] = None,
     val_fraction: Annotated[float | None, typer.Option(help="Share held out [0.1].")] = None,
+    train_classes: Annotated[
+        str | None,
+        typer.Option(help="Train (and validate) only on these classes, e.g. 0-4 or 0,2,4."),
+    ] = None,
+    test_classes: Annotated[
+        str | None,
+        typer.Option(help="Test only on these classes (e.g. 5-9): classes never seen."),
+    ] = None,
     backbone: Annotated[
         str | None, typer.Option(help="seed_cnn, spike_cnn, resnet_small...")
     ] = None,
@@ -156,6 +164,9 @@ def train(
     Defaults are the TF Addons tutorial's recipe: seed_cnn, semi-hard, margin 1.0, L2, Adam 1e-3, shuffled batches of 32, 5 epochs. Settings apply in this order: defaults, --preset, --config, flags, --set. A custom backbone: tripletlab --import MODULE train --backbone NAME.
     """  # noqa: E501
     values = locals()  # the parameters, by name: the flags
+    with user_errors():
+        for name in ("train_classes", "test_classes"):
+            values[name] = parse_classes(values[name], f"--{name.replace('_', '-')}")
     flags = {section: {key: values["loss" if key == "name" else key] for key in keys}
              for section, keys in _FLAG_KEYS.items()}  # fmt: skip
     with user_errors():
@@ -178,6 +189,24 @@ def train(
         result = train_run(resolved, run_dir, console=err_console,
                            callbacks=[AugmentGridCallback(), SamplesCallback()])  # fmt: skip
     _summarise(result, resolved, report)
+
+
+def parse_classes(text: str | None, flag: str) -> list[int] | None:
+    """Class ids written as `0-4`, `0,2,4` or `0-2,7` (None stays None).
+
+    Raises:
+        ValueError: anything else, naming the flag.
+    """
+    if text is None:
+        return None
+    classes: list[int] = []
+    try:
+        for part in text.replace(" ", "").split(","):
+            low, dash, high = part.partition("-")
+            classes += range(int(low), int(high) + 1) if dash else [int(low)]
+    except ValueError:
+        raise ValueError(f"{flag} takes class ids like 0-4 or 0,2,4; got {text!r}") from None
+    return classes
 
 
 def _from_command_line(ctx: typer.Context, name: str) -> bool:

@@ -70,9 +70,21 @@ class DataConfig:
     classes: tuple[int, ...] | None = field(default=None, metadata=at_least(0))
     # Keep at most this many training images per class.
     per_class: int | None = field(default=None, metadata=at_least(1))
+    # Classes never seen in training ("A Metric Learning Reality Check"): training and
+    # validation images only of train_classes, test images only of test_classes (the test
+    # metrics, report and plots). One given: the other is every other class.
+    train_classes: tuple[int, ...] | None = field(default=None, metadata=at_least(0))
+    test_classes: tuple[int, ...] | None = field(default=None, metadata=at_least(0))
 
     def __post_init__(self) -> None:
         check_fields(self)
+        shared = set(self.train_classes or ()) & set(self.test_classes or ())
+        if shared:
+            raise ValueError(
+                f"data.train_classes and data.test_classes share {sorted(shared)}: classes "
+                "never seen in training must not be trained on (data.classes keeps a subset "
+                "for both)"
+            )
 
 
 @dataclass(frozen=True)

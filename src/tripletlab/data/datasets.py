@@ -99,6 +99,26 @@ def _keep_classes(images: ImageSet, classes: tuple[int, ...] | None) -> ImageSet
     return images.subset(np.flatnonzero(np.isin(images.labels, classes)))
 
 
+def _unseen_classes(
+    config: DataConfig, train: ImageSet, val: ImageSet, test: ImageSet
+) -> tuple[ImageSet, ImageSet, ImageSet]:
+    """Training and validation images of `train_classes`, test images of `test_classes` (each
+    by default every class the other does not name); unchanged when neither is set."""
+    if config.train_classes is None and config.test_classes is None:
+        return train, val, test
+    every = set(np.unique(np.concatenate([train.labels, val.labels, test.labels])).tolist())
+    seen = set(config.train_classes or every - set(config.test_classes or ()))
+    unseen = set(config.test_classes or every - seen)
+    if not seen or not unseen:
+        raise ValueError(
+            f"data.train_classes {sorted(seen)} and data.test_classes {sorted(unseen)}: "
+            f"both need classes (of the data set's {sorted(every)})"
+        )
+    keep = [_keep_classes(part, tuple(sorted(classes)))
+            for part, classes in ((train, seen), (val, seen), (test, unseen))]  # fmt: skip
+    return keep[0], keep[1], keep[2]
+
+
 def _cap_per_class(images: ImageSet, per_class: int | None) -> ImageSet:
     if per_class is None:
         return images
@@ -167,6 +187,7 @@ def load_run_data(
         train = train.subset(
             np.sort(np.random.default_rng(seed).permutation(len(train))[: config.limit])
         )
+    train, val, test = _unseen_classes(config, train, val, test)
     train = _cap_per_class(train, config.per_class)
     _check_parts(train, val, test)
     return RunData(train, val, test)

@@ -25,6 +25,9 @@ def evaluate_embedder(
     """Test-set metrics: retrieval, 1-NN accuracy against the training images, the per-class
     triplet report and verification.
 
+    Test classes never seen in training (`data.test_classes`) have no training images to be
+    the nearest of, and no classifier output: 1-NN and classifier accuracy are then left out.
+
     Returns:
         Dict with `precision_at_1`, `r_precision`, `map_at_r`, `knn_accuracy`, `num_test`,
         `per_class` (list of dicts) and `verification` (dict); with a classifier also
@@ -32,13 +35,15 @@ def evaluate_embedder(
     """
     test_embeddings, probabilities = embedder.embed_and_classify(data.test.images, batch_size)
     metrics: dict[str, Any] = retrieval_metrics(test_embeddings, data.test.labels)
-    if probabilities is not None:
-        metrics.update(classification_metrics(embedder, probabilities, data.test))
     reference = data.reference()
-    reference_embeddings = embedder.embed(reference.images, batch_size=batch_size)
-    metrics["knn_accuracy"] = knn_accuracy(
-        test_embeddings, data.test.labels, reference_embeddings, reference.labels
-    )
+    seen = np.isin(data.test.labels, reference.labels)
+    if probabilities is not None and seen.any():
+        metrics.update(classification_metrics(embedder, probabilities, data.test))
+    if seen.any():
+        reference_embeddings = embedder.embed(reference.images, batch_size=batch_size)
+        metrics["knn_accuracy"] = knn_accuracy(
+            test_embeddings, data.test.labels, reference_embeddings, reference.labels
+        )
     metrics["num_test"] = metrics.pop("num_queries")
     test = data.test
     metrics["per_class"] = per_class_report(test_embeddings, test.labels, test.class_names)
