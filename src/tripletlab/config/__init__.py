@@ -3,6 +3,24 @@ YAML file, flags and `--set section.key=value`; each section checked when it is 
 rules across sections by `check_config`."""
 
 from tripletlab.config.checks import check_config
+from tripletlab.config.kinds import (
+    DISTANCES,
+    EMBED_BATCH_SIZE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    LOSS_NAMES,
+    TRIPLET_RULES,
+    Distance,
+    Freeze,
+    LossName,
+    Mode,
+    Monitor,
+    OptimizerName,
+    SamplerName,
+    Scaling,
+    Schedule,
+    TripletRule,
+)
 from tripletlab.config.merging import (
     combine,
     load_yaml,
@@ -12,28 +30,12 @@ from tripletlab.config.merging import (
 )
 from tripletlab.config.presets import PRESETS, preset
 from tripletlab.config.sections import (
-    DISTANCES,
-    EMBED_BATCH_SIZE,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    LOSS_NAMES,
-    TRIPLET_RULES,
     DataConfig,
-    Distance,
-    Freeze,
     LossConfig,
-    LossName,
-    Mode,
     ModelConfig,
-    Monitor,
-    OptimizerName,
     PhaseConfig,
     RunConfig,
-    SamplerName,
-    Scaling,
-    Schedule,
     TrainConfig,
-    TripletRule,
     plain,
 )
 
