@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tripletlab.training.validation import improves
+
 
 @dataclass
 class History:
@@ -40,10 +42,8 @@ def is_better(logs: dict[str, Any], best: dict[str, Any] | None) -> bool:
     """Whether the epoch with `logs` beats the best epoch so far (`best`, None if none).
 
     With validation, a higher validation MAP@R wins; without, a lower training loss. A tie
-    keeps the earlier epoch. The best epoch is the checkpoint `metrics.json` is computed from.
+    keeps the earlier epoch. This is `train.monitor: auto` for the triplet losses; the trainer
+    itself uses `validation.improves` with the run's monitor.
     """
-    if best is None:
-        return True
-    if "val_map_at_r" in logs:
-        return logs["val_map_at_r"] > best["val_map_at_r"]
-    return logs["loss"] < best["loss"]
+    monitor = "val_map_at_r" if "val_map_at_r" in logs else "loss"
+    return improves(logs, best, monitor)
