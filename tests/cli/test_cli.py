@@ -378,6 +378,7 @@ _EVERY_KEY = [
      "model.normalize": "false", "model.channels": "1", "model.image_size": "28",
      "model.backbone_weights": "w.pt", "model.imports": "[json]", "model.flip": "true",
      "model.rotation": "5", "model.translate": "0.1", "model.tta_shift": "1",
+     "model.tta_flip": "true",
      "model.input_scaling": "mean-std", "model.input_mean": "[0.5]", "model.input_std": "[0.25]",
      "model.head_dropout": "0.1", "model.classes": "[1, 2]", "model.class_names": "[one, two]",
      "loss.name": "hard+ce", "loss.margin": "0.3", "loss.distance": "angular",

@@ -22,8 +22,9 @@ def digits():
     "config",
     [ModelConfig(), ModelConfig(backbone="spike_cnn", head=False, normalize=False),
      ModelConfig(backbone="resnet_small", embedding_dim=32, rotation=10.0),
-     ModelConfig(tta_shift=1)],
-    ids=["seed_cnn", "spike_cnn-raw", "resnet_small-augment", "seed_cnn-test-time-views"],
+     ModelConfig(tta_shift=1), ModelConfig(tta_shift=1, tta_flip=True, flip=True)],
+    ids=["seed_cnn", "spike_cnn-raw", "resnet_small-augment", "seed_cnn-test-time-views",
+         "seed_cnn-mirror-views"],
 )  # fmt: skip
 def test_onnx_parity_with_any_batch_size(config, digits, tmp_path):
     torch.manual_seed(0)

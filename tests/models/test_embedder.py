@@ -87,6 +87,25 @@ def test_test_time_views_average_the_shifted_images(digits, normalize):
     assert batches == [8, 40]
 
 
+@pytest.mark.parametrize("shift", [0, 1])
+def test_mirror_views_average_the_image_and_its_mirror_image(digits, shift):
+    torch.manual_seed(0)
+    embedder = Embedder(ModelConfig(tta_flip=True, tta_shift=shift))
+    assert embedder.views == (10 if shift else 2)
+    views = []
+    for image in (digits, digits[:, :, ::-1]):
+        views.append(image)
+        views += [np.roll(image, k, axis=axis) for axis in (1, 2) for k in (shift, -shift) if k]
+    single = [embedder.embed(view.copy(), views=False).astype(np.float64) for view in views]
+    expected = np.mean(single, axis=0)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(embedder.embed(digits, batch_size=40), expected, atol=1e-5)
+    # The views of the mirror image are those of the image: the same embedding.
+    mirrored = embedder.embed(digits[:, :, ::-1].copy())
+    np.testing.assert_allclose(mirrored, embedder.embed(digits), atol=1e-5)
+    assert not np.allclose(embedder.embed(digits, views=False), expected, atol=1e-3)
+
+
 def test_test_time_shift_must_fit_the_image():
     with pytest.raises(ValueError, match=r"model\.tta_shift must be smaller than the image"):
         Embedder(ModelConfig(tta_shift=28))

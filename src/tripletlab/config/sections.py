@@ -94,6 +94,8 @@ class ModelConfig:
     # rolled by this many pixels up, down, left and right (pixels leaving one edge come back at
     # the other; on MNIST's empty border that is a shift); 0: the image alone.
     tta_shift: int = field(default=0, metadata=at_least(0))
+    # Test-time views: also embed the mirror image (and its shifted copies), in eval mode.
+    tta_flip: bool = False
     # Pixels 0..255 become: "unit" [0, 1]; "symmetric" [-1, 1] (Keras' Rescaling(1/127.5,
     # offset=-1)); "mean-std" ([0, 1] - input_mean) / input_std per channel (ImageNet's when
     # unset); "auto": mean-std for the ImageNet backbones, unit otherwise. Inside the model (and

@@ -70,6 +70,7 @@ class Embedder(nn.Module):
         self.augment = Augment(config.flip, config.rotation, config.translate)
         self.scaling = InputScaling(config)
         self.tta_shift = config.tta_shift
+        self.tta_flip = config.tta_flip
         self.use_views = True  # `embed(..., views=False)` turns the test-time views off
         self.backbone = build_backbone(
             config.backbone, channels=config.channels, image_size=config.image_size,
@@ -112,21 +113,29 @@ class Embedder(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         """uint8 images (N, H, W) or (N, H, W, C) -> embeddings (N, D).
 
-        In eval mode with `tta_shift` k > 0 the embedding is the mean of those of five views
-        (the image, and its copies rolled by k pixels up, down, left and right), L2-normalized
-        again when the model normalizes.
+        In eval mode with test-time views (`views` > 1) the embedding is the mean of those of
+        the views, L2-normalized again when the model normalizes: with `tta_flip` the image and
+        its mirror image; with `tta_shift` k > 0 each of those and its copies rolled by k
+        pixels up, down, left and right.
         """
         return self.outputs(images)[0]
+
+    @property
+    def views(self) -> int:
+        """Test-time views per image: 1, or 2 (mirror) times 5 (shifts) when they are on."""
+        return (2 if self.tta_flip else 1) * (5 if self.tta_shift > 0 else 1)
 
     def outputs(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
         """uint8 images (N, H, W[, C]) -> embeddings (N, D) and logits (N, outputs) or None
         (see `forward`; with test-time views the logits are averaged over the views too)."""
         x = self.scaling(self.augment(self.rescale(images)))  # (N, C, H, W) floats
-        views = 1
-        if self.tta_shift > 0 and self.use_views and not self.training:
-            k = self.tta_shift
-            shifted = [x.roll(k, 2), x.roll(-k, 2), x.roll(k, 3), x.roll(-k, 3)]
-            x, views = torch.cat([x, *shifted]), 5
+        views = self.views if self.use_views and not self.training else 1
+        if views > 1:  # (views * N, C, H, W), view-major
+            if self.tta_flip:
+                x = torch.cat([x, x.flip(3)])
+            if self.tta_shift > 0:
+                k = self.tta_shift
+                x = torch.cat([x, x.roll(k, 2), x.roll(-k, 2), x.roll(k, 3), x.roll(-k, 3)])
         embeddings, logits = self.project(self.backbone(x))
         if views > 1:
             embeddings = self._normalize(embeddings.unflatten(0, (views, -1)).mean(0))
@@ -148,10 +157,11 @@ class Embedder(nn.Module):
 
         Args:
             images: uint8 (N, H, W) or (N, H, W, C).
-            batch_size: images per forward pass (with test-time views, a fifth of that many
-                images, so that a pass still holds about `batch_size` views). The default
+            batch_size: images per forward pass (with test-time views, that many divided by
+                `views` images, so that a pass still holds about `batch_size` views). The default
                 keeps activations small (see `tripletlab.config.EMBED_BATCH_SIZE`).
-            views: False embeds the images alone even when `tta_shift` asks for test-time views.
+            views: False embeds the images alone even when `tta_shift` or `tta_flip` ask for
+                test-time views.
         Returns:
             float32 array (N, D).
         Raises:
@@ -180,8 +190,8 @@ class Embedder(nn.Module):
         self.use_views = views
         try:
             device = next((p.device for p in self.parameters()), torch.device("cpu"))
-            if views and self.tta_shift > 0:
-                batch_size = max(1, batch_size // 5)
+            if views:
+                batch_size = max(1, batch_size // self.views)
             chunks = [
                 self.outputs(data[start : start + batch_size].to(device))
                 for start in range(0, len(data), batch_size)
