@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from tripletlab.config import RunConfig, merge
+from tripletlab.data.fashion import DEBIAN_FOLDER
 
 
 def test_spike_preset_is_the_projects_recipe():
@@ -52,3 +53,47 @@ def test_accurate_preset_runs_end_to_end_on_a_subset(tmp_path):
     assert config.train.ema == 0.998
     result = train_run(config, tmp_path / "run")
     assert result.metrics["precision_at_1"] > 0.5
+
+
+fashion = pytest.mark.skipif(
+    not DEBIAN_FOLDER.is_dir(),
+    reason="apt-get install dataset-fashion-mnist (.ci/run does)",
+)
+
+
+@fashion
+def test_fashion_preset_runs_end_to_end_on_a_subset(tmp_path):
+    from tripletlab.config import preset
+    from tripletlab.models import Embedder
+    from tripletlab.training import train_run
+
+    config = merge(
+        merge(RunConfig(), preset("fashion")),
+        {"data": {"dataset": "fashion-mnist", "limit": 3000}, "train": {"epochs": 2}},
+    )
+    assert (config.model.flip, config.model.tta_flip, config.loss.name) == (
+        True,
+        True,
+        "semihard+ce",
+    )
+    result = train_run(config, tmp_path / "run")
+    assert result.metrics["precision_at_1"] > 0.6  # chance: 0.1
+    assert result.metrics["accuracy"] > 0.6
+    model = Embedder.from_pretrained(tmp_path / "run")
+    assert model.views == 10
+
+
+@fashion
+def test_unseen_preset_runs_end_to_end_on_classes_never_seen(tmp_path):
+    from tripletlab.config import preset
+    from tripletlab.training import train_run
+
+    split = {"dataset": "fashion-mnist", "limit": 3000, "train_classes": [0, 1, 2, 3, 4],
+             "test_classes": [5, 6, 7, 8, 9]}  # fmt: skip
+    config = merge(merge(RunConfig(), preset("unseen")), {"data": split, "train": {"epochs": 1}})
+    assert (config.loss.name, config.model.tta_flip) == ("hard", False)
+    result = train_run(config, tmp_path / "run")
+    assert [row["name"] for row in result.metrics["per_class"]] == [
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"
+    ]  # fmt: skip
+    assert result.metrics["precision_at_1"] > 0.5  # chance: 0.2
