@@ -21,6 +21,7 @@ LAYERS = [
     {"training", "export"},
     {"viz", "keras", "serve"},
     {"cli"},
+    {"__main__"},  # `python -m tripletlab`
 ]
 _SAME_LAYER: set[tuple[str, str]] = set()
 

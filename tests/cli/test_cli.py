@@ -433,6 +433,17 @@ def test_version_and_completion():
     assert result.exit_code == 0 and "complete" in result.output and "tripletlab" in result.output
 
 
+def test_python_dash_m_runs_the_command():
+    import subprocess
+    import sys
+
+    from tripletlab import __version__
+
+    done = subprocess.run([sys.executable, "-m", "tripletlab", "--version"], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == f"tripletlab {__version__}"
+
+
 def test_summary_shows_what_each_phase_trains(tmp_path):
     phases = "phases=[{epochs: 1, freeze: backbone}, {epochs: 1, freeze: {until: layer3}}]"
     result = runner.invoke(app, ["train", "--backbone", "resnet_small", "--embedding-dim", "8",

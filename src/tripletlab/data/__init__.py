@@ -12,6 +12,7 @@ from tripletlab.data.fashion import load_fashion_mnist, prepare_fashion_mnist
 from tripletlab.data.images import ImageSet, load_image_file
 from tripletlab.data.mnist import load_mnist, load_mnist_splits, prepare_mnist, read_source
 from tripletlab.data.samplers import PKSampler, ShuffleSampler, build_sampler
+from tripletlab.data.sharding import RankShard
 from tripletlab.data.triplets import TRIPLET_RULES, TripletBatchSampler, make_triplets
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "TRIPLET_RULES",
     "ImageSet",
     "PKSampler",
+    "RankShard",
     "RunData",
     "ShuffleSampler",
     "TripletBatchSampler",

@@ -1,6 +1,7 @@
 """Training: the `Trainer`, callbacks, and whole runs."""
 
 from tripletlab.training.callbacks import Callback, ProgressCallback
+from tripletlab.training.distributed import GlobalBatchLoss, all_gather_rows
 from tripletlab.training.divergence import TrainingDivergedError, is_collapsed
 from tripletlab.training.history import History, is_better
 from tripletlab.training.run import RunResult, resume_run, train_run
@@ -10,6 +11,7 @@ from tripletlab.training.trainer import Trainer
 
 __all__ = [
     "Callback",
+    "GlobalBatchLoss",
     "History",
     "ProgressCallback",
     "RunResult",
@@ -17,6 +19,7 @@ __all__ = [
     "Trainer",
     "TrainingDivergedError",
     "TrainingState",
+    "all_gather_rows",
     "is_better",
     "is_collapsed",
     "load_state",
