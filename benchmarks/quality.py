@@ -13,7 +13,7 @@ Three workloads, each recipe trained with every seed through the real command li
 Each preset's goal (issue 21) is checked on every seed and printed as met or not. All of it
 takes about an hour on 2 CPU cores; `--only` and `--seeds` run a part.
 Run: `make quality` or `python benchmarks/quality.py [--only mnist fashion unseen]
-[--seeds 0 1 2] [--json results.json]`.
+[--seeds 0 1 2] [--json runs.jsonl]` (`--json` appends each run as a JSON line as it ends).
 """
 
 from __future__ import annotations
@@ -61,8 +61,6 @@ WORKLOADS: dict[str, tuple[tuple[str, ...], tuple[Recipe, ...]]] = {
     )),
 }  # fmt: skip
 METRICS = ("precision_at_1", "r_precision", "map_at_r")
-# The console script of this interpreter's environment (the one `make install` made).
-TRIPLETLAB = str(Path(sys.executable).with_name("tripletlab"))
 
 
 def train(flags: list[str], folder: Path) -> dict[str, float]:
@@ -71,7 +69,8 @@ def train(flags: list[str], folder: Path) -> dict[str, float]:
     Raises:
         RuntimeError: the command failed (its last output lines are in the message).
     """
-    command = [TRIPLETLAB, "train", *flags, "--no-report", "--run-dir", str(folder)]
+    command = [sys.executable, "-m", "tripletlab", "train", *flags, "--no-report", "--run-dir",
+               str(folder)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-15:])

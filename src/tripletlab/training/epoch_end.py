@@ -31,8 +31,8 @@ def check_health(trainer: Any, epoch: int, val: ImageSet | None) -> dict[str, fl
     check_finite(model, epoch, kept(trainer))
     probe = val if val is not None and len(val) > 1 else None
     images = probe.images if probe is not None else trainer.train_set.images[:COLLAPSE_PROBE]
-    # Single views: the test-time views of `model.tta_shift` would make each epoch's check
-    # five times longer.
+    # Single views: the test-time views of `model.tta_shift` and `tta_flip` would make each
+    # epoch's check up to ten times longer.
     try:
         embeddings, probabilities = model.embed_and_classify(
             images, batch_size=trainer.config.train.eval_batch_size, views=False
