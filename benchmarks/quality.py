@@ -107,7 +107,8 @@ def report(name: str, rows: list[dict[str, object]]) -> list[str]:
     show(f"{name}: every run (test set)", ["recipe", "seed", "P@1", "R-Precision", "MAP@R",
          "train s"], [[r["recipe"], r["seed"], *(r[m] for m in METRICS), r["train_seconds"]]
                       for r in rows])  # fmt: skip
-    reference = [r for r in rows if r["recipe"] == "tutorial"]
+    reference = [float(r["map_at_r"]) for r in rows if r["recipe"] == "tutorial"]
+    ref_map = sum(reference) / len(reference) if reference else float("nan")
     summary, goals = [], []
     for recipe in recipes:
         mine = [r for r in rows if r["recipe"] == recipe.name]
@@ -115,10 +116,9 @@ def report(name: str, rows: list[dict[str, object]]) -> list[str]:
             continue
         means = {m: sum(float(r[m]) for r in mine) / len(mine) for m in METRICS}
         lows = {m: min(float(r[m]) for r in mine) for m in METRICS}
-        ref_map = sum(float(r["map_at_r"]) for r in reference) / max(len(reference), 1)
         summary.append([recipe.name, len(mine), means["precision_at_1"], lows["precision_at_1"],
                         means["map_at_r"], lows["map_at_r"],
-                        means["map_at_r"] / ref_map if reference else float("nan"),
+                        means["map_at_r"] / ref_map,
                         max(float(r["train_seconds"]) for r in mine)])  # fmt: skip
         for metric, low in recipe.goals:
             met = lows[metric] >= low
