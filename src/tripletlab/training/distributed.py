@@ -27,18 +27,24 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
-def all_gather_rows(local: Tensor) -> Tensor:
+def rank_rows(local: Tensor) -> list[int]:
+    """N_r of every rank, in rank order, for this rank's (N_r, ...) `local` (one all-gather)."""
+    counts = [torch.zeros(1, dtype=torch.long, device=local.device) for _ in range(world()[1])]
+    dist.all_gather(counts, torch.tensor([len(local)], device=local.device))
+    return [int(c.item()) for c in counts]
+
+
+def all_gather_rows(local: Tensor, rows: list[int] | None = None) -> Tensor:
     """Every rank's (N_r, ...) rows concatenated in rank order: (sum N_r, ...).
 
-    Ranks may hold different numbers of rows (the last batch of an epoch). This rank's rows
-    are `local` itself (its gradient flows); the others are detached copies.
+    Ranks may hold different numbers of rows (the last batch of an epoch); `rows` are those
+    numbers when known (`rank_rows`), else they are gathered first. This rank's rows are
+    `local` itself (its gradient flows); the others are detached copies.
     """
     rank, size = world()
     if size == 1:
         return local
-    counts = [torch.zeros(1, dtype=torch.long, device=local.device) for _ in range(size)]
-    dist.all_gather(counts, torch.tensor([len(local)], device=local.device))
-    rows = [int(c.item()) for c in counts]
+    rows = rank_rows(local) if rows is None else rows
     padded = local.detach().contiguous()
     if len(local) < max(rows):
         filler = local.new_zeros((max(rows) - len(local), *local.shape[1:]))
@@ -69,7 +75,8 @@ class GlobalBatchLoss(nn.Module):
         _, size = world()
         if size == 1:
             return self.loss(*tensors)
-        return self.loss(*(all_gather_rows(t) for t in tensors)) * size
+        rows = rank_rows(tensors[0])  # the inputs are rows of the same images: gathered once
+        return self.loss(*(all_gather_rows(t, rows) for t in tensors)) * size
 
     @staticmethod
     def unscaled(value: float) -> float:
