@@ -326,7 +326,8 @@ def test_flags_are_named_as_their_config_keys():
         assert key is not None, f"--{name.replace('_', '-')} names no config key"
 
 
-_NOT_CONFIG = {"preset_name", "config", "assignments", "run_dir", "dry_run", "report", "resume"}
+_NOT_CONFIG = {"preset_name", "config", "assignments", "run_dir", "dry_run", "report", "resume",
+               "nproc"}  # fmt: skip
 
 # Every flag set to a value that is not its default, in two commands whose values fit
 # together: online mining, and explicit triplets.
@@ -466,3 +467,15 @@ def test_summary_shows_what_each_phase_trains(tmp_path):
     assert head < top < everything
     wrong = runner.invoke(app, ["summary", str(tmp_path / "run"), "--phase", "3"])
     assert wrong.exit_code == 1 and "--phase must be in 1..2" in wrong.output
+
+
+def test_nproc_is_checked_and_not_nested_in_torchrun(monkeypatch):
+    result = runner.invoke(app, ["train", "--nproc", "0"])
+    assert result.exit_code == 1 and "--nproc must be at least 1" in result.output
+    assert "seed_cnn" in runner.invoke(app, ["train", "--nproc", "2", "--dry-run"]).output
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it in its children
+    result = runner.invoke(app, ["train", "--nproc", "2", "--limit", "100"])
+    assert result.exit_code == 1 and "inside a torchrun job leave it out" in result.output
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    result = runner.invoke(app, ["train", "--limit", "100"])
+    assert result.exit_code == 1 and "WORLD_SIZE='two' is not a number" in result.output

@@ -20,7 +20,11 @@ def test_rank_shards_make_up_the_global_batches_of_one_process(world):
         for shard in shards:
             shard.set_epoch(2)
             assert len(shard) == len(single)
-        parts = [list(shard) for shard in shards]
+        parts: list[list[np.ndarray]] = [[] for _ in range(world)]
+        for shard, part in zip(shards, parts, strict=True):
+            for piece in shard:  # each part knows its global batch and where it starts in it
+                np.testing.assert_array_equal(shard.batch[shard.start :][: len(piece)], piece)
+                part.append(piece)
         for step, batch in enumerate(single):
             pieces = [part[step] for part in parts]
             np.testing.assert_array_equal(np.concatenate(pieces), batch)

@@ -106,3 +106,27 @@ def test_identity_in_eval_mode_odd_sizes_and_other_dtypes():
     assert ((wide == 0) | torch.isclose(wide, x.double() / 0.7)).all()
     with pytest.raises(ValueError, match="0, 1"):
         FastDropout(1.0)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("relu", [False, True])
+def test_rows_of_a_batch_get_the_masks_they_have_in_the_whole_batch(channels_last, relu):
+    """What a rank of a distributed run relies on: the parts of a batch (odd-sized rows
+    included), dropped inside `rows_before`, are the whole batch dropped."""
+    from tripletlab.models.batch_part import batch_part
+
+    layer = FastDropout(0.4).train()
+    x = torch.randn(7, 3, 5, 3)  # 45 elements a row: odd offsets too
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    drop = layer.after_relu if relu else layer
+    state = torch.get_rng_state()
+    whole = drop(x)
+    parts = []
+    for start, stop in ((0, 2), (2, 3), (3, 7)):
+        torch.set_rng_state(state)  # every rank draws the same seed
+        with batch_part(start, 7):
+            parts.append(drop(x[start:stop]))
+    torch.testing.assert_close(torch.cat(parts), whole, rtol=0, atol=0)
+    torch.set_rng_state(state)
+    assert not torch.equal(drop(x[3:7]), whole[3:7])  # without it: the masks of rows 0..3

@@ -3,6 +3,7 @@ DDP-wrapped model in float64, against one process on the concatenated batch."""
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -21,7 +22,13 @@ from tripletlab.losses import (
     TripletMarginLoss,
     TripletSemiHardLoss,
 )
-from tripletlab.training.distributed import GlobalBatchLoss, all_gather_rows, world
+from tripletlab.training.distributed import (
+    GlobalBatchLoss,
+    all_gather_rows,
+    data_parallel,
+    global_batchnorm,
+    world,
+)
 
 LOSSES = ("semihard", "hard", "batch-all", "semihard+ce", "explicit-triplets")
 
@@ -39,6 +46,26 @@ class _Net(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         vectors = self.embed(x)
         return vectors, self.classify(vectors) if self.classify is not None else None
+
+
+class _BatchNormNet(nn.Module):
+    """Images (N, 2, 3, 3) -> conv -> BatchNorm -> ReLU -> mean pool -> (N, 5): a forward
+    pass whose rows depend on each other through the batch statistics."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(2)
+        self.conv = nn.Conv2d(2, 4, 2).double()
+        self.norm = nn.Sequential(nn.BatchNorm2d(4).double(), nn.ReLU())
+        self.embed = nn.Linear(4, 5).double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(self.norm(self.conv(x)).mean((2, 3)))
+
+
+def _images(total: int) -> torch.Tensor:
+    return torch.randn(total, 2, 3, 3, generator=torch.Generator().manual_seed(4),
+                       dtype=torch.float64) * 3 + 1  # fmt: skip
 
 
 def _loss(name: str) -> nn.Module:
@@ -84,7 +111,17 @@ def _worker(rank: int, sizes: tuple[int, ...], folder: str) -> None:
             results[f"{name}-loss"] = np.array(GlobalBatchLoss.unscaled(loss.item()))
             for key, parameter in model.module.named_parameters():
                 results[f"{name}-{key}"] = parameter.grad.numpy()
+        net = global_batchnorm(_BatchNormNet())
+        model = data_parallel(net)
+        loss = GlobalBatchLoss(TripletSemiHardLoss(margin=0.5))(model(_images(sum(sizes))[mine]),
+                                                                 labels[mine])  # fmt: skip
+        loss.backward()
+        results["batchnorm-loss"] = np.array(GlobalBatchLoss.unscaled(loss.item()))
+        for key, value in [*net.named_parameters(), *net.named_buffers()]:
+            results[f"batchnorm-{key}"] = (value.grad if value.requires_grad else value).numpy()
         np.savez(Path(folder) / f"rank{rank}.npz", **results)
+        del model  # a DDP alive at the group's teardown can abort gloo
+        gc.collect()
         dist.barrier()  # no rank tears gloo down while another is still in a collective
     finally:
         dist.destroy_process_group()
@@ -109,6 +146,15 @@ def test_two_processes_equal_one_process_on_the_global_batch(sizes, tmp_path):
                     result[f"{name}-{key}"], parameter.grad.numpy(), rtol=0, atol=1e-10,
                     err_msg=f"{name}: {key}",
                 )  # fmt: skip
+    net = _BatchNormNet()  # nn.BatchNorm2d on the global batch
+    loss = TripletSemiHardLoss(margin=0.5)(net(_images(sum(sizes))), labels)
+    loss.backward()
+    for result in ranks:  # GlobalBatchNorm2d: statistics of the global batch, on every rank
+        assert abs(float(result["batchnorm-loss"]) - loss.item()) < 1e-10
+        for key, value in [*net.named_parameters(), *net.named_buffers()]:
+            expected = (value.grad if value.requires_grad else value).numpy()
+            np.testing.assert_allclose(result[f"batchnorm-{key}"], expected, rtol=0, atol=1e-10,
+                                       err_msg=key)  # fmt: skip
 
 
 def test_outside_torch_distributed_the_loss_is_unchanged():

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tripletlab.training import TrainingDivergedError
+from tripletlab.training.distributed import RankStoppedError
 
 # No rich markup in anything printed: paths, class names and messages are the user's text
 # (a folder called "[x]" must print as such). Lines are not wrapped either, so that a printed
@@ -39,10 +40,16 @@ METRIC_LABELS = {
 def user_errors() -> Iterator[None]:
     """Turn the errors a user can fix into one line on stderr and exit status 1: bad settings
     and inputs (ValueError), missing or unwritable files and folders (OSError, e.g. a read-only
-    --run-dir), and training that diverged."""
+    --run-dir), training that diverged, and a rank of a torchrun job stopped by another's
+    error."""
     try:
         yield
-    except (ValueError, OSError, TrainingDivergedError) as error:  # OSError: unwritable places
+    except (
+        ValueError,
+        OSError,
+        TrainingDivergedError,
+        RankStoppedError,
+    ) as error:  # OSError: unwritable places
         line = Text.assemble(("error:", "bold red"), " ", str(error))
         err_console.print(line, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None

@@ -9,6 +9,7 @@ import typer
 import yaml
 
 from tripletlab.cli.common import console, err_console, metrics_table, user_errors
+from tripletlab.cli.launch import torchrun_train
 from tripletlab.config import (
     PRESETS,
     RunConfig,
@@ -158,37 +159,51 @@ def train(
         bool, typer.Option("--dry-run", help="Print the resolved config (YAML) and exit.")
     ] = False,
     report: Annotated[bool, typer.Option(help="Write report.md and its plots at the end.")] = True,
+    nproc: Annotated[
+        int | None,
+        typer.Option(help="Train with N processes on this machine (torchrun; global batch)."),
+    ] = None,
 ) -> None:
     """Train an embedding network with a triplet loss; evaluate it on the test set.
 
-    Defaults are the TF Addons tutorial's recipe: seed_cnn, semi-hard, margin 1.0, L2, Adam 1e-3, shuffled batches of 32, 5 epochs. Settings apply in this order: defaults, --preset, --config, flags, --set. A custom backbone: tripletlab --import MODULE train --backbone NAME.
+    Defaults are the TF Addons tutorial's recipe: seed_cnn, semi-hard, margin 1.0, L2, Adam 1e-3, shuffled batches of 32, 5 epochs. Settings apply in this order: defaults, --preset, --config, flags, --set. A custom backbone: tripletlab --import MODULE train --backbone NAME. Several processes: --nproc N, or torchrun --nproc-per-node N -m tripletlab train ... (--batch-size is the global batch).
     """  # noqa: E501
     values = locals()  # the parameters, by name: the flags
     with user_errors():
         for name in ("train_classes", "test_classes"):
             values[name] = parse_classes(values[name], f"--{name.replace('_', '-')}")
+        if nproc is not None and nproc < 1:
+            raise ValueError(f"--nproc must be at least 1, got {nproc}")
     flags = {section: {key: values["loss" if key == "name" else key] for key in keys}
              for section, keys in _FLAG_KEYS.items()}  # fmt: skip
     with user_errors():
         if resume is not None:
-            given = [name for name in values if name not in ("ctx", "resume", "report")
+            given = [name for name in values if name not in ("ctx", "resume", "report", "nproc")
                      and _from_command_line(ctx, name)]  # fmt: skip
             if given:
                 flag = {"preset_name": "preset", "assignments": "set"}.get(given[0], given[0])
                 raise ValueError(
                     f"--resume goes on with the run's own config; drop --{flag.replace('_', '-')}"
                 )
+            if nproc is not None and nproc > 1:
+                imports = (ctx.obj or {}).get("imports", [])
+                raise typer.Exit(torchrun_train(nproc, imports, resume=resume, report=report))
             result = resume_run(resume, console=err_console)
-            _summarise(result, RunDir(result.run_dir).config, report)
+            if result is not None:  # None: a rank but 0 of a distributed run
+                _summarise(result, RunDir(result.run_dir).config, report)
             return
         imports = (ctx.obj or {}).get("imports", [])
         resolved = resolve_config(preset_name, config, flags, assignments or [], imports)
         if dry_run:
             typer.echo(yaml.safe_dump(resolved.to_dict(), sort_keys=False), nl=False)
             return
+        if nproc is not None and nproc > 1:
+            code = torchrun_train(nproc, imports, config=resolved, run_dir=run_dir, report=report)
+            raise typer.Exit(code)
         result = train_run(resolved, run_dir, console=err_console,
                            callbacks=[AugmentGridCallback(), SamplesCallback()])  # fmt: skip
-    _summarise(result, resolved, report)
+    if result is not None:
+        _summarise(result, resolved, report)
 
 
 def parse_classes(text: str | None, flag: str) -> list[int] | None:

@@ -15,8 +15,10 @@ class RankShard:
     Every rank draws the same global batches (the same seed and epoch), so the parts,
     concatenated in rank order (as `all_gather` returns them), are exactly the batch one
     process would train on, PK batches included (the P classes of a step are global, not per
-    rank), and an epoch covers the data once across the ranks. Everything else (`set_epoch`,
-    `len`, `snapshot`, `resume_at`, `dropped`, ...) is the wrapped sampler's.
+    rank), and an epoch covers the data once across the ranks. While iterating, `batch` is
+    the global batch of the part last given and `start` the rows of it before that part.
+    Everything else (`set_epoch`, `len`, `snapshot`, `resume_at`, `dropped`, ...) is the
+    wrapped sampler's.
     """
 
     def __init__(self, sampler: Any, rank: int, world: int) -> None:
@@ -25,13 +27,17 @@ class RankShard:
         self.sampler = sampler
         self.rank = rank
         self.world = world
+        self.batch = np.zeros(0, dtype=np.int64)
+        self.start = 0
 
     def __len__(self) -> int:
         return len(self.sampler)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for batch in self.sampler:
-            yield np.array_split(batch, self.world)[self.rank]
+            parts = np.array_split(batch, self.world)
+            self.batch, self.start = batch, sum(len(part) for part in parts[: self.rank])
+            yield parts[self.rank]
 
     def __getattr__(self, name: str) -> Any:
         if name == "sampler":  # not set yet (while unpickling): no recursion

@@ -7,7 +7,10 @@ hash(hash(k // 2 + a) ^ b), with hash the 32-bit lowbias32 and (a, b) the halves
 seed; the element is kept when its uniform is at least round(p * 65536). The hashes are
 computed in a vectorised loop, then one pass applies mask, ReLU and scale. The seed is one
 draw from PyTorch's generator, so `torch.manual_seed` makes masks reproducible. The drop
-probability is rounded to a multiple of 1/65536.
+probability is rounded to a multiple of 1/65536. Because the mask of an element depends only
+on the seed and k, a part of a batch given the element offset of its first element (`offset`)
+gets exactly the mask of those elements in the whole batch: how a rank of a distributed run
+drops what one process on the global batch would drop.
 Reference: C. Wellons, "Prospecting for hash functions" (2018),
 https://nullprogram.com/blog/2018/07/31/ (lowbias32).
 """
@@ -29,17 +32,19 @@ def dropout_threshold(p: float) -> int:
     return round(p * 65536)
 
 
-def fast_dropout(x: Tensor, p: float, *, relu: bool = False) -> Tensor:
+def fast_dropout(x: Tensor, p: float, *, relu: bool = False, offset: int = 0) -> Tensor:
     """Dropout with drop probability p (rounded to a multiple of 1/65536), after a ReLU if `relu`.
 
     Args:
         x: float32 CPU tensor of any shape.
+        offset: k of x's first element (in memory order): x is the part of a larger tensor
+            that starts there (0: x is the whole tensor).
     Returns:
         Same shape and memory layout as x: relu(x) or x, zeroed where dropped, scaled by
         1 / (1 - p) elsewhere. Gradients are the same mask times the same scale.
     """
     seed = int(torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64))
-    return _Dropout.apply(x, p, relu, seed)
+    return _Dropout.apply(x, p, relu, seed, offset)
 
 
 def _flat(x: Tensor) -> Tensor:
@@ -49,16 +54,18 @@ def _flat(x: Tensor) -> Tensor:
 
 class _Dropout(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, p: float, relu: bool, seed: int) -> Tensor:
+    def forward(ctx, x: Tensor, p: float, relu: bool, seed: int, offset: int) -> Tensor:
         channels_last = x.ndim == 4 and not x.is_contiguous()
         channels_last = channels_last and x.is_contiguous(memory_format=torch.channels_last)
         x = x if channels_last else x.contiguous()
         out = torch.empty_like(x)  # same strides as x
         keep = torch.empty(x.numel(), dtype=torch.bool)
         scale = 1.0 / (1.0 - p)
-        uniforms = np.empty((x.numel() + 1) // 2, dtype=np.uint32)
-        _uniforms(np.uint32(seed % 2**32), np.uint32(seed // 2**32 % 2**32), uniforms)
-        _apply_mask(_flat(x.detach()).numpy(), uniforms.view(np.uint16), dropout_threshold(p),
+        odd = offset % 2  # the first element is the high half of its uint32
+        uniforms = np.empty((odd + x.numel() + 1) // 2, dtype=np.uint32)
+        _uniforms(np.uint32(seed % 2**32), np.uint32(seed // 2**32 % 2**32), offset // 2, uniforms)
+        halves = uniforms.view(np.uint16)[odd : odd + x.numel()]
+        _apply_mask(_flat(x.detach()).numpy(), halves, dropout_threshold(p),
                     scale, relu, _flat(out).numpy(), keep.numpy())  # fmt: skip
         ctx.save_for_backward(keep)
         ctx.scale = scale
@@ -67,12 +74,12 @@ class _Dropout(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None, None]:
         (keep,) = ctx.saved_tensors
         grad = grad.contiguous(memory_format=ctx.memory_format)
         grad_x = torch.empty_like(grad)
         _scale_kept(_flat(grad).numpy(), keep.numpy(), ctx.scale, _flat(grad_x).numpy())
-        return grad_x, None, None, None
+        return grad_x, None, None, None, None
 
 
 @njit(cache=True, nogil=True)
@@ -87,10 +94,10 @@ def _hash(z: np.uint32) -> np.uint32:
 
 
 @njit(cache=True, nogil=True)
-def _uniforms(key_a: np.uint32, key_b: np.uint32, out: np.ndarray) -> None:
-    """out[m] = hash(hash(m + key_a) ^ key_b), uint32: two 16-bit uniforms per entry."""
+def _uniforms(key_a: np.uint32, key_b: np.uint32, first: int, out: np.ndarray) -> None:
+    """out[m] = hash(hash(first + m + key_a) ^ key_b), uint32: two 16-bit uniforms per entry."""
     for m in range(out.size):
-        out[m] = _hash(_hash(np.uint32(np.uint32(m) + key_a)) ^ key_b)
+        out[m] = _hash(_hash(np.uint32(np.uint32((first + m) % 4294967296) + key_a)) ^ key_b)
 
 
 @njit(cache=True, nogil=True)

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tripletlab.models.batch_part import rand_rows
+
 
 class Augment(nn.Module):
     """Random horizontal flip, rotation and translation of float images (N, C, H, W).
@@ -16,7 +18,8 @@ class Augment(nn.Module):
         flip: flip left-right with probability 1/2 (off for digits: a mirrored 3 is no 3).
         rotation: largest rotation in degrees, drawn uniformly in [-rotation, rotation].
         translate: largest shift as a fraction of the size, drawn uniformly per axis.
-    In eval mode, or with nothing enabled, the input passes through unchanged.
+    In eval mode, or with nothing enabled, the input passes through unchanged. Draws are per
+    row, of the whole batch inside `tripletlab.models.batch_part.batch_part`.
     """
 
     def __init__(self, flip: bool = False, rotation: float = 0.0, translate: float = 0.0) -> None:
@@ -34,11 +37,11 @@ class Augment(nn.Module):
             return images
         n = images.shape[0]
         if self.flip:
-            flipped = torch.rand(n, device=images.device) < 0.5
+            flipped = rand_rows(n, device=images.device) < 0.5
             images = torch.where(flipped[:, None, None, None], images.flip(-1), images)
         if self.rotation > 0 or self.translate > 0:
-            angle = (torch.rand(n, device=images.device) * 2 - 1) * math.radians(self.rotation)
-            shift = (torch.rand(n, 2, device=images.device) * 2 - 1) * 2 * self.translate
+            angle = (rand_rows(n, device=images.device) * 2 - 1) * math.radians(self.rotation)
+            shift = (rand_rows(n, 2, device=images.device) * 2 - 1) * 2 * self.translate
             cos, sin = torch.cos(angle), torch.sin(angle)
             theta = torch.stack(
                 [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)],

@@ -2,13 +2,18 @@
 
 PyTorch's CPU dropout draws one random number per element from a serial generator and took
 27% of a batch-32 training step of the tutorial network; `tripletlab.models._dropout` makes
-the masks with a counter-based hash in one compiled pass instead.
+the masks with a counter-based hash in one compiled pass instead. Inside
+`tripletlab.models.batch_part.batch_part` the (N, ...) tensors dropped on the CPU are rows of
+a larger batch and get the masks those rows have there: a rank of a distributed run drops
+what one process on the global batch would.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from tripletlab.models.batch_part import rows_before
 
 
 class FastDropout(nn.Module):
@@ -18,7 +23,7 @@ class FastDropout(nn.Module):
     applied in the same pass as the scaling (and the ReLU before it, with `after_relu`);
     elsewhere (GPU, other dtypes) four 16-bit uniforms are cut from each 64-bit draw of
     PyTorch's generator. Outputs are scaled by 1 / (1 - p) in training and unchanged in eval
-    mode, like `nn.Dropout`.
+    mode, like `nn.Dropout`. See `batch_part` for the masks of a part of a batch (CPU).
     """
 
     def __init__(self, p: float) -> None:
@@ -40,7 +45,9 @@ class FastDropout(nn.Module):
         from tripletlab.models._dropout import dropout_threshold, fast_dropout  # numba: lazily
 
         if x.device.type == "cpu" and x.dtype == torch.float32:
-            return fast_dropout(x, self.p, relu=relu)
+            rows = rows_before()
+            offset = rows * (x.numel() // len(x)) if rows and x.ndim else 0
+            return fast_dropout(x, self.p, relu=relu, offset=offset)
         x = torch.relu(x) if relu else x
         count = x.numel()
         draws = torch.randint(-(2**63), 2**63 - 1, ((count + 3) // 4,), dtype=torch.int64,

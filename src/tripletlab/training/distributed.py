@@ -9,15 +9,25 @@ backward then yields W * g_r, where g_r is the gradient of the global loss throu
 images, and DDP's averaging gives (1 / W) * sum_r W * g_r = sum_r g_r, exactly the gradient
 of one process on the concatenated batch (pytorch-metric-learning's `DistributedLossWrapper`
 had the scaling wrong, its issue #363, and gathered in a different order on each rank, #639).
-Exactly, that is, for networks whose forward pass of one image does not depend on the others:
-BatchNorm's batch statistics are per rank unless converted to `SyncBatchNorm`.
+That holds for networks whose forward pass of one image does not depend on the others; the
+BatchNorm layers of a distributed run are converted to `GlobalBatchNorm2d`, whose batch
+statistics are those of the global batch (PyTorch's `SyncBatchNorm` refuses CPU tensors).
+Random draws per row (augmentation, dropout) are made equal to the global batch's by
+`tripletlab.models.batch_part`.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 
 def world() -> tuple[int, int]:
@@ -25,6 +35,82 @@ def world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def is_main() -> bool:
+    """Whether this process writes (the run folder, logs, progress): rank 0, or no job."""
+    return world()[0] == 0
+
+
+def launched_world_size() -> int:
+    """The number of processes torchrun started for this job (`WORLD_SIZE`; 1 without it)."""
+    try:
+        return max(int(os.environ.get("WORLD_SIZE", "1")), 1)
+    except ValueError:
+        raise ValueError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number") from None
+
+
+# What gloo and NCCL say when a collective's peer has exited.
+_PEER_GONE = ("closed by peer", "reset by peer", "Broken pipe", "communicator was aborted")
+
+
+class RankStoppedError(RuntimeError):
+    """A collective failed because another rank of the job exited (after its own error)."""
+
+
+@contextmanager
+def process_group(device: torch.device | None = None) -> Iterator[None]:
+    """Join the job torchrun launched this process in, for the block (nothing when it was not
+    launched by torchrun with more than one process, or already joined).
+
+    The backend follows the device: gloo on the CPU, NCCL on CUDA; the rendezvous is
+    torchrun's (`env://`). On leaving normally the ranks meet at a barrier and the group is
+    closed. On an error it is left as it is: the other ranks may be blocked in a collective,
+    and torchrun stops them when this process exits with the error.
+    """
+    if launched_world_size() == 1 or dist.is_initialized():
+        yield
+        return
+    device = device or torch.device("cpu")
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, timeout=timedelta(minutes=30))
+    try:
+        yield
+    except RuntimeError as error:
+        if not any(sign in str(error) for sign in _PEER_GONE):
+            raise
+        raise RankStoppedError(
+            "another process of this torchrun job stopped (its error is above), so this one "
+            f"stops too: {str(error).splitlines()[0][:200]}"
+        ) from None
+    dist.barrier()  # without it gloo can abort in the teardown of a rank that finished first
+    dist.destroy_process_group()
+
+
+def part_sizes(count: int, size: int) -> list[int]:
+    """The sizes of the `size` contiguous parts `np.array_split` cuts `count` items into."""
+    base, extra = divmod(count, size)
+    return [base + (rank < extra) for rank in range(size)]
+
+
+def embed_sharded(
+    model: nn.Module, images: np.ndarray, batch_size: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """`model.embed_and_classify(images, batch_size, views=False)`, each rank embedding its
+    part of the images and all ranks receiving all rows (in order): float32 (N, D) and
+    (N, classes) or None. Outside `torch.distributed`, the call itself."""
+    rank, size = world()
+    if size == 1:
+        return model.embed_and_classify(images, batch_size=batch_size, views=False)
+    rows = part_sizes(len(images), size)
+    start = sum(rows[:rank])
+    embeddings, probabilities = model.embed_and_classify(
+        images[start : start + rows[rank]], batch_size=batch_size, views=False
+    )
+    gathered = all_gather_rows(torch.from_numpy(embeddings), rows).numpy()
+    if probabilities is None:
+        return gathered, None
+    return gathered, all_gather_rows(torch.from_numpy(probabilities), rows).numpy()
 
 
 def rank_rows(local: Tensor) -> list[int]:
@@ -82,3 +168,87 @@ class GlobalBatchLoss(nn.Module):
     def unscaled(value: float) -> float:
         """The global batch's loss from what `forward` returned."""
         return value / world()[1]
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """The sum of a tensor over the ranks, differentiable: the gradient of each rank's input
+    is the sum of the ranks' output gradients (PyTorch's differentiable all-reduce in
+    `torch.distributed.nn` is deprecated)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        total = x.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
+
+
+class GlobalBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm over the global batch of a distributed run, on any device and backend.
+
+    In training mode under `torch.distributed` the mean and the (biased) variance are those of
+    every rank's rows (two differentiable all-reduces: the sums, then the squared deviations),
+    so outputs, gradients and running statistics equal one process on the concatenated batch
+    (to float32 rounding). Otherwise it is `nn.BatchNorm2d`. Input (N, C, H, W).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or world()[1] == 1:
+            return super().forward(x)
+        all_reduce = _SumOverRanks.apply
+        dims, shape = (0, 2, 3), (1, -1, 1, 1)
+        count = x.new_tensor([x.numel() // x.shape[1]])
+        sums = all_reduce(torch.cat([x.sum(dims), count]))
+        total = sums[-1]
+        mean = sums[:-1] / total
+        centered = x - mean.view(shape)
+        var = all_reduce(centered.square().sum(dims)) / total
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                momentum = self.momentum
+                if momentum is None:  # a cumulative average, as nn.BatchNorm2d
+                    momentum = 1.0 / float(self.num_batches_tracked)
+                unbiased = var * (total / (total - 1).clamp_min(1))
+                self.running_mean.lerp_(mean.detach(), momentum)
+                self.running_var.lerp_(unbiased.detach(), momentum)
+        out = centered * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out
+
+
+def global_batchnorm(module: nn.Module) -> nn.Module:
+    """`module` with every `nn.BatchNorm2d` in it (itself included) turned into a
+    `GlobalBatchNorm2d` sharing its parameters, statistics, mode and `requires_grad`."""
+    if type(module) is nn.BatchNorm2d:
+        like = next(iter([*module.parameters(), *module.buffers()]), torch.empty(0))
+        converted = GlobalBatchNorm2d(module.num_features, module.eps, module.momentum,
+                                      module.affine, module.track_running_stats,
+                                      device=like.device, dtype=like.dtype)  # fmt: skip
+        converted.load_state_dict(module.state_dict())
+        if module.affine:
+            converted.weight, converted.bias = module.weight, module.bias
+        converted.train(module.training)
+        return converted
+    for name, child in module.named_children():
+        setattr(module, name, global_batchnorm(child))
+    return module
+
+
+def data_parallel(module: nn.Module, find_unused: bool = False) -> nn.Module:
+    """`module` in `DistributedDataParallel` under `torch.distributed` (which averages the
+    gradients of the ranks in backward), else itself; and itself when nothing in it trains.
+    Call again after changing which parameters train: DDP reduces those it was built with.
+    Drop the wrapper before the process group is closed: gloo can abort the process (SIGABRT,
+    2 of 30 two-process runs here) when a live DDP outlives the group's teardown."""
+    if world()[1] == 1 or not any(p.requires_grad for p in module.parameters()):
+        return module
+    # The buffers (BatchNorm's statistics) are the same on every rank: no broadcast each step.
+    return DistributedDataParallel(module, find_unused_parameters=find_unused,
+                                   forward_sync_buffers=False)  # fmt: skip

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from tripletlab.data import ImageSet
 from tripletlab.evaluation.retrieval import retrieval_metrics
+from tripletlab.training.distributed import embed_sharded
 from tripletlab.training.divergence import (
     COLLAPSE_PROBE,
     TrainingDivergedError,
@@ -33,9 +35,9 @@ def check_health(trainer: Any, epoch: int, val: ImageSet | None) -> dict[str, fl
     images = probe.images if probe is not None else trainer.train_set.images[:COLLAPSE_PROBE]
     # Single views: the test-time views of `model.tta_shift` and `tta_flip` would make each
     # epoch's check up to ten times longer.
-    try:
-        embeddings, probabilities = model.embed_and_classify(
-            images, batch_size=trainer.config.train.eval_batch_size, views=False
+    try:  # each rank of a distributed run embeds a part
+        embeddings, probabilities = embed_sharded(
+            model, images, trainer.config.train.eval_batch_size
         )
     except ValueError as error:  # finite weights whose embeddings overflow
         raise TrainingDivergedError(
@@ -56,9 +58,25 @@ def check_health(trainer: Any, epoch: int, val: ImageSet | None) -> dict[str, fl
     )
 
 
+def end_epoch(
+    trainer: Any, epoch: int, logs: dict[str, Any], val: ImageSet | None, start: float
+) -> None:
+    """Check, validate, checkpoint and log a finished epoch (`start`: when training began,
+    `time.perf_counter()`)."""
+    logs.update(check_health(trainer, epoch, val))
+    trainer.history.epochs.append(logs)
+    trainer.history.train_seconds = time.perf_counter() - start
+    save_epoch(trainer, epoch, logs)
+    if trainer.run is not None:
+        trainer.run.write_history(trainer.history.to_dict())
+    for callback in trainer.callbacks:
+        callback.on_epoch_end(epoch, logs)
+
+
 def save_epoch(trainer: Any, epoch: int, logs: dict[str, Any]) -> None:
     """Save this epoch with the state to resume after it; point `last` (and `resume`) at
-    it, and `best` too if it improves on the best so far (`trainer.monitor`)."""
+    it, and `best` too if it improves on the best so far (`trainer.monitor`). The best epoch
+    is tracked on every rank of a distributed run; only the one with a run folder writes."""
     name = f"epoch-{epoch + 1:04d}"
     best = trainer.history.best_epoch
     entries = {"last": name, "resume": name}
@@ -66,6 +84,8 @@ def save_epoch(trainer: Any, epoch: int, logs: dict[str, Any]) -> None:
     if improves(logs, best_logs, trainer.monitor):
         entries["best"] = name
         trainer.history.best_epoch = epoch + 1
+    if trainer.run is None:
+        return
     extra = {"run": trainer.config.to_dict(), "epoch": epoch + 1, "logs": logs}
     files = state_files(trainer, epoch + 1, 0)  # before the next epoch: no sampler state
     trainer.evaluated_model.save(trainer.run.checkpoints / name, extra, files)
@@ -74,8 +94,10 @@ def save_epoch(trainer: Any, epoch: int, logs: dict[str, Any]) -> None:
 
 def save_step(trainer: Any, epoch: int, step: int, sampler: Any) -> None:
     """Save a resumable checkpoint after batch `step` of `epoch` (not validated: never the
-    best one); point `resume` at it."""
+    best one); point `resume` at it. Only the process with a run folder writes."""
     check_finite(trainer.evaluated_model, epoch, kept(trainer))
+    if trainer.run is None:
+        return
     name = f"step-{len(trainer.history.step_losses):07d}"
     extra = {"run": trainer.config.to_dict(), "epoch": epoch + 1, "step": step}
     files = state_files(trainer, epoch, step, sampler)

@@ -4,6 +4,7 @@ and resuming one that stopped."""
 from __future__ import annotations
 
 import shutil
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from tripletlab.models import Embedder
 from tripletlab.models.scaling import resolve_scaling
 from tripletlab.runs import RunDir
 from tripletlab.training.callbacks import Callback, ProgressCallback
+from tripletlab.training.distributed import is_main, process_group
 from tripletlab.training.history import History
 from tripletlab.training.state import TrainingState, load_state
 from tripletlab.training.tensorboard import TensorBoardCallback
@@ -39,8 +41,12 @@ def train_run(
     run_dir: str | Path | None = None,
     console: Console | None = None,
     callbacks: list[Callback] | None = None,
-) -> RunResult:
+) -> RunResult | None:
     """Train with `config`, evaluate the best checkpoint on the test set, write `metrics.json`.
+
+    Launched by torchrun with several processes, each trains its part of every global batch;
+    rank 0 alone writes the run folder, prints, and evaluates the test set; the other ranks
+    return None once training is over.
 
     The config, the data set's settings, the run folder, the backbone and its weights are
     checked (the model is built) before any data is read, except with a classifier, whose
@@ -55,27 +61,33 @@ def train_run(
     """
     check_config(config)
     check_run_data(config)
-    RunDir.check_new(run_dir)
-    # Saved as the mode it resolves to, so that a later change of "auto" leaves the run alone.
-    config = merge(config, {"model": {"input_scaling": resolve_scaling(config.model)[0]}})
-    if config.loss.classifies:  # the classifier's outputs are the training data's classes
-        data = run_data(config)
-        config = with_classes(config, data.train)
-        trainer, console = _trainer(config, console, callbacks)
-        _check_val_classes(config, data, console)
-    else:
-        trainer, console = _trainer(config, console, callbacks)  # builds the model, loads weights
-        data = run_data(config)
-    existed = run_dir is not None and Path(run_dir).exists()
-    run = RunDir.create(config, run_dir)
-    _announce(trainer, run, data, console)
-    try:
-        with run.lock():
-            history = trainer.fit(data.train, data.val, run_dir=run)
-    except BaseException:
-        if not run.has_checkpoint():  # nothing saved: leave no half-made run behind
-            _discard(run, existed)
-        raise
+    with process_group():
+        main = is_main()
+        if main:  # the others write nothing (and would find rank 0's new folder)
+            RunDir.check_new(run_dir)
+        # Saved as the mode it resolves to, so that a later change of "auto" leaves it alone.
+        config = merge(config, {"model": {"input_scaling": resolve_scaling(config.model)[0]}})
+        if config.loss.classifies:  # the classifier's outputs are the training data's classes
+            data = run_data(config)
+            config = with_classes(config, data.train)
+            trainer, console = _trainer(config, console, callbacks)
+            _check_val_classes(config, data, console)
+        else:
+            trainer, console = _trainer(config, console, callbacks)  # builds, loads weights
+            data = run_data(config)
+        if not main:
+            trainer.fit(data.train, data.val, run_dir=None)
+            return None
+        existed = run_dir is not None and Path(run_dir).exists()
+        run = RunDir.create(config, run_dir)
+        _announce(trainer, run, data, console)
+        try:
+            with run.lock():
+                history = trainer.fit(data.train, data.val, run_dir=run)
+        except BaseException:
+            if not run.has_checkpoint():  # nothing saved: leave no half-made run behind
+                _discard(run, existed)
+            raise
     return _evaluate(run, config, data, history)
 
 
@@ -119,10 +131,12 @@ def resume_run(
     run_dir: str | Path,
     console: Console | None = None,
     callbacks: list[Callback] | None = None,
-) -> RunResult:
+) -> RunResult | None:
     """Go on with a run that was stopped or killed, from its latest resumable checkpoint, with
     its own config; ends as the run would have ended had it never stopped (same weights and
-    metrics, on the same machine).
+    metrics, on the same machine). A distributed run resumes under torchrun with the same
+    number of processes; every rank reads the run folder, rank 0 alone writes it and returns
+    the result (the others None).
 
     A run stopped before its first checkpoint is trained from the start, in the same folder.
 
@@ -134,15 +148,19 @@ def resume_run(
     config = run.config
     check_config(config)
     check_run_data(config)
-    with run.lock():
-        run.remove_partial_writes()
+    with process_group(), run.lock() if is_main() else nullcontext():
+        if is_main():
+            run.remove_partial_writes()
         # Stopped before its first checkpoint: nothing to go on from, so it starts over.
         state = load_state(run) if run.has_checkpoint() else None
         # A resumed run has its own weights: its backbone_weights file is not read again.
         trainer, console = _trainer(config, console, callbacks, backbone_weights=state is None)
         data = run_data(config)
-        _say_where(run, config, state, console, len(data.val) > 1)
+        if is_main():
+            _say_where(run, config, state, console, len(data.val) > 1)
         history = trainer.fit(data.train, data.val, run_dir=run, resume=state)
+    if not is_main():
+        return None
     return _evaluate(run, config, data, history)
 
 
@@ -180,6 +198,8 @@ def _trainer(
     console = console or Console(stderr=True, markup=False)  # paths print as they are
     epochs = sum(phase.epochs for phase in config.resolved_phases())
     progress = [ProgressCallback(console, epochs), TensorBoardCallback()]
+    if not is_main():  # rank 0 of a distributed run shows progress and writes the logs
+        progress, callbacks = [], []
     trainer = Trainer(config, callbacks=[*progress, *(callbacks or [])],
                       backbone_weights=backbone_weights)  # fmt: skip
     return trainer, console

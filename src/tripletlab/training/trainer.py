@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -12,20 +14,29 @@ import torch
 from torch import Tensor
 
 from tripletlab.config import PhaseConfig, RunConfig
-from tripletlab.data import ImageSet, build_sampler
+from tripletlab.data import ImageSet, RankShard
 from tripletlab.losses import TripletMarginLoss, build_loss
-from tripletlab.models import Embedder, TripletNet
+from tripletlab.models import Embedder
+from tripletlab.models.batch_part import batch_part
 from tripletlab.models.freezing import apply_phase_freeze, check_phase_freezes, set_train_mode
 from tripletlab.models.weights import load_backbone_weights
 from tripletlab.runs import RunDir
 from tripletlab.training.callbacks import Callback
+from tripletlab.training.distributed import (
+    GlobalBatchLoss,
+    data_parallel,
+    global_batchnorm,
+    world,
+)
 from tripletlab.training.divergence import TrainingDivergedError
 from tripletlab.training.ema import WeightAverage
-from tripletlab.training.epoch_end import check_health, kept, save_epoch, save_step
+from tripletlab.training.epoch_end import end_epoch, kept, save_step
 from tripletlab.training.features import FeatureCache, caches_features
 from tripletlab.training.history import History
 from tripletlab.training.phases import build_optimizer, build_scheduler
-from tripletlab.training.state import TrainingState, restore, restore_optimizer
+from tripletlab.training.preparation import prepare_fit
+from tripletlab.training.state import TrainingState, restore_optimizer
+from tripletlab.training.step import StepForward
 from tripletlab.training.validation import phase_stopped, resolve_monitor
 from tripletlab.utils.allocator import tune_malloc
 
@@ -42,6 +53,11 @@ class Trainer:
     model, checks every phase's freezing against it and loads backbone weights (not when
     `backbone_weights` is False: a resumed run has its own), and writes nothing; `fit` writes
     into the run folder.
+
+    Under `torch.distributed` (torchrun) each rank trains on its part of every global batch
+    (`RankShard`), the loss is that of the global batch (`GlobalBatchLoss`), BatchNorm uses the
+    global batch's statistics and DDP averages the gradients: the same steps as one process on
+    the global batch. Only rank 0 writes (its `run_dir`; the others' is ignored).
     """
 
     def __init__(
@@ -63,12 +79,16 @@ class Trainer:
             )
         torch.manual_seed(config.train.seed)
         self.model = Embedder(config.model)
-        self.triplet_net: TripletNet | None = None
+        if world()[1] > 1:
+            global_batchnorm(self.model)
+        self.step_forward = StepForward(self.model, config.train.mode == "triplets")
+        self.triplet_net = self.step_forward.triplet_net
+        self.forward_step: torch.nn.Module = self.step_forward  # in DDP under torchrun
         if config.train.mode == "triplets":
-            self.triplet_net = TripletNet(self.model)
             self.loss_fn = TripletMarginLoss(config.loss.margin, config.loss.distance)
         else:
             self.loss_fn = build_loss(config.loss, config.model.classes)
+        self.step_loss = GlobalBatchLoss(self.loss_fn)  # the loss of the global batch
         self.classifies = config.loss.classifies
         check_phase_freezes(self.model, [phase.freeze for phase in config.resolved_phases()])
         self.features: FeatureCache | None = None  # the frozen backbone's, in such a phase
@@ -130,34 +150,34 @@ class Trainer:
             )  # fmt: skip
         self.optimizer = build_optimizer(self.model, phase)
         self.scheduler = build_scheduler(self.optimizer, phase, self.steps_per_epoch)
+        self.forward_step = self.step_forward  # DDP reduces what trains: a new one each phase
+        unused = self.model.classifier is not None and not self.classifies
+        self.forward_step = data_parallel(self.step_forward, find_unused=unused)
 
     def _cache_progress(self, done: int, total: int) -> None:
         for callback in self.callbacks:
             callback.on_progress("backbone features", done, total)
 
     def compute_loss(self, images: Tensor, labels: Tensor, batch: Tensor) -> Tensor:
-        """Loss of one batch of indices into `images` / `labels`: (B,) online, (B, 3) triplets."""
-        features = self.features
+        """Loss of one batch of indices into `images` / `labels`: (B,) online, (B, 3) triplets
+        (under torchrun: this rank's part of the global batch; the global batch's loss times
+        the world size)."""
+        cached = self.features is not None
+        source = self.features if cached else images
+        picks = [batch[:, i] for i in range(3)] if self.triplet_net is not None else [batch]
+        inputs = [source[p].to(self.model.head_device) if cached else source[p] for p in picks]
+        embeddings, logits = self.forward_step(*inputs, cached=cached)
         if self.triplet_net is not None:
-            if features is not None:
-                device = self.model.head_device
-                parts = [self.model.project(features[batch[:, i]].to(device))[0] for i in range(3)]
-                return self.loss_fn(torch.cat(parts, dim=1))
-            anchor, positive, negative = (images[batch[:, i]] for i in range(3))
-            return self.loss_fn(self.triplet_net(anchor, positive, negative))
-        if features is not None:
-            embeddings, logits = self.model.project(features[batch].to(self.model.head_device))
-        else:
-            embeddings, logits = self.model.outputs(images[batch])
+            return self.step_loss(embeddings)
         if self.classifies:
-            return self.loss_fn(embeddings, logits, labels[batch])
-        return self.loss_fn(embeddings, labels[batch])
+            return self.step_loss(embeddings, logits, labels[batch])
+        return self.step_loss(embeddings, labels[batch])
 
     def train_step(self, images: Tensor, labels: Tensor, batch: Tensor) -> float:
         """One optimisation step: uint8 images (N, H, W[, C]), labels (N,), batch indices."""
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.compute_loss(images, labels, batch)
-        value = float(loss.detach())
+        value = GlobalBatchLoss.unscaled(float(loss.detach()))
         if not math.isfinite(value):
             raise TrainingDivergedError(
                 f"the loss became {value} at step {len(self.history.step_losses) + 1}; "
@@ -186,11 +206,14 @@ class Trainer:
         start = time.perf_counter()
         seen, total = self.epoch_partial if start_step else (0, 0.0)
         seen_before, every = seen, self.config.train.checkpoint_every
+        sharded = isinstance(sampler, RankShard)
         for step, batch in enumerate(sampler, start=start_step + 1):
-            value = self.train_step(images, labels, torch.from_numpy(batch))
+            whole = sampler.batch if sharded else batch  # the global batch
+            with batch_part(sampler.start, len(whole)) if sharded else nullcontext():
+                value = self.train_step(images, labels, torch.from_numpy(batch))
             self.history.step_losses.append(value)
-            seen += batch.size  # images: three per explicit triplet
-            total += value * batch.size
+            seen += whole.size  # images: three per explicit triplet
+            total += value * whole.size
             self.epoch_partial = (seen, total)
             speed = (seen - seen_before) / max(time.perf_counter() - start, 1e-9)
             for callback in self.callbacks:
@@ -211,7 +234,7 @@ class Trainer:
         train: ImageSet,
         val: ImageSet | None = None,
         *,
-        run_dir: str | Path | RunDir,
+        run_dir: str | Path | RunDir | None,
         resume: TrainingState | None = None,
     ) -> History:
         """Train for the configured phases; validate, checkpoint and log each epoch.
@@ -220,12 +243,13 @@ class Trainer:
             train: the training images.
             val: validation images (None or fewer than two: no validation; the best epoch is
                 then the one with the lowest training loss).
-            run_dir: the run folder the checkpoints and `history.json` go to.
+            run_dir: the run folder the checkpoints and `history.json` go to (ignored on the
+                ranks but 0 of a distributed run, which write nothing).
             resume: the state of a run that stopped (`tripletlab.training.state.load_state`):
                 go on from there, with the same result as a run that never stopped.
         """
         self.monitor = resolve_monitor(self.config, val is not None and len(val) > 1)
-        images, labels, sampler = self._setup(train, run_dir, resume)
+        images, labels, sampler = prepare_fit(self, train, run_dir, resume)
         schedule = [(n, p) for n, p in enumerate(self.config.resolved_phases(), 1)
                     for _ in range(p.epochs)]  # fmt: skip
         first = resume.epoch if resume is not None else 0
@@ -244,11 +268,13 @@ class Trainer:
                 step = resume.step if resume is not None and epoch == first else 0
                 logs = self.run_epoch(epoch, images, labels, sampler, step)
                 logs.update(phase=number, lr=phase.lr)
-                self._end_epoch(epoch, logs, val, start)
+                end_epoch(self, epoch, logs, val, start)
                 last_of_phase = epoch + 1 == len(schedule) or schedule[epoch + 1][0] != number
                 if self._stopped(number) and not last_of_phase:
                     self._note_stop(number, epoch)
         finally:
+            self.forward_step = self.step_forward  # no DDP outlives the process group
+            gc.collect()
             if self.features is not None:
                 self.features.close()
                 self.features = None
@@ -266,35 +292,3 @@ class Trainer:
                 f"phase {number} stops early after epoch {epoch + 1}")  # fmt: skip
         for callback in self.callbacks:
             callback.on_note(text)
-
-    def _setup(
-        self, train: ImageSet, run_dir: str | Path | RunDir, resume: TrainingState | None
-    ) -> tuple[Tensor, Tensor, Any]:
-        """The run folder, the training tensors and the sampler, restored when resuming."""
-        self.run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-        self.run.remove_partial_writes()  # left by a process killed while writing
-        self.train_set = train
-        eval_batch = self.config.train.eval_batch_size
-        sampler = build_sampler(
-            self.config,
-            train.labels,
-            lambda: self.model.embed(train.images, batch_size=eval_batch, views=False),
-        )
-        self.steps_per_epoch = len(sampler)
-        if resume is not None:
-            restore(self, resume, sampler)
-            # A kill between a checkpoint and history.json leaves the latter behind.
-            self.run.write_history(self.history.to_dict())
-        return torch.from_numpy(train.images), torch.from_numpy(train.labels).long(), sampler
-
-    def _end_epoch(
-        self, epoch: int, logs: dict[str, Any], val: ImageSet | None, start: float
-    ) -> None:
-        """Check, validate, checkpoint and log a finished epoch."""
-        logs.update(check_health(self, epoch, val))
-        self.history.epochs.append(logs)
-        self.history.train_seconds = time.perf_counter() - start
-        save_epoch(self, epoch, logs)
-        self.run.write_history(self.history.to_dict())
-        for callback in self.callbacks:
-            callback.on_epoch_end(epoch, logs)
