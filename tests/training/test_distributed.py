@@ -26,7 +26,7 @@ from tripletlab.training.distributed import (
     GlobalBatchLoss,
     all_gather_rows,
     data_parallel,
-    global_batchnorm,
+    for_global_batch,
     world,
 )
 
@@ -111,7 +111,7 @@ def _worker(rank: int, sizes: tuple[int, ...], folder: str) -> None:
             results[f"{name}-loss"] = np.array(GlobalBatchLoss.unscaled(loss.item()))
             for key, parameter in model.module.named_parameters():
                 results[f"{name}-{key}"] = parameter.grad.numpy()
-        net = global_batchnorm(_BatchNormNet())
+        net = for_global_batch(_BatchNormNet())
         model = data_parallel(net)
         loss = GlobalBatchLoss(TripletSemiHardLoss(margin=0.5))(model(_images(sum(sizes))[mine]),
                                                                  labels[mine])  # fmt: skip
@@ -164,3 +164,23 @@ def test_outside_torch_distributed_the_loss_is_unchanged():
     wrapped = GlobalBatchLoss(TripletSemiHardLoss(margin=0.5))
     expected = TripletSemiHardLoss(margin=0.5)(vectors, labels)
     assert wrapped(vectors, labels).item() == expected.item()
+
+
+@pytest.mark.parametrize("shape", [(7, 10), (7, 3, 4, 5)])
+def test_global_dropout_masks_parts_as_torch_masks_the_whole_batch(shape):
+    from tripletlab.models.batch_part import batch_part
+    from tripletlab.training.distributed import GlobalDropout, for_global_batch
+
+    layer = for_global_batch(nn.Sequential(nn.Dropout(0.25))).train()
+    assert isinstance(layer[0], GlobalDropout)
+    x = torch.randn(shape)
+    state = torch.get_rng_state()
+    whole = nn.Dropout(0.25).train()(x)
+    after = torch.rand(2)
+    parts = []
+    for start, stop in ((0, 3), (3, 4), (4, 7)):
+        torch.set_rng_state(state)
+        with batch_part(start, 7):
+            parts.append(layer(x[start:stop]))
+        assert torch.equal(torch.rand(2), after)  # the ranks' generators stay in step
+    torch.testing.assert_close(torch.cat(parts), whole, rtol=0, atol=0)

@@ -2,8 +2,9 @@
 
 A rank of a distributed run computes rows `start` .. `start + n - 1` of a global batch of
 `total` rows. Inside `batch_part(start, total)`, the layers that draw random numbers per row
-(`Augment`) draw them for all `total` rows and keep their own, and `FastDropout` masks its
-rows as they are masked in the whole batch. Every rank draws the same numbers from the same
+(`Augment`, and the dropout of `tripletlab.training.distributed.GlobalDropout`) draw them for
+all `total` rows and keep their own, and `FastDropout` masks its rows as they are masked in
+the whole batch. Every rank draws the same numbers from the same
 generator state, so the ranks' rows, put together, are what one process on the global batch
 computes, and the generators stay in step across ranks. Outside the block a tensor is a
 whole batch.
@@ -31,6 +32,11 @@ def batch_part(start: int, total: int) -> Iterator[None]:
         yield
     finally:
         _PART.reset(token)
+
+
+def current_part() -> tuple[int, int] | None:
+    """(start, total) of the `batch_part` block this runs in, or None outside one."""
+    return _PART.get()
 
 
 def rows_before() -> int:

@@ -27,7 +27,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
+
+from tripletlab.models.batch_part import current_part
 
 
 def world() -> tuple[int, int]:
@@ -223,9 +226,37 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         return out
 
 
-def global_batchnorm(module: nn.Module) -> nn.Module:
-    """`module` with every `nn.BatchNorm2d` in it (itself included) turned into a
-    `GlobalBatchNorm2d` sharing its parameters, statistics, mode and `requires_grad`."""
+class GlobalDropout(nn.Dropout):
+    """`nn.Dropout` whose mask, inside `tripletlab.models.batch_part.batch_part(start,
+    total)`, is rows `start`.. of the mask PyTorch draws for the whole batch of `total` rows:
+    the mask one process on the global batch applies (and the same draws on every rank).
+    Otherwise it is `nn.Dropout`. Input (N, ...)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        part = current_part()
+        if not self.training or self.p == 0.0 or part is None or self.inplace:
+            return super().forward(x)
+        start, total = part
+        layout = torch.channels_last if _channels_last(x) else torch.contiguous_format
+        ones = torch.ones((total, *x.shape[1:]), dtype=x.dtype, device=x.device)
+        mask = F.dropout(ones.contiguous(memory_format=layout), self.p, True)
+        return x * mask[start : start + len(x)]
+
+
+def _channels_last(x: Tensor) -> bool:
+    return (
+        x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    )
+
+
+def for_global_batch(module: nn.Module) -> nn.Module:
+    """`module` with every `nn.BatchNorm2d` (`nn.Dropout`) in it, itself included, turned into
+    a `GlobalBatchNorm2d` (`GlobalDropout`) sharing its parameters, statistics, mode and
+    `requires_grad`: layers whose rows depend on the batch or on per-element random draws
+    compute on each rank what they compute on those rows of the global batch."""
+    if type(module) is nn.Dropout:
+        converted = GlobalDropout(module.p, module.inplace)
+        return converted.train(module.training)
     if type(module) is nn.BatchNorm2d:
         like = next(iter([*module.parameters(), *module.buffers()]), torch.empty(0))
         converted = GlobalBatchNorm2d(module.num_features, module.eps, module.momentum,
@@ -237,7 +268,7 @@ def global_batchnorm(module: nn.Module) -> nn.Module:
         converted.train(module.training)
         return converted
     for name, child in module.named_children():
-        setattr(module, name, global_batchnorm(child))
+        setattr(module, name, for_global_batch(child))
     return module
 
 

@@ -25,7 +25,7 @@ from tripletlab.training.callbacks import Callback
 from tripletlab.training.distributed import (
     GlobalBatchLoss,
     data_parallel,
-    global_batchnorm,
+    for_global_batch,
     world,
 )
 from tripletlab.training.divergence import TrainingDivergedError
@@ -80,7 +80,7 @@ class Trainer:
         torch.manual_seed(config.train.seed)
         self.model = Embedder(config.model)
         if world()[1] > 1:
-            global_batchnorm(self.model)
+            for_global_batch(self.model)
         self.step_forward = StepForward(self.model, config.train.mode == "triplets")
         self.triplet_net = self.step_forward.triplet_net
         self.forward_step: torch.nn.Module = self.step_forward  # in DDP under torchrun
