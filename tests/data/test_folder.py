@@ -53,17 +53,25 @@ def test_folder_loads_good_files_and_skips_bad_ones_with_a_count(folder, caplog)
     )
 
 
-def test_decoded_images_are_cached(folder, tmp_path):
+def _caches(tmp_path):
+    return sorted(p for p in (tmp_path / "cache" / "folders").iterdir() if p.is_dir())
+
+
+def test_decoded_images_are_cached_memory_mapped(folder, tmp_path):
     first, _ = load_folder(folder, size=(16, 16), channels=1)
-    cached = list((tmp_path / "cache" / "folders").glob("*.npz"))
-    assert len(cached) == 1
+    assert len(_caches(tmp_path)) == 1 and isinstance(first.images, np.memmap)
     again, skipped = load_folder(folder, size=(16, 16), channels=1)
     np.testing.assert_array_equal(again.images, first.images)
     assert skipped == 4 and again.images.shape == (20, 16, 16)
+    in_memory, _ = load_folder(folder, size=(16, 16), channels=1, cache=False)
+    assert not isinstance(in_memory.images, np.memmap)
+    for name in ("images", "labels", "sources"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(in_memory, name))
+    assert again.class_names == in_memory.class_names
     # Touching a file changes the key: the folder is decoded again.
     (folder / "cats" / "0.jpg").write_bytes((folder / "cats" / "2.jpg").read_bytes())
     load_folder(folder, size=(16, 16), channels=1)
-    assert len(list((tmp_path / "cache" / "folders").glob("*.npz"))) == 2
+    assert len(_caches(tmp_path)) == 2
 
 
 def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
@@ -120,16 +128,21 @@ def test_not_a_folder_and_single_class(tmp_path):
 
 
 def test_a_damaged_or_altered_cache_is_decoded_again(folder, tmp_path, caplog):
-    first, _ = load_folder(folder, size=(16, 16), channels=1)
-    (cache_file,) = (tmp_path / "cache" / "folders").glob("*.npz")
-    blob = cache_file.read_bytes()
-    for damage in (blob[: len(blob) // 2], blob[:-1] + bytes([blob[-1] ^ 1])):
-        cache_file.write_bytes(damage)
+    first = np.array(load_folder(folder, size=(16, 16), channels=1)[0].images)  # not mapped:
+    (cache,) = _caches(tmp_path)  # reading a file cut short under a mapping is a SIGBUS
+    saved = {path.name: path.read_bytes() for path in cache.iterdir()}
+    pixels = saved["images.u8"]
+    damages = [("images.u8", pixels[: len(pixels) // 2]),
+               ("images.u8", pixels[:-1] + bytes([pixels[-1] ^ 1])),
+               ("labels.npy", saved["labels.npy"][:-8] + bytes(8)),
+               ("meta.json", b"{not json")]  # fmt: skip
+    for name, damage in damages:
+        (cache / name).write_bytes(damage)
         with caplog.at_level(logging.WARNING):
             again, skipped = load_folder(folder, size=(16, 16), channels=1)
-        assert "is damaged" in caplog.text and skipped == 4
-        np.testing.assert_array_equal(again.images, first.images)
-        assert cache_file.read_bytes() == blob  # rebuilt
+        assert "is damaged" in caplog.text and skipped == 4, name
+        np.testing.assert_array_equal(again.images, first)
+        assert (cache / name).read_bytes() == saved[name]  # rebuilt
         caplog.clear()
 
 

@@ -1,18 +1,18 @@
 """Image folders: one sub-folder per class (cats vs dogs style), any format Pillow reads.
 
 Files that cannot be used (corrupt, truncated, empty, not an image, absurdly large) are skipped
-with one warning line each and a count at the end. Decoded images are cached as uint8 `.npz`
-under the cache folder, keyed by the file list and the decoding settings, so later runs and
-epochs never decode again.
+with one warning line each and a count at the end. Decoded images are cached under the cache
+folder as one memory-mapped uint8 file (`tripletlab.data.pixel_cache`), keyed by the file list
+and the decoding settings, so later runs and epochs never decode again and a folder larger
+than memory trains.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
-import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +20,8 @@ import numpy as np
 from rich.progress import Progress
 
 from tripletlab.data.images import ImageSet, decode_image
-from tripletlab.utils.io import atomic_write_bytes, cache_dir
+from tripletlab.data.pixel_cache import PixelWriter, read_pixels
+from tripletlab.utils.io import atomic_folder, cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,8 @@ def scan_folder(root: Path) -> FolderScan:
 
 
 def _cache_key(scan: FolderScan, size: tuple[int, int], channels: int) -> str:
-    # "sources": caches since each image keeps its resolved path (older ones are decoded again).
-    digest = hashlib.sha256(json.dumps([list(size), channels, "sources"]).encode())
+    # "mapped": the memory-mapped cache (older `.npz` caches are decoded again).
+    digest = hashlib.sha256(json.dumps([list(size), channels, "sources", "mapped"]).encode())
     for path in scan.files:
         stat = path.stat()
         digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
@@ -75,14 +76,16 @@ def check_channels(channels: int) -> None:
 def load_folder(
     root: Path, size: tuple[int, int] = (28, 28), channels: int = 1, cache: bool = True
 ) -> tuple[ImageSet, int]:
-    """Decode an image folder into memory.
+    """Decode an image folder, into the cache folder (memory-mapped: larger than memory works)
+    or, without `cache`, into memory.
 
     Args:
         root: folder with one sub-folder per class.
         size: (height, width) every image is resized to.
         channels: 1 (grey) or 3 (RGB).
-        cache: reuse / write the decoded arrays in the cache folder (verified by a checksum;
-            a damaged cache is decoded again, a read-only one only read).
+        cache: reuse / write the decode in the cache folder, as a memory-mapped file
+            (`tripletlab.data.pixel_cache`; verified by checksums: a damaged cache is decoded
+            again; where it cannot be written, the images are decoded into memory).
     Returns:
         The `ImageSet` (classes with no usable image are dropped) and the number of skipped files.
     Raises:
@@ -90,29 +93,59 @@ def load_folder(
     """
     check_channels(channels)
     scan = scan_folder(root)
-    cache_file = cache_dir() / "folders" / f"{_cache_key(scan, size, channels)}.npz"
-    cached = _read_cache(cache_file) if cache else None
-    if cached is not None:
-        images, skipped = cached
-        if skipped:
-            log.warning("%d of %d files in %s were skipped when they were first decoded "
-                        "(cached)", skipped, len(scan.files), root)  # fmt: skip
-        return images, skipped
-    result, skipped = _decode_all(scan, root, size, channels)
+    cached = cache_dir() / "folders" / _cache_key(scan, size, channels)
+    if cache and cached.is_dir():
+        try:
+            images, skipped = _image_set(read_pixels(cached))
+            if skipped:
+                log.warning("%d of %d files in %s were skipped when they were first decoded "
+                            "(cached)", skipped, len(scan.files), root)  # fmt: skip
+            return images, skipped
+        except ValueError as error:
+            log.warning("folder cache %s; decoding the images again", error)
     if cache:
-        _write_cache(cache_file, result, skipped)
-    return result, skipped
+        try:
+            with atomic_folder(cached) as temp:
+                writer = PixelWriter(temp, _shape(size, channels))
+                writer.finish(*_decode_all(scan, root, size, channels, writer.append))
+            return _image_set(read_pixels(cached, verify=False))
+        except OSError as error:
+            log.warning("cannot write the folder cache %s (%s); decoding into memory, and "
+                        "again next time", cached, error)  # fmt: skip
+    decoded: list[np.ndarray] = []
+    labels, names, sources, skipped = _decode_all(scan, root, size, channels, decoded.append)
+    shape = (0, *_shape(size, channels))
+    pixels = np.stack(decoded) if decoded else np.zeros(shape, dtype=np.uint8)
+    return ImageSet(pixels, labels, names, sources), skipped
+
+
+def _shape(size: tuple[int, int], channels: int) -> tuple[int, ...]:
+    return tuple(size) if channels == 1 else (*size, 3)
+
+
+def _image_set(stored: dict) -> tuple[ImageSet, int]:
+    sources = stored["sources"] if len(stored["sources"]) else None
+    images = ImageSet(stored["images"], stored["labels"], stored["class_names"], sources)
+    return images, stored["skipped"]
 
 
 def _decode_all(
-    scan: FolderScan, root: Path, size: tuple[int, int], channels: int
-) -> tuple[ImageSet, int]:
-    images, labels, kept, skipped = [], [], [], 0
+    scan: FolderScan, root: Path, size: tuple[int, int], channels: int,
+    keep: Callable[[np.ndarray], None],
+) -> tuple[np.ndarray, list[str], np.ndarray, int]:  # fmt: skip
+    """Decode every file, giving each usable image to `keep` in order; returns their labels
+    (N,) (renumbered over the classes that kept images), those classes' names, the images'
+    sources (N,) and the number of files skipped.
+
+    Raises:
+        ValueError: fewer than two classes with usable images.
+    """
+    labels, kept, skipped = [], [], 0
     with Progress(transient=True) as progress:
         task = progress.add_task(f"decoding {root}", total=len(scan.files))
         for path, label in zip(scan.files, scan.labels, strict=True):
             try:
-                images.append(decode_image(path, size, channels))
+                keep(decode_image(path, size, channels))
                 labels.append(label)
                 kept.append(str(path.resolve()))
             except (ValueError, OSError) as error:
@@ -128,50 +161,6 @@ def _decode_all(
     if len(used) < 2:
         raise ValueError(f"{root}: need at least two classes with usable images, found {len(used)}")
     remap = {old: new for new, old in enumerate(used)}
-    shape = (0, *size) if channels == 1 else (0, *size, 3)
-    result = ImageSet(
-        np.stack(images) if images else np.zeros(shape, dtype=np.uint8),
-        np.array([remap[y] for y in labels], dtype=np.int64),
-        [scan.class_names[i] for i in used],
-        np.array(kept, dtype=str) if kept else np.zeros(0, dtype=str),
-    )
-    return result, skipped
-
-
-def _read_cache(cache_file: Path) -> tuple[ImageSet, int] | None:
-    """The cached decode, if present and its checksum (sidecar `.json`) holds; else None, with
-    a warning when a cache exists but is damaged or altered."""
-    sidecar = cache_file.with_suffix(".json")
-    if not cache_file.is_file():
-        return None
-    try:
-        blob = cache_file.read_bytes()
-        expected = json.loads(sidecar.read_text()).get("file_sha256")
-        if hashlib.sha256(blob).hexdigest() != expected:
-            raise ValueError("checksum mismatch")
-        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-            names = [str(n) for n in npz["class_names"]]
-            # Caches written before sources were kept have none.
-            sources = npz["sources"] if "sources" in npz.files else None
-            images = ImageSet(npz["images"], npz["labels"], names, sources)
-            return images, int(npz["skipped"])
-    except (OSError, ValueError, KeyError, AttributeError, zipfile.BadZipFile) as error:
-        log.warning("folder cache %s is damaged (%s); decoding the images again", cache_file,
-                    error)  # fmt: skip
-        return None
-
-
-def _write_cache(cache_file: Path, images: ImageSet, skipped: int) -> None:
-    """Write the decode and its checksum; a cache that cannot be written is only a warning."""
-    buffer = io.BytesIO()
-    np.savez(buffer, images=images.images, labels=images.labels,
-             class_names=np.array(images.class_names), skipped=skipped,
-             **({} if images.sources is None else {"sources": images.sources}))  # fmt: skip
-    blob = buffer.getvalue()
-    sidecar = {"file_sha256": hashlib.sha256(blob).hexdigest()}
-    try:
-        atomic_write_bytes(cache_file, blob)
-        atomic_write_bytes(cache_file.with_suffix(".json"), json.dumps(sidecar).encode())
-    except OSError as error:
-        log.warning("cannot write the folder cache %s (%s); the images will be decoded again "
-                    "next time", cache_file, error)  # fmt: skip
+    sources = np.array(kept, dtype=str) if kept else np.zeros(0, dtype=str)
+    names = [scan.class_names[i] for i in used]
+    return np.array([remap[y] for y in labels], dtype=np.int64), names, sources, skipped

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from tripletlab.data.pixel_cache import take_rows
+
 # Refuse images above this many pixels before decoding them (a decompression bomb).
 MAX_PIXELS = 50_000_000
 
@@ -39,9 +41,11 @@ class ImageSet:
         return len(self.images)
 
     def subset(self, indices: np.ndarray) -> ImageSet:
-        """The images at `indices`, in that order."""
+        """The images at `indices`, in that order (memory-mapped images: mapped too, when
+        large; see `tripletlab.data.pixel_cache.take_rows`)."""
         sources = None if self.sources is None else self.sources[indices]
-        return ImageSet(self.images[indices], self.labels[indices], self.class_names, sources)
+        images = take_rows(self.images, indices)
+        return ImageSet(images, self.labels[indices], self.class_names, sources)
 
 
 def decode_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:

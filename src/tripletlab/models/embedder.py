@@ -23,6 +23,7 @@ from tripletlab.models.initialization import keras_init
 from tripletlab.models.registry import build_backbone
 from tripletlab.models.scaling import InputScaling
 from tripletlab.runs import CHECKPOINT_CONFIG, read_checkpoint, write_checkpoint
+from tripletlab.utils.pages import release_pages
 
 
 class Rescale(nn.Module):
@@ -192,10 +193,11 @@ class Embedder(nn.Module):
             device = next((p.device for p in self.parameters()), torch.device("cpu"))
             if views:
                 batch_size = max(1, batch_size // self.views)
-            chunks = [
-                self.outputs(data[start : start + batch_size].to(device))
-                for start in range(0, len(data), batch_size)
-            ]
+            chunks = []
+            for number, start in enumerate(range(0, len(data), batch_size), 1):
+                chunks.append(self.outputs(data[start : start + batch_size].to(device)))
+                if number % 64 == 0:  # memory-mapped images: read pages leave memory
+                    release_pages(images)
         finally:
             self.train(was_training)
             self.use_views = used_views

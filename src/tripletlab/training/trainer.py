@@ -39,6 +39,7 @@ from tripletlab.training.state import TrainingState, restore_optimizer
 from tripletlab.training.step import StepForward
 from tripletlab.training.validation import phase_stopped, resolve_monitor
 from tripletlab.utils.allocator import tune_malloc
+from tripletlab.utils.pages import release_pages
 
 
 class Trainer:
@@ -212,6 +213,8 @@ class Trainer:
             with batch_part(sampler.start, len(whole)) if sharded else nullcontext():
                 value = self.train_step(images, labels, torch.from_numpy(batch))
             self.history.step_losses.append(value)
+            if step % 256 == 0:  # memory-mapped images: the pages read leave memory
+                release_pages(self.train_set.images)
             seen += whole.size  # images: three per explicit triplet
             total += value * whole.size
             self.epoch_partial = (seen, total)
