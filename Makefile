@@ -57,6 +57,7 @@ bench: install
 	cd benchmarks && ../$(BIN)/python inference.py
 	cd benchmarks && ../$(BIN)/python evaluation.py $(if $(RUN),--run $(abspath $(RUN)))
 	cd benchmarks && ../$(BIN)/python index.py
+	cd benchmarks && ../$(BIN)/python distributed.py --part communication --part throughput
 	cd benchmarks && ../$(BIN)/python serve.py --run $(abspath $(or $(RUN),runs/default))
 
 # Quality of each preset against the tutorial's recipe on MNIST, Fashion-MNIST and classes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +39,21 @@ def test_large_subsets_of_a_map_are_mapped_and_equal(tmp_path, monkeypatch):
     assert isinstance(part.images, np.memmap)
     np.testing.assert_array_equal(part.images, pixels[order])
     np.testing.assert_array_equal(part.labels, order % 7)
+    (written,) = tmp_path.glob("subset-*.u8")  # beside its source, shared by later runs
+    stamp = written.stat().st_mtime_ns
+    np.testing.assert_array_equal(images.subset(order).images, pixels[order])
+    assert written.stat().st_mtime_ns == stamp and len(list(tmp_path.glob("*.tmp"))) == 0
+    np.testing.assert_array_equal(part.subset(np.arange(2500)[::-1]).images, pixels[order][::-1])
     small = take_rows(images.images, order[:100])  # 100 KB: in memory
     assert not isinstance(small, np.memmap)
     np.testing.assert_array_equal(small, pixels[order[:100]])
     assert not isinstance(take_rows(pixels, order), np.memmap)  # not a map: plain indexing
+    with tempfile.TemporaryFile() as handle:  # a map of no named file (as a read-only
+        unnamed = np.memmap(handle, dtype=np.uint8, mode="w+", shape=pixels.shape)  # cache's)
+    unnamed[:] = pixels
+    again = take_rows(unnamed, order)  # an unlinked file of its own in the cache folder
+    assert isinstance(again, np.memmap) and again.filename is None
+    np.testing.assert_array_equal(again, pixels[order])
 
 
 def test_released_pages_leave_resident_memory_and_keep_their_values(tmp_path):

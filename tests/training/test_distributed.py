@@ -26,9 +26,9 @@ from tripletlab.training.distributed import (
     GlobalBatchLoss,
     all_gather_rows,
     data_parallel,
-    for_global_batch,
     world,
 )
+from tripletlab.training.global_layers import for_global_batch
 
 LOSSES = ("semihard", "hard", "batch-all", "semihard+ce", "explicit-triplets")
 
@@ -49,8 +49,8 @@ class _Net(nn.Module):
 
 
 class _BatchNormNet(nn.Module):
-    """Images (N, 2, 3, 3) -> conv -> BatchNorm -> ReLU -> mean pool -> (N, 5): a forward
-    pass whose rows depend on each other through the batch statistics."""
+    """Images (N, 2, 3, 3) -> conv -> BatchNorm2d -> ReLU -> mean pool -> BatchNorm1d ->
+    (N, 5): a forward pass whose rows depend on each other through the batch statistics."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -58,9 +58,10 @@ class _BatchNormNet(nn.Module):
         self.conv = nn.Conv2d(2, 4, 2).double()
         self.norm = nn.Sequential(nn.BatchNorm2d(4).double(), nn.ReLU())
         self.embed = nn.Linear(4, 5).double()
+        self.norm1d = nn.BatchNorm1d(5, momentum=None).double()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embed(self.norm(self.conv(x)).mean((2, 3)))
+        return self.norm1d(self.embed(self.norm(self.conv(x)).mean((2, 3))))
 
 
 def _images(total: int) -> torch.Tensor:
@@ -149,7 +150,7 @@ def test_two_processes_equal_one_process_on_the_global_batch(sizes, tmp_path):
     net = _BatchNormNet()  # nn.BatchNorm2d on the global batch
     loss = TripletSemiHardLoss(margin=0.5)(net(_images(sum(sizes))), labels)
     loss.backward()
-    for result in ranks:  # GlobalBatchNorm2d: statistics of the global batch, on every rank
+    for result in ranks:  # GlobalBatchNorm: statistics of the global batch, on every rank
         assert abs(float(result["batchnorm-loss"]) - loss.item()) < 1e-10
         for key, value in [*net.named_parameters(), *net.named_buffers()]:
             expected = (value.grad if value.requires_grad else value).numpy()
@@ -169,7 +170,7 @@ def test_outside_torch_distributed_the_loss_is_unchanged():
 @pytest.mark.parametrize("shape", [(7, 10), (7, 3, 4, 5)])
 def test_global_dropout_masks_parts_as_torch_masks_the_whole_batch(shape):
     from tripletlab.models.batch_part import batch_part
-    from tripletlab.training.distributed import GlobalDropout, for_global_batch
+    from tripletlab.training.global_layers import GlobalDropout, for_global_batch
 
     layer = for_global_batch(nn.Sequential(nn.Dropout(0.25))).train()
     assert isinstance(layer[0], GlobalDropout)

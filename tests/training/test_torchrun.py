@@ -86,7 +86,9 @@ def test_a_rank_that_fails_stops_every_rank_and_the_run_resumes(single, tmp_path
                              "--run-dir", str(run)], env=env, capture_output=True, text=True,
                             timeout=300)  # fmt: skip
     assert failed.returncode != 0 and marker.exists()
-    assert "rank 1 failed on purpose" in failed.stdout + failed.stderr
+    said = failed.stdout + failed.stderr
+    assert "rank 1 failed on purpose" in said and "ChildFailedError" not in said
+    assert "error: process 1 of the job failed first (exit code 1)" in said
     index = json.loads((run / "checkpoints" / "index.json").read_text())
     assert index["resume"] == "step-0000010"  # the last one before step 12, intact
     assert not (run / "metrics.json").exists()

@@ -12,6 +12,7 @@ import yaml
 
 from tripletlab.config import RunConfig
 from tripletlab.index._faiss import machine_cores
+from tripletlab.runs import RunDir
 from tripletlab.training.distributed import launched_world_size
 
 
@@ -25,20 +26,26 @@ def torchrun_train(
     report: bool = True,
 ) -> int:
     """Run `tripletlab train` in `nproc` processes on this machine under torchrun
-    (`python -m torch.distributed.run --standalone`) and wait; returns its exit status.
+    (`python -m torch.distributed.run --standalone`, through `_torchrun`) and wait; returns
+    its exit status. The run folder is checked here first.
 
     The children train the resolved `config` (written to a temporary YAML file) or resume the
     run `resume`. Each gets `OMP_NUM_THREADS` = cores // nproc unless it is set: processes
     that together spin more threads than there are cores run several times slower.
 
     Raises:
-        ValueError: nproc below 1, or called inside a torchrun job.
+        ValueError: nproc below 1, called inside a torchrun job, a run folder that is not
+            empty (or, resuming, not a run).
     """
     if nproc < 1:
         raise ValueError(f"--nproc must be at least 1, got {nproc}")
     if launched_world_size() > 1:
         raise ValueError("--nproc starts torchrun; inside a torchrun job leave it out")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+    if resume is not None:
+        RunDir.open(resume)  # a missing run is said here, once, not by every process
+    else:
+        RunDir.check_new(run_dir)
+    command = [sys.executable, "-m", "tripletlab.cli.launch", "--standalone",
                f"--nproc-per-node={nproc}", "-m", "tripletlab"]  # fmt: skip
     for module in imports:
         command += ["--import", module]
@@ -55,3 +62,23 @@ def torchrun_train(
             arguments += ["--run-dir", str(run_dir)] if run_dir is not None else []
         arguments += [] if report else ["--no-report"]
         return subprocess.call([*command, "train", *arguments], env=env)
+
+
+def _torchrun(arguments: list[str]) -> int:
+    """torchrun with `arguments`; a failed process ends it with one line naming it (its own
+    error is printed above by the process itself), not torchrun's traceback."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    try:
+        run(parse_args(arguments))
+    except ChildFailedError as error:
+        rank, failure = error.get_first_failure()
+        print(f"error: process {rank} of the job failed first (exit code {failure.exitcode}); "
+              "its error is above", file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_torchrun(sys.argv[1:]))

@@ -107,7 +107,10 @@ def load_folder(
         try:
             with atomic_folder(cached) as temp:
                 writer = PixelWriter(temp, _shape(size, channels))
-                writer.finish(*_decode_all(scan, root, size, channels, writer.append))
+                try:
+                    writer.finish(*_decode_all(scan, root, size, channels, writer.append))
+                finally:
+                    writer.close()
             return _image_set(read_pixels(cached, verify=False))
         except OSError as error:
             log.warning("cannot write the folder cache %s (%s); decoding into memory, and "

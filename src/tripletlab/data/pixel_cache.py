@@ -6,8 +6,8 @@ SHA-256 of each file), written as a whole folder (`atomic_folder`) while the ima
 decoded, so that at no time do all of them sit in memory. Reading maps `images.u8`
 copy-on-write (`np.memmap` mode "c": an ordinary writable array whose pages come from the OS
 page cache as they are touched; a write stays private). Subsets of a mapped array
-(`take_rows`: the train / validation / test parts) are copied, in chunks, into unlinked
-temporary files in the cache folder and mapped too, so splitting never loads the whole set.
+(`take_rows`: the train / validation / test parts) are copied, in chunks, into files beside
+it and mapped too, so splitting never loads the whole set.
 No pickle anywhere (`np.load(allow_pickle=False)`). A cache is replaced, never rewritten in
 place (a file cut short under a live mapping would kill the process reading it with SIGBUS):
 do not edit `images.u8` while a run uses it; a damaged one is found by its size and checksum
@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,10 @@ class PixelWriter:
         self.handle = open(self.folder / IMAGES, "wb")  # noqa: SIM115 (closed by finish)
         self.digest = hashlib.sha256()
         self.count = 0
+
+    def close(self) -> None:
+        """Close the pixel file (`finish` does; call it when decoding fails)."""
+        self.handle.close()
 
     def append(self, image: np.ndarray) -> None:
         """One image of `shape`, uint8."""
@@ -82,8 +88,8 @@ def read_pixels(folder: Path, verify: bool = True) -> dict[str, Any]:
         if (folder / IMAGES).stat().st_size != expected:
             raise ValueError(f"{IMAGES} is not {expected:,} bytes")
         if verify:
-            for name, digest in meta["sha256"].items():
-                if name not in (IMAGES, LABELS, SOURCES) or sha256_file(folder / name) != digest:
+            for name in (IMAGES, LABELS, SOURCES):
+                if sha256_file(folder / name) != meta["sha256"][name]:
                     raise ValueError(f"{name} does not match its checksum")
         labels = np.load(folder / LABELS, allow_pickle=False)
         sources = np.load(folder / SOURCES, allow_pickle=False)
@@ -91,29 +97,69 @@ def read_pixels(folder: Path, verify: bool = True) -> dict[str, Any]:
             raise ValueError("labels or sources do not match the image count")
     except (OSError, KeyError, TypeError, ValueError) as error:  # JSON errors are ValueErrors
         raise ValueError(f"{folder} is damaged: {error}") from None
-    images = (np.memmap(folder / IMAGES, dtype=np.uint8, mode="c", shape=(count, *shape))
-              if count else np.zeros((0, *shape), dtype=np.uint8))  # fmt: skip
+    images = _mapped(folder / IMAGES, (count, *shape))
     return {"images": images, "labels": labels, "sources": sources,
             "class_names": [str(name) for name in meta["class_names"]],
             "skipped": int(meta["skipped"])}  # fmt: skip
 
 
+def _mapped(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """The uint8 file `path` as an array of `shape`, mapped copy-on-write, told that reads
+    are random (no read-ahead: a batch of scattered images maps only their pages)."""
+    if not shape[0]:
+        return np.zeros(shape, dtype=np.uint8)
+    array = np.memmap(path, dtype=np.uint8, mode="c", shape=shape)
+    if hasattr(mmap, "MADV_RANDOM"):
+        array._mmap.madvise(mmap.MADV_RANDOM)
+    return array
+
+
 def take_rows(images: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """`images[indices]`; for a memory-mapped `images` and a large result, a new array mapped
-    from an unlinked temporary file in the cache folder (gone when the array is), filled in
-    chunks whose pages are released as they are written, so memory stays bounded."""
+    """`images[indices]`; for a large result from a memory-mapped file, a mapped file too.
+
+    The subset is written, in chunks whose pages are released as they go (memory stays
+    bounded), beside the file it comes from as `subset-<key>.u8` (the key: that file and the
+    indices), so that the ranks of a distributed run and later runs with the same split share
+    it; where that folder cannot be written, into an unlinked temporary file in the cache
+    folder (gone with the array). Small results are held in memory.
+    """
     indices = np.asarray(indices)
-    row_bytes = int(np.prod(images.shape[1:])) * images.itemsize
-    if not isinstance(images, np.memmap) or len(indices) * row_bytes <= MAPPED_SUBSET_BYTES:
+    shape = (len(indices), *images.shape[1:])
+    size = int(np.prod(shape)) * images.itemsize
+    if not isinstance(images, np.memmap) or size <= MAPPED_SUBSET_BYTES:
         return images[indices]
+    source = Path(images.filename) if images.filename else None
+    if source is not None and images.dtype == np.uint8:
+        digest = hashlib.sha256(f"{source}:{images.offset}:{images.shape}".encode())
+        digest.update(indices.astype(np.int64).tobytes())
+        target = source.parent / f"subset-{digest.hexdigest()[:24]}.u8"
+        temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            if not (target.is_file() and target.stat().st_size == size):
+                with open(temp, "w+b") as handle:
+                    handle.truncate(size)
+                    _fill(np.memmap(handle, dtype=np.uint8, mode="r+", shape=shape), images,
+                          indices)  # fmt: skip
+                os.replace(temp, target)
+            return _mapped(target, shape)
+        except OSError:  # a read-only cache: an unlinked file of this process's own
+            pass
+        finally:
+            temp.unlink(missing_ok=True)
     folder = cache_dir() / "tmp"
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryFile(dir=folder) as handle:  # the mapping keeps it alive
-        out = np.memmap(handle, dtype=images.dtype, mode="w+",
-                        shape=(len(indices), *images.shape[1:]))  # fmt: skip
+        out = np.memmap(handle, dtype=images.dtype, mode="w+", shape=shape)
+    _fill(out, images, indices)
+    return out
+
+
+def _fill(out: np.memmap, images: np.ndarray, indices: np.ndarray) -> None:
+    """out[i] = images[indices[i]], in chunks, releasing both maps' pages as it goes."""
+    row_bytes = int(np.prod(images.shape[1:])) * images.itemsize
     step = max(1, _CHUNK_BYTES // row_bytes)
     for start in range(0, len(indices), step):
         out[start : start + step] = images[indices[start : start + step]]
         release_pages(images)
         release_pages(out)
-    return out
+    out.flush()

@@ -10,7 +10,8 @@ images, and DDP's averaging gives (1 / W) * sum_r W * g_r = sum_r g_r, exactly t
 of one process on the concatenated batch (pytorch-metric-learning's `DistributedLossWrapper`
 had the scaling wrong, its issue #363, and gathered in a different order on each rank, #639).
 That holds for networks whose forward pass of one image does not depend on the others; the
-BatchNorm layers of a distributed run are converted to `GlobalBatchNorm2d`, whose batch
+BatchNorm layers of a distributed run are converted to `GlobalBatchNorm`
+(`tripletlab.training.global_layers`), whose batch
 statistics are those of the global batch (PyTorch's `SyncBatchNorm` refuses CPU tensors).
 Random draws per row (augmentation, dropout) are made equal to the global batch's by
 `tripletlab.models.batch_part`.
@@ -27,10 +28,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
-
-from tripletlab.models.batch_part import current_part
 
 
 def world() -> tuple[int, int]:
@@ -66,19 +64,23 @@ def process_group(device: torch.device | None = None) -> Iterator[None]:
     """Join the job torchrun launched this process in, for the block (nothing when it was not
     launched by torchrun with more than one process, or already joined).
 
-    The backend follows the device: gloo on the CPU, NCCL on CUDA; the rendezvous is
-    torchrun's (`env://`). On leaving normally the ranks meet at a barrier and the group is
-    closed. On an error it is left as it is: the other ranks may be blocked in a collective,
-    and torchrun stops them when this process exits with the error.
+    The backend follows the device: gloo on the CPU (what tripletlab trains on), NCCL for a
+    CUDA device; the rendezvous is torchrun's (`env://`). On leaving normally the ranks meet
+    at a barrier and the group is closed. On an error it is left as it is: the other ranks
+    may be blocked in a collective, and torchrun stops them when this process exits with the
+    error; a rank whose collective failed because a peer exited raises `RankStoppedError`.
     """
     if launched_world_size() == 1 or dist.is_initialized():
         yield
         return
     device = device or torch.device("cpu")
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, timeout=timedelta(minutes=30))
+    # Long enough for rank 0 to decode a large image folder while the others wait (`main_first`):
+    # a rank that exits is seen at once anyway, and torchrun stops the others.
+    dist.init_process_group(backend, timeout=timedelta(hours=3))
     try:
         yield
+        dist.barrier()  # without it gloo can abort in the teardown of a rank that finished first
     except RuntimeError as error:
         if not any(sign in str(error) for sign in _PEER_GONE):
             raise
@@ -86,8 +88,24 @@ def process_group(device: torch.device | None = None) -> Iterator[None]:
             "another process of this torchrun job stopped (its error is above), so this one "
             f"stops too: {str(error).splitlines()[0][:200]}"
         ) from None
-    dist.barrier()  # without it gloo can abort in the teardown of a rank that finished first
     dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing outside `torch.distributed`)."""
+    if world()[1] > 1:
+        dist.barrier()
+
+
+@contextmanager
+def main_first() -> Iterator[None]:
+    """Rank 0 runs the block first, then the other ranks (e.g. loading data: rank 0 decodes a
+    folder into the cache, the others then read the cache). Outside a job: the block."""
+    if not is_main():
+        barrier()
+    yield
+    if is_main():
+        barrier()
 
 
 def part_sizes(count: int, size: int) -> list[int]:
@@ -171,105 +189,6 @@ class GlobalBatchLoss(nn.Module):
     def unscaled(value: float) -> float:
         """The global batch's loss from what `forward` returned."""
         return value / world()[1]
-
-
-class _SumOverRanks(torch.autograd.Function):
-    """The sum of a tensor over the ranks, differentiable: the gradient of each rank's input
-    is the sum of the ranks' output gradients (PyTorch's differentiable all-reduce in
-    `torch.distributed.nn` is deprecated)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        total = x.clone()
-        dist.all_reduce(total)
-        return total
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        total = grad.clone()
-        dist.all_reduce(total)
-        return total
-
-
-class GlobalBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm over the global batch of a distributed run, on any device and backend.
-
-    In training mode under `torch.distributed` the mean and the (biased) variance are those of
-    every rank's rows (two differentiable all-reduces: the sums, then the squared deviations),
-    so outputs, gradients and running statistics equal one process on the concatenated batch
-    (to float32 rounding). Otherwise it is `nn.BatchNorm2d`. Input (N, C, H, W).
-    """
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or world()[1] == 1:
-            return super().forward(x)
-        all_reduce = _SumOverRanks.apply
-        dims, shape = (0, 2, 3), (1, -1, 1, 1)
-        count = x.new_tensor([x.numel() // x.shape[1]])
-        sums = all_reduce(torch.cat([x.sum(dims), count]))
-        total = sums[-1]
-        mean = sums[:-1] / total
-        centered = x - mean.view(shape)
-        var = all_reduce(centered.square().sum(dims)) / total
-        if self.track_running_stats and self.running_mean is not None:
-            with torch.no_grad():
-                self.num_batches_tracked += 1
-                momentum = self.momentum
-                if momentum is None:  # a cumulative average, as nn.BatchNorm2d
-                    momentum = 1.0 / float(self.num_batches_tracked)
-                unbiased = var * (total / (total - 1).clamp_min(1))
-                self.running_mean.lerp_(mean.detach(), momentum)
-                self.running_var.lerp_(unbiased.detach(), momentum)
-        out = centered * torch.rsqrt(var + self.eps).view(shape)
-        if self.affine:
-            out = out * self.weight.view(shape) + self.bias.view(shape)
-        return out
-
-
-class GlobalDropout(nn.Dropout):
-    """`nn.Dropout` whose mask, inside `tripletlab.models.batch_part.batch_part(start,
-    total)`, is rows `start`.. of the mask PyTorch draws for the whole batch of `total` rows:
-    the mask one process on the global batch applies (and the same draws on every rank).
-    Otherwise it is `nn.Dropout`. Input (N, ...)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        part = current_part()
-        if not self.training or self.p == 0.0 or part is None or self.inplace:
-            return super().forward(x)
-        start, total = part
-        layout = torch.channels_last if _channels_last(x) else torch.contiguous_format
-        ones = torch.ones((total, *x.shape[1:]), dtype=x.dtype, device=x.device)
-        mask = F.dropout(ones.contiguous(memory_format=layout), self.p, True)
-        return x * mask[start : start + len(x)]
-
-
-def _channels_last(x: Tensor) -> bool:
-    return (
-        x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-    )
-
-
-def for_global_batch(module: nn.Module) -> nn.Module:
-    """`module` with every `nn.BatchNorm2d` (`nn.Dropout`) in it, itself included, turned into
-    a `GlobalBatchNorm2d` (`GlobalDropout`) sharing its parameters, statistics, mode and
-    `requires_grad`: layers whose rows depend on the batch or on per-element random draws
-    compute on each rank what they compute on those rows of the global batch."""
-    if type(module) is nn.Dropout:
-        converted = GlobalDropout(module.p, module.inplace)
-        return converted.train(module.training)
-    if type(module) is nn.BatchNorm2d:
-        like = next(iter([*module.parameters(), *module.buffers()]), torch.empty(0))
-        converted = GlobalBatchNorm2d(module.num_features, module.eps, module.momentum,
-                                      module.affine, module.track_running_stats,
-                                      device=like.device, dtype=like.dtype)  # fmt: skip
-        converted.load_state_dict(module.state_dict())
-        if module.affine:
-            converted.weight, converted.bias = module.weight, module.bias
-        converted.train(module.training)
-        return converted
-    for name, child in module.named_children():
-        setattr(module, name, for_global_batch(child))
-    return module
 
 
 def data_parallel(module: nn.Module, find_unused: bool = False) -> nn.Module:

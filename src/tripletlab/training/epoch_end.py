@@ -7,7 +7,7 @@ from typing import Any
 
 from tripletlab.data import ImageSet
 from tripletlab.evaluation.retrieval import retrieval_metrics
-from tripletlab.training.distributed import embed_sharded
+from tripletlab.training.distributed import embed_sharded, world
 from tripletlab.training.divergence import (
     COLLAPSE_PROBE,
     TrainingDivergedError,
@@ -20,6 +20,8 @@ from tripletlab.training.validation import improves, triplet_values, validation_
 
 def kept(trainer: Any) -> str:
     """What is left after training stops: the checkpoints written before, or none."""
+    if trainer.run is None and world()[1] > 1:
+        return "rank 0 keeps the checkpoints it wrote before"
     if trainer.run is None or not trainer.run.has_checkpoint():
         return "no checkpoint was written"
     return f"the checkpoints written before in {trainer.run} are intact"

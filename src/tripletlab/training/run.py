@@ -19,7 +19,7 @@ from tripletlab.models import Embedder
 from tripletlab.models.scaling import resolve_scaling
 from tripletlab.runs import RunDir
 from tripletlab.training.callbacks import Callback, ProgressCallback
-from tripletlab.training.distributed import is_main, process_group
+from tripletlab.training.distributed import is_main, main_first, process_group
 from tripletlab.training.history import History
 from tripletlab.training.state import TrainingState, load_state
 from tripletlab.training.tensorboard import TensorBoardCallback
@@ -68,13 +68,13 @@ def train_run(
         # Saved as the mode it resolves to, so that a later change of "auto" leaves it alone.
         config = merge(config, {"model": {"input_scaling": resolve_scaling(config.model)[0]}})
         if config.loss.classifies:  # the classifier's outputs are the training data's classes
-            data = run_data(config)
+            data = _load(config)
             config = with_classes(config, data.train)
             trainer, console = _trainer(config, console, callbacks)
             _check_val_classes(config, data, console)
         else:
             trainer, console = _trainer(config, console, callbacks)  # builds, loads weights
-            data = run_data(config)
+            data = _load(config)
         if not main:
             trainer.fit(data.train, data.val, run_dir=None)
             return None
@@ -89,6 +89,13 @@ def train_run(
                 _discard(run, existed)
             raise
     return _evaluate(run, config, data, history)
+
+
+def _load(config: RunConfig) -> RunData:
+    """The run's data; in a distributed run rank 0 loads it first (decoding a folder into the
+    cache once), then the others (reading that cache)."""
+    with main_first():
+        return run_data(config)
 
 
 def with_classes(config: RunConfig, train: ImageSet) -> RunConfig:
@@ -149,13 +156,14 @@ def resume_run(
     check_config(config)
     check_run_data(config)
     with process_group(), run.lock() if is_main() else nullcontext():
-        if is_main():
-            run.remove_partial_writes()
+        with main_first():  # the others read the run once rank 0 has tidied it
+            if is_main():
+                run.remove_partial_writes()
         # Stopped before its first checkpoint: nothing to go on from, so it starts over.
         state = load_state(run) if run.has_checkpoint() else None
         # A resumed run has its own weights: its backbone_weights file is not read again.
         trainer, console = _trainer(config, console, callbacks, backbone_weights=state is None)
-        data = run_data(config)
+        data = _load(config)
         if is_main():
             _say_where(run, config, state, console, len(data.val) > 1)
         history = trainer.fit(data.train, data.val, run_dir=run, resume=state)

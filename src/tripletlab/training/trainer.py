@@ -25,13 +25,13 @@ from tripletlab.training.callbacks import Callback
 from tripletlab.training.distributed import (
     GlobalBatchLoss,
     data_parallel,
-    for_global_batch,
     world,
 )
 from tripletlab.training.divergence import TrainingDivergedError
 from tripletlab.training.ema import WeightAverage
 from tripletlab.training.epoch_end import end_epoch, kept, save_step
 from tripletlab.training.features import FeatureCache, caches_features
+from tripletlab.training.global_layers import for_global_batch
 from tripletlab.training.history import History
 from tripletlab.training.phases import build_optimizer, build_scheduler
 from tripletlab.training.preparation import prepare_fit
@@ -213,7 +213,7 @@ class Trainer:
             with batch_part(sampler.start, len(whole)) if sharded else nullcontext():
                 value = self.train_step(images, labels, torch.from_numpy(batch))
             self.history.step_losses.append(value)
-            if step % 256 == 0:  # memory-mapped images: the pages read leave memory
+            if step % 64 == 0:  # memory-mapped images: the pages read leave memory
                 release_pages(self.train_set.images)
             seen += whole.size  # images: three per explicit triplet
             total += value * whole.size
