@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from safetensors.numpy import load_file
 from typer.testing import CliRunner
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 from tripletlab.cli.main import app
 from tripletlab.data import load_mnist, pixel_cache
 from tripletlab.data.images import ImageSet
-from tripletlab.data.pixel_cache import take_rows
+from tripletlab.data.pixel_cache import RowReader, take_rows, training_rows
 from tripletlab.utils.pages import release_pages
 
 
@@ -106,3 +107,17 @@ def test_training_from_the_map_is_training_from_memory(digit_folder, tmp_path, m
     for key, value in mapped[0].items():
         np.testing.assert_array_equal(in_memory[0][key], value, err_msg=key)
     assert mapped[1]["map_at_r"] == in_memory[1]["map_at_r"]
+
+
+def test_training_reads_rows_of_a_named_map_from_its_file(tmp_path):
+    pixels = np.random.default_rng(2).integers(0, 256, (50, 6, 5, 3), dtype=np.uint8)
+    pixels.tofile(tmp_path / "rows.u8")
+    mapped = np.memmap(tmp_path / "rows.u8", dtype=np.uint8, mode="c", shape=pixels.shape)
+    reader = training_rows(mapped)
+    assert isinstance(reader, RowReader) and len(reader) == 50
+    batch = torch.tensor([7, 0, 49, 7])
+    torch.testing.assert_close(reader[batch], torch.from_numpy(pixels[[7, 0, 49, 7]]))
+    with pytest.raises(IndexError, match="row 50 of 50"):
+        reader[torch.tensor([50])]
+    plain = training_rows(pixels)  # in memory: the array itself as a tensor
+    assert isinstance(plain, torch.Tensor) and plain.data_ptr() == pixels.ctypes.data

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from tripletlab.utils.io import cache_dir, sha256_file
 from tripletlab.utils.pages import release_pages
@@ -163,3 +164,54 @@ def _fill(out: np.memmap, images: np.ndarray, indices: np.ndarray) -> None:
         release_pages(images)
         release_pages(out)
     out.flush()
+
+
+class RowReader:
+    """The rows of a memory-mapped uint8 array, read from its file with `os.preadv` instead of
+    through the map: `reader[indices]` -> a uint8 tensor (B, *row shape).
+
+    Training reads scattered rows; through a map, the kernel maps whole page-cache folios
+    around each one (measured: 1.5 GB resident after a few hundred batches of 64 images of
+    12 KB, released every 64 steps), while a read copies only the rows, so the process's
+    resident memory stays at what it uses.
+    """
+
+    def __init__(self, array: np.memmap) -> None:
+        if array.filename is None or array.dtype != np.uint8:
+            raise ValueError("RowReader reads uint8 arrays mapped from a named file")
+        self.shape = tuple(array.shape)
+        self.start = int(array.offset)
+        self.row_bytes = int(np.prod(self.shape[1:]))
+        self.handle = open(array.filename, "rb", buffering=0)  # noqa: SIM115 (lives with it)
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self.handle.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, indices: Any) -> torch.Tensor:
+        rows = np.asarray(indices, dtype=np.int64).reshape(-1)
+        out = np.empty((len(rows), *self.shape[1:]), dtype=np.uint8)
+        flat, handle = out.reshape(len(rows), -1), self.handle.fileno()
+        for position, row in enumerate(rows.tolist()):
+            if not 0 <= row < self.shape[0]:
+                raise IndexError(f"row {row} of {self.shape[0]}")
+            if os.preadv(handle, [flat[position]], self.start + row * self.row_bytes) != len(
+                flat[position]
+            ):
+                raise ValueError(f"{self.handle.name} is shorter than its {self.shape[0]} rows")
+        return torch.from_numpy(out)
+
+    def __del__(self) -> None:
+        handle = getattr(self, "handle", None)
+        if handle is not None:
+            handle.close()
+
+
+def training_rows(images: np.ndarray) -> Any:
+    """What training indexes for batches of `images`: a `RowReader` for a uint8 array mapped
+    from a named file, else the array as a tensor (shared memory). Either gives a tensor
+    (B, ...) for a tensor of B indices."""
+    if isinstance(images, np.memmap) and images.filename is not None and images.dtype == np.uint8:
+        return RowReader(images)
+    return torch.from_numpy(images)

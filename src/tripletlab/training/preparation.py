@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from tripletlab.data import ImageSet, RankShard, build_sampler
+from tripletlab.data.pixel_cache import training_rows
 from tripletlab.runs import RunDir
 from tripletlab.training.distributed import embed_sharded, is_main, world
 from tripletlab.training.state import TrainingState, restore
@@ -17,9 +18,10 @@ from tripletlab.training.state import TrainingState, restore
 def prepare_fit(
     trainer: Any, train: ImageSet, run_dir: str | Path | RunDir | None,
     resume: TrainingState | None,
-) -> tuple[Tensor, Tensor, Any]:  # fmt: skip
-    """The run folder (rank 0 only), the training tensors and the sampler (this rank's part of
-    every global batch under torchrun), restored when resuming.
+) -> tuple[Any, Tensor, Any]:  # fmt: skip
+    """The run folder (rank 0 only), the training images (a tensor, or a `RowReader` of a
+    memory-mapped file: each indexes to a (B, ...) tensor), the labels (N,), and the sampler
+    (this rank's part of every global batch under torchrun), restored when resuming.
 
     Raises:
         ValueError: no run folder for the process that writes.
@@ -45,4 +47,6 @@ def prepare_fit(
         restore(trainer, resume, sampler)
         if trainer.run is not None:  # a kill between a checkpoint and history.json
             trainer.run.write_history(trainer.history.to_dict())
-    return torch.from_numpy(train.images), torch.from_numpy(train.labels).long(), sampler
+    # Mapped images are read row by row: mapping scattered rows maps far more than them.
+    images = training_rows(train.images)
+    return images, torch.from_numpy(train.labels).long(), sampler

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from tripletlab.config import PhaseConfig, RunConfig
 from tripletlab.data import ImageSet, RankShard
+from tripletlab.data.pixel_cache import RowReader
 from tripletlab.losses import TripletMarginLoss, build_loss
 from tripletlab.models import Embedder
 from tripletlab.models.batch_part import batch_part
@@ -22,11 +23,7 @@ from tripletlab.models.freezing import apply_phase_freeze, check_phase_freezes, 
 from tripletlab.models.weights import load_backbone_weights
 from tripletlab.runs import RunDir
 from tripletlab.training.callbacks import Callback
-from tripletlab.training.distributed import (
-    GlobalBatchLoss,
-    data_parallel,
-    world,
-)
+from tripletlab.training.distributed import GlobalBatchLoss, data_parallel, world
 from tripletlab.training.divergence import TrainingDivergedError
 from tripletlab.training.ema import WeightAverage
 from tripletlab.training.epoch_end import end_epoch, kept, save_step
@@ -40,6 +37,8 @@ from tripletlab.training.step import StepForward
 from tripletlab.training.validation import phase_stopped, resolve_monitor
 from tripletlab.utils.allocator import tune_malloc
 from tripletlab.utils.pages import release_pages
+
+Images = Tensor | RowReader  # uint8 (N, H, W[, C]); indexing by (B,) indices gives (B, ...)
 
 
 class Trainer:
@@ -159,7 +158,7 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_progress("backbone features", done, total)
 
-    def compute_loss(self, images: Tensor, labels: Tensor, batch: Tensor) -> Tensor:
+    def compute_loss(self, images: Images, labels: Tensor, batch: Tensor) -> Tensor:
         """Loss of one batch of indices into `images` / `labels`: (B,) online, (B, 3) triplets
         (under torchrun: this rank's part of the global batch; the global batch's loss times
         the world size)."""
@@ -174,7 +173,7 @@ class Trainer:
             return self.step_loss(embeddings, logits, labels[batch])
         return self.step_loss(embeddings, labels[batch])
 
-    def train_step(self, images: Tensor, labels: Tensor, batch: Tensor) -> float:
+    def train_step(self, images: Images, labels: Tensor, batch: Tensor) -> float:
         """One optimisation step: uint8 images (N, H, W[, C]), labels (N,), batch indices."""
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.compute_loss(images, labels, batch)
@@ -193,7 +192,7 @@ class Trainer:
         return value
 
     def run_epoch(
-        self, epoch: int, images: Tensor, labels: Tensor, sampler: Any, start_step: int = 0
+        self, epoch: int, images: Images, labels: Tensor, sampler: Any, start_step: int = 0
     ) -> dict[str, Any]:
         """Train one epoch (from batch `start_step` when resuming: the sampler was told with
         `resume_at`); returns its loss, duration and throughput. Writes a resumable checkpoint
