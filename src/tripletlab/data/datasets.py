@@ -32,16 +32,6 @@ class RunData:
     val: ImageSet
     test: ImageSet
 
-    def reference(self) -> ImageSet:
-        """All training images (train + validation), the gallery of k-NN evaluation."""
-        known = self.train.sources is not None and self.val.sources is not None
-        return ImageSet(
-            np.concatenate([self.train.images, self.val.images]),
-            np.concatenate([self.train.labels, self.val.labels]),
-            self.train.class_names,
-            np.concatenate([self.train.sources, self.val.sources]) if known else None,
-        )
-
 
 # Known by name (28 x 28 grey, from the cache); any other dataset is a folder of class folders.
 DATASETS = ("mnist", "fashion-mnist")

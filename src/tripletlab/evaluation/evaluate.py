@@ -35,14 +35,19 @@ def evaluate_embedder(
     """
     test_embeddings, probabilities = embedder.embed_and_classify(data.test.images, batch_size)
     metrics: dict[str, Any] = retrieval_metrics(test_embeddings, data.test.labels)
-    reference = data.reference()
-    seen = np.isin(data.test.labels, reference.labels)
+    # The gallery of 1-NN: training and validation images, embedded part by part (a mapped
+    # data set larger than memory is never concatenated).
+    parts = [part for part in (data.train, data.val) if len(part)]
+    reference_labels = np.concatenate([part.labels for part in parts])
+    seen = np.isin(data.test.labels, reference_labels)
     if probabilities is not None and seen.any():
         metrics.update(classification_metrics(embedder, probabilities, data.test))
     if seen.any():
-        reference_embeddings = embedder.embed(reference.images, batch_size=batch_size)
+        reference_embeddings = np.concatenate(
+            [embedder.embed(part.images, batch_size=batch_size) for part in parts]
+        )
         metrics["knn_accuracy"] = knn_accuracy(
-            test_embeddings, data.test.labels, reference_embeddings, reference.labels
+            test_embeddings, data.test.labels, reference_embeddings, reference_labels
         )
     metrics["num_test"] = metrics.pop("num_queries")
     test = data.test
