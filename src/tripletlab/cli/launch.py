@@ -56,7 +56,7 @@ def torchrun_train(
             arguments = ["--resume", str(resume)]
         else:
             assert config is not None, "a config or a run to resume"
-            path = Path(folder) / "config.yaml"
+            path = Path(folder) / "settings.yaml"
             path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
             arguments = ["--config", str(path)]
             arguments += ["--run-dir", str(run_dir)] if run_dir is not None else []
