@@ -8,6 +8,12 @@ from typing import Any
 import numpy as np
 
 
+def part_sizes(count: int, world: int) -> list[int]:
+    """The sizes of the `world` contiguous parts `np.array_split` cuts `count` items into."""
+    base, extra = divmod(count, world)
+    return [base + (rank < extra) for rank in range(world)]
+
+
 class RankShard:
     """Rank `rank`'s part of every global batch of `sampler`: the batch cut into `world`
     contiguous parts whose sizes differ by at most one, part `rank`.
@@ -35,9 +41,9 @@ class RankShard:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for batch in self.sampler:
-            parts = np.array_split(batch, self.world)
-            self.batch, self.start = batch, sum(len(part) for part in parts[: self.rank])
-            yield parts[self.rank]
+            sizes = part_sizes(len(batch), self.world)
+            self.batch, self.start = batch, sum(sizes[: self.rank])
+            yield batch[self.start : self.start + sizes[self.rank]]
 
     def __getattr__(self, name: str) -> Any:
         if name == "sampler":  # not set yet (while unpickling): no recursion

@@ -30,6 +30,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from tripletlab.data.sharding import part_sizes
+
 
 def world() -> tuple[int, int]:
     """(rank, world size) of this process: (0, 1) outside `torch.distributed`."""
@@ -106,12 +108,6 @@ def main_first() -> Iterator[None]:
     yield
     if is_main():
         barrier()
-
-
-def part_sizes(count: int, size: int) -> list[int]:
-    """The sizes of the `size` contiguous parts `np.array_split` cuts `count` items into."""
-    base, extra = divmod(count, size)
-    return [base + (rank < extra) for rank in range(size)]
 
 
 def embed_sharded(
