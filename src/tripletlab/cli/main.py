@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import warnings
 from typing import Annotated
 
 import typer
@@ -74,7 +76,19 @@ app.add_typer(export.app, name="export")
 app.add_typer(index.app, name="index")
 
 
+def configure_logging() -> None:
+    """Warnings and errors to stderr. Under torchrun the ranks after 0 show errors only,
+    marked with their rank: every rank reads the same data and would repeat rank 0's
+    warnings (images skipped, layers not made global) once per process."""
+    rank = os.environ.get("RANK", "0").strip() or "0"
+    if rank == "0":
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+        return
+    logging.basicConfig(level=logging.ERROR, format=f"rank {rank}: %(levelname)s: %(message)s")
+    warnings.simplefilter("ignore")
+
+
 def main() -> None:
     """Console-script entry point."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    configure_logging()
     app()
