@@ -59,6 +59,29 @@ def test_embed_is_deterministic_and_independent_of_batch_size(digits):
     )
 
 
+def test_classifier_outputs_are_independent_of_batch_size(digits):
+    """Passes of 7 (the last one short) fill the same rows as one pass of all the images."""
+    embedder = Embedder(ModelConfig(classes=(0, 3, 5, 8), class_names=("0", "3", "5", "8")))
+    vectors, probabilities = embedder.embed_and_classify(digits, batch_size=7)
+    whole_vectors, whole_probabilities = embedder.embed_and_classify(digits, batch_size=300)
+    assert probabilities.shape == (300, 4) and probabilities.dtype == np.float32
+    np.testing.assert_allclose(vectors, whole_vectors, atol=1e-6)
+    np.testing.assert_allclose(probabilities, whole_probabilities, atol=1e-6)
+    np.testing.assert_allclose(probabilities.sum(1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("classes", [(), (0, 3, 5)])
+def test_no_images_give_empty_outputs(digits, classes):
+    embedder = Embedder(ModelConfig(embedding_dim=16, classes=classes,
+                                    class_names=tuple(str(c) for c in classes)))  # fmt: skip
+    vectors, probabilities = embedder.embed_and_classify(digits[:0])
+    assert vectors.shape == (0, 16) and vectors.dtype == np.float32
+    if classes:
+        assert probabilities.shape == (0, 3)
+    else:
+        assert probabilities is None
+
+
 def test_rescaling_lives_inside_the_model(digits):
     embedder = Embedder().eval()
     as_uint8 = embedder(torch.from_numpy(digits[:5]))
