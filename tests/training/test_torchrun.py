@@ -34,14 +34,27 @@ def _weights(run: Path, checkpoint: str) -> dict[str, np.ndarray]:
 
 
 def _assert_same_training(single: Path, distributed: Path) -> None:
-    """Same step losses and, to float32 rounding, the same weights after 20 steps."""
+    """Same step losses and, to float32 rounding, the same weights after 20 steps.
+
+    "Float32 rounding" is judged per tensor and per element. Per tensor, ||theirs - ours|| /
+    ||ours|| must stay below 1e-5 (measured: at most 1.2e-6). Per element, a weight may differ by at
+    most 1% of one Adam step (lr = 1e-3): ranks of 16 and one process of 32 sum in different orders
+    inside the CPU kernels, and Adam divides each gradient by its own running size, so an element
+    whose gradient is near zero turns that rounding into up to 2.8e-6 of weight (measured), which a
+    bound relative to the tensor's largest weight (7e-7 for the head) wrongly called a mismatch. A
+    real fault (a batch in another order, a rank mining only its own half) changes the step losses
+    and moves whole tensors. Adam hides a wrong gradient scale, so the float64 tests in
+    test_distributed.py prove the losses and gradients themselves equal to 1e-10.
+    """
     ours, theirs = _weights(single, "epoch-0001"), _weights(distributed, "epoch-0001")
     assert ours.keys() == theirs.keys() and len(ours["history.step_losses"]) == 20
     np.testing.assert_allclose(theirs["history.step_losses"], ours["history.step_losses"],
                                rtol=1e-5)  # fmt: skip
     for key, value in ours.items():
-        np.testing.assert_allclose(theirs[key], value, rtol=0, atol=1e-5 * np.abs(value).max(),
-                                   err_msg=key)  # fmt: skip
+        mine, other = value.astype(np.float64), theirs[key].astype(np.float64)
+        assert np.linalg.norm(other - mine) <= 1e-5 * np.linalg.norm(mine), key
+        if key.startswith("model."):
+            np.testing.assert_allclose(other, mine, rtol=0, atol=0.01 * 1e-3, err_msg=key)
     mine = json.loads((single / "metrics.json").read_text())
     other = json.loads((distributed / "metrics.json").read_text())
     assert abs(other["map_at_r"] - mine["map_at_r"]) < 1e-3
