@@ -44,7 +44,7 @@ def _points(coordinates, labels) -> ImageSet:
     return ImageSet(pixels, np.array(labels), ["zero", "one"])
 
 
-def test_exact_values_on_a_hand_checked_case(pixel_embedder):
+def test_exact_values_on_a_hand_checked_case(pixel_embedder, monkeypatch):
     """Test points on the corners of a square of side 0.2 (51 / 255), each class on one
     diagonal: A (0, 0) and C (.2, .2) class 0, B (.2, 0) and D (0, .2) class 1.
 
@@ -58,6 +58,8 @@ def test_exact_values_on_a_hand_checked_case(pixel_embedder):
     wrong; D at 0.2 against 0.204: wrong. Accuracy 1 / 4."""
     test = _points([[0, 0], [51, 0], [51, 51], [0, 51]], [0, 1, 0, 1])
     train = _points([[0, 0], [51, 61]], [0, 1])
+    # The 1-NN gallery embedded and searched one image at a time, as 1,000,000 are in chunks.
+    monkeypatch.setattr("tripletlab.evaluation.evaluate.GALLERY_CHUNK", 1)
     metrics = evaluate_embedder(pixel_embedder, RunData(train, train.subset(np.arange(0)), test))
     assert (metrics["precision_at_1"], metrics["r_precision"], metrics["map_at_r"]) == (0, 0, 0)
     assert metrics["num_test"] == 4 and metrics["knn_accuracy"] == 0.25

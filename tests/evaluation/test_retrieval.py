@@ -293,6 +293,11 @@ def test_knn_accuracy_against_reference_set():
     reference = np.array([[0.0, 0.0], [10.0, 0.0]])
     queries = np.array([[1.0, 0.0], [9.0, 0.0], [6.0, 0.0]])
     assert knn_accuracy(queries, np.array([0, 1, 0]), reference, np.array([0, 1])) == 2 / 3
+    # The reference set part by part (a gallery embedded chunk by chunk): the same answer.
+    parts = iter([reference[:1], reference[1:]])
+    assert knn_accuracy(queries, np.array([0, 1, 0]), parts, np.array([0, 1])) == 2 / 3
+    with pytest.raises(ValueError, match="1 reference embeddings for 2 labels"):
+        knn_accuracy(queries, np.array([0, 1, 0]), iter([reference[:1]]), np.array([0, 1]))
 
 
 def test_bad_inputs():

@@ -1,11 +1,13 @@
-"""nearest(), the one k-NN helper, against NumPy."""
+"""nearest() and nearest_in_parts(), the one k-NN helper, against NumPy."""
 
 from __future__ import annotations
+
+from itertools import pairwise
 
 import numpy as np
 import pytest
 
-from tripletlab.index import nearest
+from tripletlab.index import nearest, nearest_in_parts
 
 
 def test_nearest_equals_brute_force_with_and_without_exclusion():
@@ -37,3 +39,28 @@ def test_k_out_of_range():
         nearest(np.zeros((3, 2)), k=3, exclude=np.arange(3))
     with pytest.raises(ValueError, match="N >= 1"):
         nearest(np.zeros((0, 2)), k=1)
+
+
+def test_nearest_in_parts_equals_nearest_on_the_whole():
+    """Parts of uneven sizes (one empty, one smaller than k) give the positions and distances
+    of one search over their concatenation, ties included, and the brute-force order."""
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 3, size=(500, 4)).astype(np.float32)  # many equal distances
+    q = rng.integers(0, 3, size=(30, 4)).astype(np.float32)
+    whole_d, whole = nearest(x, q, k=7)
+    cuts = [0, 0, 3, 130, 131, 400, 500]
+    parts = (x[a:b] for a, b in pairwise(cuts))
+    got_d, got = nearest_in_parts(parts, q, k=7)
+    np.testing.assert_array_equal(got, whole)
+    np.testing.assert_array_equal(got_d, whole_d)
+    d = np.square(q[:, None].astype(np.float64) - x[None]).sum(-1)
+    np.testing.assert_array_equal(got, np.argsort(d, axis=1, kind="stable")[:, :7])
+    squared, _ = nearest_in_parts(iter([x[:250], x[250:]]), q, k=2, squared=True)
+    np.testing.assert_allclose(squared, np.sort(d, axis=1)[:, :2], atol=1e-5)
+
+
+def test_nearest_in_parts_refuses_too_few_items():
+    with pytest.raises(ValueError, match=r"number of items \(5\), got 6"):
+        nearest_in_parts([np.zeros((2, 3)), np.zeros((3, 3))], np.zeros((1, 3)), k=6)
+    with pytest.raises(ValueError, match=r"number of items \(0\)"):
+        nearest_in_parts([], np.zeros((1, 3)))

@@ -14,7 +14,7 @@ which reads only the clusters of items that may lie within that distance (`_bloc
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from queue import SimpleQueue
 from typing import Literal
@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from tripletlab.evaluation import _blocks, _principal, _topk
-from tripletlab.index import nearest
+from tripletlab.index import nearest_in_parts
 
 # Parts of a block of queries per thread: threads take the next part as they finish one, so
 # that an uneven split of the work (some queries cost several times others) leaves no thread
@@ -139,21 +139,36 @@ def _averages(sums: np.ndarray, num_queries: int) -> dict[str, float]:
 def knn_accuracy(
     query_embeddings: np.ndarray,
     query_labels: np.ndarray,
-    reference_embeddings: np.ndarray,
+    reference_embeddings: np.ndarray | Iterable[np.ndarray],
     reference_labels: np.ndarray,
 ) -> float:
     """Share of queries whose nearest reference item (Euclidean; of equal ones, the first)
-    has the query's label, searched through `tripletlab.index.nearest` (FAISS, exact).
+    has the query's label, searched through `tripletlab.index` (FAISS, exact).
 
     Args:
         query_embeddings: (Q, D), e.g. the test set.
         query_labels: (Q,).
-        reference_embeddings: (M, D), e.g. the training set.
+        reference_embeddings: (M, D), e.g. the training set; or its rows part after part,
+            arrays (M_i, D) adding up to M (e.g. embedded chunk by chunk), so that a gallery
+            larger than memory is never whole (`tripletlab.index.nearest_in_parts`).
         reference_labels: (M,).
+    Raises:
+        ValueError: no query or no reference item, shapes that disagree, NaN or Inf.
     """
     queries, query_y = _as_tensors(query_embeddings, query_labels)
-    items, item_y = _as_tensors(reference_embeddings, reference_labels)
-    if len(items) == 0 or len(queries) == 0:
+    item_y = np.asarray(reference_labels)
+    if isinstance(reference_embeddings, np.ndarray | Tensor):
+        reference_embeddings = (_as_tensors(reference_embeddings, item_y)[0].numpy(),)
+    counted = [0]
+
+    def counting() -> Iterator[np.ndarray]:
+        for part in reference_embeddings:
+            counted[0] += len(part)
+            yield np.asarray(part, dtype=np.float32)
+
+    if len(item_y) == 0 or len(queries) == 0:
         raise ValueError("k-NN accuracy needs at least one query and one reference item")
-    _, found = nearest(items.numpy(), queries.numpy(), k=1)
-    return float((item_y.numpy()[found[:, 0]] == query_y.numpy()).mean())
+    _, found = nearest_in_parts(counting(), queries.numpy(), k=1)
+    if counted[0] != len(item_y):
+        raise ValueError(f"{counted[0]} reference embeddings for {len(item_y)} labels")
+    return float((item_y[found[:, 0]] == query_y.numpy()).mean())

@@ -16,7 +16,7 @@ from tripletlab.index.calibration import (
 )
 from tripletlab.index.embedding_index import MAX_K, EmbeddingIndex
 from tripletlab.index.kinds import KINDS, IndexKind, IndexSettings, default_nlist, default_pq_m
-from tripletlab.index.knn import nearest
+from tripletlab.index.knn import nearest, nearest_in_parts
 from tripletlab.index.matching import Matches, search_other_classes
 from tripletlab.index.storage import (
     MANIFEST,
@@ -45,6 +45,7 @@ __all__ = [
     "default_nlist",
     "default_pq_m",
     "nearest",
+    "nearest_in_parts",
     "read_manifest",
     "search_other_classes",
     "write_calibration",

@@ -1,8 +1,11 @@
 """`nearest`: the k nearest items of queries by Euclidean distance, exactly, through an
 `EmbeddingIndex`: the one k-NN path of the project (1-NN accuracy, the report's neighbour
-grids and UMAP graph, offline triplet mining)."""
+grids and UMAP graph, offline triplet mining); `nearest_in_parts`, the same over items that
+come part by part (the 1-NN gallery of evaluation, which may be larger than memory)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -51,3 +54,41 @@ def nearest(
     keep = np.ones(positions.shape, dtype=bool)
     keep[np.arange(len(queries)), drop] = False
     return distances[keep].reshape(-1, k), positions[keep].reshape(-1, k)
+
+
+def nearest_in_parts(
+    parts: Iterable[np.ndarray], queries: np.ndarray, k: int = 1, squared: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """`nearest` over items that come part after part, e.g. a gallery embedded chunk by chunk
+    from a data set larger than memory: each part is searched alone and the k best so far are
+    kept, so only one part (and its index) is in memory at a time, never all the items.
+
+    Args:
+        parts: (N_i, D) float arrays; an empty one is skipped.
+        queries: (Q, D) float.
+        k: neighbours per query (at most the number of items in all parts).
+        squared: return squared Euclidean distances (else Euclidean).
+    Returns:
+        distances (Q, k) float32, and positions (Q, k) int64 counted through the parts in
+        order, as if they were one array; equal distances in that order, as `nearest`.
+    Raises:
+        ValueError: no items at all, k above their number, or what `nearest` refuses.
+    """
+    best: tuple[np.ndarray, np.ndarray] | None = None
+    offset = 0
+    for part in parts:
+        if len(part) == 0:
+            continue
+        distances, positions = nearest(part, queries, min(k, len(part)), squared=squared)
+        positions += offset
+        offset += len(part)
+        if best is not None:  # earlier parts first, so that a stable sort keeps item order
+            distances = np.concatenate([best[0], distances], axis=1)
+            positions = np.concatenate([best[1], positions], axis=1)
+            order = np.argsort(distances, axis=1, kind="stable")[:, :k]
+            distances = np.take_along_axis(distances, order, axis=1)
+            positions = np.take_along_axis(positions, order, axis=1)
+        best = distances, positions
+    if best is None or offset < k:
+        raise ValueError(f"k must be between 1 and the number of items ({offset}), got {k}")
+    return best
