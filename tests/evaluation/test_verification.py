@@ -47,3 +47,28 @@ def test_pair_distances_exact_for_small_sets_and_sampled_for_large():
 def test_one_kind_of_pair_only_is_an_error():
     with pytest.raises(ValueError, match="both"):
         verification_metrics(np.array([0.1, 0.2]), np.array([True, True]))
+
+
+def test_the_order_of_the_pairs_does_not_change_the_metrics():
+    """Ties are decided together, so any order of equal distances gives the same numbers."""
+    rng = np.random.default_rng(3)
+    same = rng.random(20_000) < 0.3
+    distances = np.round(rng.normal(loc=np.where(same, 0.8, 1.3), scale=0.3), 2)
+    expected = verification_metrics(distances, same)
+    for _ in range(3):
+        order = rng.permutation(len(same))
+        assert verification_metrics(distances[order], same[order]) == expected
+
+
+def test_sampled_pairs_keep_the_drawn_pairs_and_their_exact_distances():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(300, 5)).astype(np.float32)
+    labels = rng.integers(0, 3, 300)
+    distances, same = pair_distances(x, labels, max_pairs=5_000, seed=7)
+    draw = np.random.default_rng(7).integers(0, 300, (2, 5_000))
+    first, second = draw[:, draw[0] != draw[1]]
+    expected = np.linalg.norm(x[first] - x[second], axis=1)
+    # The same pairs as drawn (as a multiset), each with its own distance and flag.
+    got = np.sort(distances)
+    np.testing.assert_allclose(got, np.sort(expected), rtol=1e-5, atol=1e-6)
+    assert same.sum() == (labels[first] == labels[second]).sum()

