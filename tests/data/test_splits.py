@@ -47,3 +47,23 @@ def test_mnist_with_classes_and_per_class():
     assert set(np.unique(data.test.labels)) == {5, 6, 7, 8, 9}
     with pytest.raises(ValueError, match="28 x 28 grey"):
         load_run_data(DataConfig(), 0, size=(32, 32), channels=1)
+
+
+def test_a_test_split_alone_cuts_mnists_own_test_split():
+    """`data.test_split` alone on MNIST: the usual training and validation parts, a stratified
+    part of the 10,000 test images (quicker evaluations)."""
+    default = load_run_data(DataConfig(limit=500))
+    part = load_run_data(DataConfig(limit=500, test_split="test[:20%]"))
+    for mine, theirs in ((part.train, default.train), (part.val, default.val)):
+        assert np.array_equal(mine.images, theirs.images)
+        assert np.array_equal(mine.labels, theirs.labels)
+    assert len(part.test) == 2_000
+    counts, full = np.bincount(part.test.labels), np.bincount(default.test.labels)
+    assert np.all(np.abs(counts - 0.2 * full) <= 0.5)  # 20% of each class
+    # Each chosen image is a test image with its label (rows of the full test set).
+    full_test, test = default.test, part.test
+    rows = {x.tobytes(): y for x, y in zip(full_test.images, full_test.labels, strict=True)}
+    assert all(rows[x.tobytes()] == y for x, y in zip(test.images, test.labels, strict=True))
+    # The training split is where the other parts come from: cutting it alone would overlap.
+    with pytest.raises(ValueError, match="together"):
+        load_run_data(DataConfig(limit=500, test_split="train[90%:]"))

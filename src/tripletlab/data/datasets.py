@@ -125,6 +125,13 @@ def _from_specs(config: DataConfig, sources: dict[str, ImageSet], seed: int) -> 
             "give data.train_split, data.val_split and data.test_split together (a data set "
             "without a test split of its own)"
         )
+    return _cut(config, sources, specs, seed)
+
+
+def _cut(
+    config: DataConfig, sources: dict[str, ImageSet], specs: list[str], seed: int
+) -> list[ImageSet]:
+    """The parts the split specs choose, in their order."""
     parsed = [parse_split(text) for text in specs]
     for text, spec in zip(specs, parsed, strict=True):
         if spec.source not in sources:
@@ -149,7 +156,8 @@ def load_run_data(
     """Load the data set and cut it into the run's train, validation and test parts.
 
     MNIST without split specs: `limit` training images (a seeded random choice), of which
-    `val_fraction` are held out; test is the 10,000 test images. A folder without split specs:
+    `val_fraction` are held out; test is the 10,000 test images, or the part `test_split` alone
+    cuts from them (e.g. "test[:20%]", stratified). A folder without split specs:
     a stratified 80% / 10% / 10% split. Split specs choose the parts instead. `classes` and
     `per_class` then filter them (`per_class` only the training part). All choices are fixed
     by `seed`, so `evaluate` sees the same parts as `train`.
@@ -160,9 +168,11 @@ def load_run_data(
     sources = {
         k: _keep_classes(v, config.classes) for k, v in load_sources(config, size, channels).items()
     }
-    if any((config.train_split, config.val_split, config.test_split)):
-        train, val, test = _from_specs(config, sources, seed)
-    elif "test" in sources:
+    # MNIST's parts; data.test_split alone may cut its test split (e.g. "test[:20%]", quicker
+    # evaluations), never the training split the other parts come from.
+    test_spec = parse_split(config.test_split) if config.test_split else None
+    alone = not (config.train_split or config.val_split)
+    if "test" in sources and alone and (test_spec is None or test_spec.source == "test"):
         full = sources["train"]
         order = np.random.default_rng(seed).permutation(len(full))
         if config.limit is not None:
@@ -170,6 +180,10 @@ def load_run_data(
         num_val = round(len(order) * config.val_fraction)
         train, val = full.subset(np.sort(order[num_val:])), full.subset(np.sort(order[:num_val]))
         test = sources["test"]
+        if config.test_split:
+            test = _cut(config, sources, [config.test_split], seed)[0]
+    elif any((config.train_split, config.val_split, config.test_split)):
+        train, val, test = _from_specs(config, sources, seed)
     else:
         parts = stratified_split(sources["train"].labels, (0.8, 0.1, 0.1), seed)
         train, val, test = (sources["train"].subset(part) for part in parts)
