@@ -28,7 +28,7 @@ def run_04(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("digits04") / "run"
     args = ["train", "--limit", "4000", "--epochs", "2", "--no-report", "--run-dir", str(folder),
-            "--set", "data.classes=[0,1,2,3,4]"]  # fmt: skip
+            "--set", "data.classes=[0,1,2,3,4]", "--set", "data.test_split=test[:20%]"]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     return RunDir(folder)

@@ -5,6 +5,8 @@ import pytest
 from tripletlab.config import RunConfig, merge
 from tripletlab.data.fashion import DEBIAN_FOLDER
 
+PART = "test[:20%]"  # evaluated on a stratified fifth of the test split: a fifth of the time
+
 
 def test_spike_preset_is_the_projects_recipe():
     from tripletlab.config import preset
@@ -27,7 +29,8 @@ def test_fast_preset_runs_end_to_end_on_a_subset(tmp_path):
     from tripletlab.training import train_run
 
     config = merge(
-        merge(RunConfig(), preset("fast")), {"data": {"limit": 1500}, "train": {"epochs": 1}}
+        merge(RunConfig(), preset("fast")),
+        {"data": {"limit": 1500, "test_split": PART}, "train": {"epochs": 1}},
     )
     assert (config.model.backbone, config.train.schedule, config.train.sampler) == (
         "spike_cnn",
@@ -43,7 +46,8 @@ def test_accurate_preset_runs_end_to_end_on_a_subset(tmp_path):
     from tripletlab.training import train_run
 
     config = merge(
-        merge(RunConfig(), preset("accurate")), {"data": {"limit": 1000}, "train": {"epochs": 1}}
+        merge(RunConfig(), preset("accurate")),
+        {"data": {"limit": 1000, "test_split": PART}, "train": {"epochs": 1}},
     )
     assert (config.model.backbone, config.model.rotation, config.train.sampler) == (
         "resnet_small",
@@ -69,7 +73,10 @@ def test_fashion_preset_runs_end_to_end_on_a_subset(tmp_path):
 
     config = merge(
         merge(RunConfig(), preset("fashion")),
-        {"data": {"dataset": "fashion-mnist", "limit": 3000}, "train": {"epochs": 2}},
+        {
+            "data": {"dataset": "fashion-mnist", "limit": 3000, "test_split": PART},
+            "train": {"epochs": 2},
+        },
     )
     assert (config.model.flip, config.model.tta_flip, config.loss.name) == (
         True,
@@ -89,7 +96,7 @@ def test_unseen_preset_runs_end_to_end_on_classes_never_seen(tmp_path):
     from tripletlab.training import train_run
 
     split = {"dataset": "fashion-mnist", "limit": 3000, "train_classes": [0, 1, 2, 3, 4],
-             "test_classes": [5, 6, 7, 8, 9]}  # fmt: skip
+             "test_classes": [5, 6, 7, 8, 9], "test_split": PART}  # fmt: skip
     config = merge(merge(RunConfig(), preset("unseen")), {"data": split, "train": {"epochs": 1}})
     assert (config.loss.name, config.model.tta_flip) == ("hard", False)
     result = train_run(config, tmp_path / "run")

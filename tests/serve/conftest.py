@@ -36,14 +36,16 @@ def digits():
 
 
 def call(app, requests):
-    """Run `requests(client)` (a coroutine function) against the app, its model loaded."""
+    """Run `requests(client)` (a coroutine function) against the app, once its model is loaded
+    or its load has failed."""
 
     async def main():
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
                 for _ in range(300):
-                    if (await client.get("/readyz")).status_code == 200:
+                    ready = await client.get("/readyz")
+                    if ready.status_code == 200 or "could not be loaded" in ready.text:
                         break
                     await asyncio.sleep(0.05)
                 return await requests(client)

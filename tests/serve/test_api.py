@@ -195,7 +195,7 @@ def test_a_failing_model_is_a_500_with_an_error_id_and_the_service_goes_on(serve
     assert fine.status_code == 200
 
 
-def test_not_ready_and_failed_loads_answer_503(served_run, tmp_path):
+def test_not_ready_and_failed_loads_answer_503():
     def broken():
         raise FileNotFoundError("no run here")
 
@@ -232,6 +232,8 @@ def classifier_run(tmp_path_factory):
             "--no-report",
             "--run-dir",
             str(folder),
+            "--set",
+            "data.test_split=test[:20%]",
         ],
     )
     assert result.exit_code == 0, result.output

@@ -17,7 +17,7 @@ runner = CliRunner()
 
 def _train(folder, *extra):
     args = ["train", "--limit", "3000", "--epochs", "2", "--no-report", "--run-dir",
-            str(folder), *extra]  # fmt: skip
+            str(folder), "--set", "data.test_split=test[:20%]", *extra]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     return json.loads((folder / "metrics.json").read_text()), result.output
