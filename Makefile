@@ -76,7 +76,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests scripts benchmarks
 
 test: install lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # tripletlab.keras on TensorFlow and on JAX, each in its own environment without PyTorch
 # (tripletlab installed with --no-deps); MNIST comes from the cache `make install` prepared.
