@@ -28,6 +28,7 @@ Freeze = str
 Scaling = Literal["auto", "unit", "symmetric", "mean-std"]
 Monitor = Literal["auto", "val_map_at_r", "val_precision_at_1", "val_loss", "val_accuracy", "loss"]
 SplitOrder = Literal["per-class", "global"]
+Precision = Literal["float32", "bfloat16"]
 
 LOSS_NAMES: tuple[str, ...] = get_args(LossName)
 # ImageNet's per-channel statistics, what torchvision's and timm's weights were trained on.

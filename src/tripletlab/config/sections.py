@@ -22,6 +22,7 @@ from tripletlab.config.kinds import (
     Mode,
     Monitor,
     OptimizerName,
+    Precision,
     SamplerName,
     Scaling,
     Schedule,
@@ -209,6 +210,9 @@ class TrainConfig:
     # Phases with a frozen backbone, no augmentation and BatchNorm in inference mode train the
     # head on the backbone's outputs, computed once (the guide's feature extraction).
     feature_cache: bool = True
+    # "bfloat16": the training forward pass under autocast (CPUs with AMX or AVX-512 BF16, GPUs);
+    # weights, optimizer, loss and every evaluation stay float32.
+    precision: Precision = "float32"
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -81,7 +81,9 @@ class Trainer:
         self.model = Embedder(config.model)
         if world()[1] > 1:
             for_global_batch(self.model)
-        self.step_forward = StepForward(self.model, config.train.mode == "triplets")
+        self.step_forward = StepForward(
+            self.model, config.train.mode == "triplets", config.train.precision
+        )
         self.triplet_net = self.step_forward.triplet_net
         self.forward_step: torch.nn.Module = self.step_forward  # in DDP under torchrun
         if config.train.mode == "triplets":
