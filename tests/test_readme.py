@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +98,7 @@ def _docs_yaml() -> str:
     return re.findall(r"```yaml\n(.*?)```", text, flags=re.S)[0]
 
 
-def test_every_train_command_of_the_docs_is_valid(tmp_path, monkeypatch):
+def test_every_train_command_of_the_docs_is_valid(tmp_path, monkeypatch, request):
     monkeypatch.chdir(tmp_path)
     pets = tmp_path / "pets"
     for name in ("cats", "dogs"):
@@ -108,6 +109,11 @@ def test_every_train_command_of_the_docs_is_valid(tmp_path, monkeypatch):
         "register_backbone('my_net')(lambda channels, size: nn.Flatten())\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
+    # The docs' `--import my_backbones` registers `my_net`: gone again after this test.
+    from tripletlab.models import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    request.addfinalizer(lambda: sys.modules.pop("my_backbones", None))
     checked = 0
     for page in sorted((ROOT / "docs").glob("*.md")):
         for args in _commands(page):

@@ -72,7 +72,7 @@ def test_entry_points_register_factories_and_modules(tmp_path):
 
 
 @pytest.mark.slow
-def test_an_imported_backbone_works_in_the_commands_that_load_a_run(tmp_path):
+def test_an_imported_backbone_works_in_commands_run_as_new_processes(tmp_path):
     (tmp_path / "my_backbones.py").write_text(_MODULE)
     train = [TRIPLETLAB, "--import", "my_backbones", "train", "--backbone", "my_net",
              "--limit", "400", "--epochs", "1", "--no-report", "--run-dir", "run",

@@ -122,8 +122,8 @@ def _from_specs(config: DataConfig, sources: dict[str, ImageSet], seed: int) -> 
         specs[2] = "test"
     if any(spec is None for spec in specs):
         raise ValueError(
-            "give data.train_split, data.val_split and data.test_split together (a data set "
-            "without a test split of its own)"
+            "give data.train_split, data.val_split and data.test_split together (alone, "
+            "data.test_split may only cut a data set's own test split, e.g. 'test[:20%]')"
         )
     return _cut(config, sources, specs, seed)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from tripletlab.config.kinds import Precision
 from tripletlab.models import Embedder, TripletNet
 
 
@@ -16,10 +17,10 @@ class StepForward(nn.Module):
     images, each (B, H, W[, C]), through one shared network -> (B, 3 * D) and None. With
     `cached=True` the inputs are the frozen backbone's features (B, F) and only the head runs.
     `precision="bfloat16"` runs the pass under autocast (convolutions and matrix products in
-    bfloat16) and returns float32 outputs, for the loss.
+    bfloat16, the head too) and returns its outputs as float32, for the loss.
     """
 
-    def __init__(self, model: Embedder, triplets: bool, precision: str = "float32") -> None:
+    def __init__(self, model: Embedder, triplets: bool, precision: Precision = "float32") -> None:
         super().__init__()
         self.model = model
         self.triplet_net = TripletNet(model) if triplets else None
