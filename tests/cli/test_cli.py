@@ -391,7 +391,8 @@ _EVERY_KEY = [
      "train.schedule": "cosine", "train.seed": "3", "train.eval_batch_size": "64",
      "train.ema": "0.99", "train.bn_train": "true", "train.checkpoint_every": "50",
      "train.patience": "3", "train.monitor": "val_accuracy", "train.feature_cache": "false"},
-    {"train.mode": "triplets", "train.triplets": "hard", "train.mine_every": "3"},
+    {"train.mode": "triplets", "train.triplets": "hard", "train.mine_every": "3",
+     "train.precision": "bfloat16"},
     {"phases": "[{epochs: 2, lr: 0.01, freeze: backbone}, {epochs: 1, optimizer: sgd}]"},
 ]  # fmt: skip
 
