@@ -120,6 +120,12 @@ def _worker(rank: int, sizes: tuple[int, ...], folder: str) -> None:
         results["batchnorm-loss"] = np.array(GlobalBatchLoss.unscaled(loss.item()))
         for key, value in [*net.named_parameters(), *net.named_buffers()]:
             results[f"batchnorm-{key}"] = (value.grad if value.requires_grad else value).numpy()
+        # bfloat16 rows, as under autocast: statistics in float32, output in bfloat16.
+        norm = for_global_batch(nn.Sequential(nn.BatchNorm2d(2)))
+        out = norm(_images(sum(sizes))[mine].to(torch.bfloat16))
+        results["bf16-is-bf16"] = np.array(out.dtype == torch.bfloat16)
+        results["bf16-out"] = out.detach().float().numpy()
+        results["bf16-running_var"] = norm[0].running_var.numpy()
         np.savez(Path(folder) / f"rank{rank}.npz", **results)
         del model  # a DDP alive at the group's teardown can abort gloo
         gc.collect()
@@ -156,6 +162,14 @@ def test_two_processes_equal_one_process_on_the_global_batch(sizes, tmp_path):
             expected = (value.grad if value.requires_grad else value).numpy()
             np.testing.assert_allclose(result[f"batchnorm-{key}"], expected, rtol=0, atol=1e-10,
                                        err_msg=key)  # fmt: skip
+    norm = nn.BatchNorm2d(2)  # PyTorch's, on the global batch of bfloat16 rows
+    out = norm(_images(sum(sizes)).to(torch.bfloat16)).float().detach().numpy()
+    for rank, result in enumerate(ranks):
+        mine = slice(sum(sizes[:rank]), sum(sizes[: rank + 1]))
+        assert result["bf16-is-bf16"]
+        np.testing.assert_allclose(result["bf16-out"], out[mine], rtol=0, atol=0.05)  # 8-bit
+        np.testing.assert_allclose(result["bf16-running_var"], norm.running_var.numpy(),
+                                   rtol=1e-2)  # fmt: skip
 
 
 def test_outside_torch_distributed_the_loss_is_unchanged():

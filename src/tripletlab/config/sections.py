@@ -210,8 +210,8 @@ class TrainConfig:
     # Phases with a frozen backbone, no augmentation and BatchNorm in inference mode train the
     # head on the backbone's outputs, computed once (the guide's feature extraction).
     feature_cache: bool = True
-    # "bfloat16": the training forward pass under autocast (CPUs with AMX or AVX-512 BF16, GPUs);
-    # weights, optimizer, loss and every evaluation stay float32.
+    # "bfloat16": the backbone's training forward pass under autocast (CPUs with AMX or AVX-512
+    # BF16, GPUs); head, loss, weights, optimizer and every evaluation stay float32.
     precision: Precision = "float32"
 
     def __post_init__(self) -> None:

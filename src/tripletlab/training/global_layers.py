@@ -51,6 +51,8 @@ class GlobalBatchNorm(_BatchNorm):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or world()[1] == 1:
             return super().forward(x)
+        given = x.dtype  # bfloat16 under autocast: statistics in float32, as PyTorch's
+        x = x if given in (torch.float32, torch.float64) else x.float()
         all_reduce = _SumOverRanks.apply
         dims, shape = (0, *range(2, x.ndim)), (1, -1) + (1,) * (x.ndim - 2)
         count = x.new_tensor([x.numel() // x.shape[1]])
@@ -71,7 +73,7 @@ class GlobalBatchNorm(_BatchNorm):
         out = centered * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
-        return out
+        return out.to(given)
 
 
 class GlobalDropout(nn.Dropout):

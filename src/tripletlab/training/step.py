@@ -16,8 +16,9 @@ class StepForward(nn.Module):
     (B, outputs) or None. Explicit triplets (`triplets`): anchor, positive and negative
     images, each (B, H, W[, C]), through one shared network -> (B, 3 * D) and None. With
     `cached=True` the inputs are the frozen backbone's features (B, F) and only the head runs.
-    `precision="bfloat16"` runs the pass under autocast (convolutions and matrix products in
-    bfloat16, the head too) and returns its outputs as float32, for the loss.
+    `precision="bfloat16"` runs the backbone under autocast (convolutions and matrix products
+    in bfloat16) and the head, L2 normalisation and classifier on its features in float32, so
+    that the distances the loss mines come from float32 embeddings.
     """
 
     def __init__(self, model: Embedder, triplets: bool, precision: Precision = "float32") -> None:
@@ -27,11 +28,12 @@ class StepForward(nn.Module):
         self.precision = precision
 
     def forward(self, *inputs: Tensor, cached: bool = False) -> tuple[Tensor, Tensor | None]:
-        if self.precision == "float32":
+        if self.precision == "float32" or cached:
             return self._outputs(*inputs, cached=cached)
+        # Each input through the backbone on its own (as TripletNet does), then the cached path.
         with torch.autocast(self.model.head_device.type, dtype=torch.bfloat16):
-            embeddings, logits = self._outputs(*inputs, cached=cached)
-        return embeddings.float(), None if logits is None else logits.float()
+            features = [self.model.encode(x) for x in inputs]
+        return self._outputs(*(f.float() for f in features), cached=True)
 
     def _outputs(self, *inputs: Tensor, cached: bool) -> tuple[Tensor, Tensor | None]:
         if self.triplet_net is not None:
