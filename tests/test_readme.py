@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from tests.conftest import SET_TEST_PART
 from tripletlab.cli.main import app
 from tripletlab.data import load_mnist
 
@@ -53,7 +54,7 @@ def _small(args: list[str], limit: str = "400") -> list[str]:
             continue
         out.append(word)
     epochs = ["--set", _SHORT_PHASES] if "transfer" in out else ["--epochs", "1"]
-    return [*out, "--limit", limit, *epochs, "--no-report", "--set", "data.test_split=test[:20%]"]
+    return [*out, "--limit", limit, *epochs, "--no-report", *SET_TEST_PART]
 
 
 def test_the_readme_shows_the_two_commands_and_a_tour():

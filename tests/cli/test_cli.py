@@ -15,15 +15,13 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
+from tests.conftest import SET_TEST_PART
 from tripletlab import Embedder
 from tripletlab.cli.main import app
 from tripletlab.config import PhaseConfig, RunConfig
 from tripletlab.data import load_mnist
 
 runner = CliRunner()
-# A stratified fifth of MNIST's test split (2,000 images) for the runs of these tests: a
-# fifth of each evaluation's time (tests/training/test_trainer.py keeps one run on all 10,000).
-TEST_PART = ["--set", "data.test_split=test[:20%]"]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +32,7 @@ def trained_run(tmp_path_factory):
     result = runner.invoke(
         app,
         ["train", "--limit", "2000", "--epochs", "1", "--config", str(config),
-         "--sampler", "pk", "--run-dir", str(run_dir), *TEST_PART],
+         "--sampler", "pk", "--run-dir", str(run_dir), *SET_TEST_PART],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     return run_dir, result

@@ -2,10 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import TEST_PART
 from tripletlab.config import RunConfig, merge
 from tripletlab.data.fashion import DEBIAN_FOLDER
-
-PART = "test[:20%]"  # evaluated on a stratified fifth of the test split: a fifth of the time
 
 
 def test_spike_preset_is_the_projects_recipe():
@@ -30,7 +29,7 @@ def test_fast_preset_runs_end_to_end_on_a_subset(tmp_path):
 
     config = merge(
         merge(RunConfig(), preset("fast")),
-        {"data": {"limit": 1500, "test_split": PART}, "train": {"epochs": 1}},
+        {"data": {"limit": 1500, "test_split": TEST_PART}, "train": {"epochs": 1}},
     )
     assert (config.model.backbone, config.train.schedule, config.train.sampler) == (
         "spike_cnn",
@@ -47,7 +46,7 @@ def test_accurate_preset_runs_end_to_end_on_a_subset(tmp_path):
 
     config = merge(
         merge(RunConfig(), preset("accurate")),
-        {"data": {"limit": 1000, "test_split": PART}, "train": {"epochs": 1}},
+        {"data": {"limit": 1000, "test_split": TEST_PART}, "train": {"epochs": 1}},
     )
     assert (config.model.backbone, config.model.rotation, config.train.sampler) == (
         "resnet_small",
@@ -74,7 +73,7 @@ def test_fashion_preset_runs_end_to_end_on_a_subset(tmp_path):
     config = merge(
         merge(RunConfig(), preset("fashion")),
         {
-            "data": {"dataset": "fashion-mnist", "limit": 3000, "test_split": PART},
+            "data": {"dataset": "fashion-mnist", "limit": 3000, "test_split": TEST_PART},
             "train": {"epochs": 2},
         },
     )
@@ -96,7 +95,7 @@ def test_unseen_preset_runs_end_to_end_on_classes_never_seen(tmp_path):
     from tripletlab.training import train_run
 
     split = {"dataset": "fashion-mnist", "limit": 3000, "train_classes": [0, 1, 2, 3, 4],
-             "test_classes": [5, 6, 7, 8, 9], "test_split": PART}  # fmt: skip
+             "test_classes": [5, 6, 7, 8, 9], "test_split": TEST_PART}  # fmt: skip
     config = merge(merge(RunConfig(), preset("unseen")), {"data": split, "train": {"epochs": 1}})
     assert (config.loss.name, config.model.tta_flip) == ("hard", False)
     result = train_run(config, tmp_path / "run")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.conftest import SET_TEST_PART
 from tripletlab.data import load_mnist
 from tripletlab.models import backbone_names, build_backbone, check_backbone
 
@@ -76,7 +77,7 @@ def test_an_imported_backbone_works_in_commands_run_as_new_processes(tmp_path):
     (tmp_path / "my_backbones.py").write_text(_MODULE)
     train = [TRIPLETLAB, "--import", "my_backbones", "train", "--backbone", "my_net",
              "--limit", "400", "--epochs", "1", "--no-report", "--run-dir", "run",
-             "--set", "data.test_split=test[:20%]"]  # fmt: skip
+             *SET_TEST_PART]  # fmt: skip
     result = _run(train, tmp_path)
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())

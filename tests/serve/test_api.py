@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from tests.conftest import SET_TEST_PART
 from tests.serve.conftest import call, png
 from tripletlab.index import EmbeddingIndex
 from tripletlab.serve import Limits, ServeSettings, create_app, load_service_model
@@ -232,8 +233,7 @@ def classifier_run(tmp_path_factory):
             "--no-report",
             "--run-dir",
             str(folder),
-            "--set",
-            "data.test_split=test[:20%]",
+            *SET_TEST_PART,
         ],
     )
     assert result.exit_code == 0, result.output

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from tests.conftest import SET_TEST_PART
 from tripletlab import Embedder
 from tripletlab.cli.main import app
 
@@ -17,7 +18,7 @@ runner = CliRunner()
 
 def _train(folder, *extra):
     args = ["train", "--limit", "3000", "--epochs", "2", "--no-report", "--run-dir",
-            str(folder), "--set", "data.test_split=test[:20%]", *extra]  # fmt: skip
+            str(folder), *SET_TEST_PART, *extra]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     return json.loads((folder / "metrics.json").read_text()), result.output

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import SET_TEST_PART, TEST_PART
 from tripletlab import Embedder
 from tripletlab.config import RunConfig, merge, preset
 from tripletlab.data import load_mnist
@@ -190,7 +191,7 @@ def _scalars(folder: Path, tag: str) -> list[tuple[int, float]]:
 def test_a_run_stopped_and_resumed_reports_the_same_metrics(tmp_path):
     """Also its TensorBoard curves: what the stopped process logged past its checkpoint is
     dropped, and the loss points average the same steps."""
-    config = merge(RunConfig(), {"data": {"limit": 800, "test_split": "test[:20%]"},
+    config = merge(RunConfig(), {"data": {"limit": 800, "test_split": TEST_PART},
                                  "train": {"epochs": 3}})  # fmt: skip
     whole = train_run(config, tmp_path / "whole")
     with pytest.raises(_StopError):
@@ -234,7 +235,7 @@ def test_kill_9_at_any_moment_loses_only_the_steps_since_the_last_checkpoint(tmp
     killed, in other processes."""
     args = ["train", "--limit", "600", "--epochs", "3", "--batch-size", "32",
             "--checkpoint-every", "4", "--no-report",
-            "--set", "data.test_split=test[:20%]"]  # fmt: skip
+            *SET_TEST_PART]  # fmt: skip
     subprocess.run([TRIPLETLAB, *args, "--run-dir", "whole"], cwd=tmp_path, check=True,
                    capture_output=True, timeout=600)  # fmt: skip
     checkpoints = tmp_path / "killed" / "checkpoints"

@@ -15,13 +15,14 @@ import pytest
 from safetensors.numpy import load_file
 from typer.testing import CliRunner
 
+from tests.conftest import SET_TEST_PART
 from tripletlab.cli.main import app
 
 HERE = Path(__file__).parent
 # 711 images: 640 training images, 20 steps of 32; resumable checkpoints after steps 5, 10, 15;
 # evaluated on a stratified fifth of the test split (2,000 images).
 ARGS = ["--limit", "711", "--epochs", "1", "--checkpoint-every", "5", "--no-report",
-        "--set", "data.test_split=test[:20%]"]  # fmt: skip
+        *SET_TEST_PART]  # fmt: skip
 
 
 def _env() -> dict[str, str]:
