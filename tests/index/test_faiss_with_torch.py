@@ -3,8 +3,13 @@ imported only where an index is used."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+
+import pytest
+
+from tripletlab.index._faiss import AVX512_FLAGS, cpu_flags
 
 _BOTH = """
 import numpy as np, torch
@@ -36,3 +41,34 @@ def test_faiss_is_imported_only_when_an_index_is_used():
                            timeout=300)  # fmt: skip
     assert child.returncode == 0, child.stderr
     assert child.stdout.strip() == "False"
+
+
+_CORE = """
+import os
+from tripletlab.index._faiss import faiss
+faiss().IndexFlatIP(4)
+print("left", os.environ.get("OPENBLAS_CORETYPE"))
+"""
+
+
+@pytest.mark.skipif(not cpu_flags() >= AVX512_FLAGS,
+                    reason="the AVX-512 kernels need a CPU with AVX-512")  # fmt: skip
+def test_faiss_openblas_uses_avx512_kernels_and_leaves_the_environment_alone():
+    environment = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    child = subprocess.run([sys.executable, "-c", _CORE], capture_output=True, text=True,
+                           timeout=300, env={**environment, "OPENBLAS_VERBOSE": "2"})  # fmt: skip
+    assert child.returncode == 0, child.stderr
+    cores = [line.split(":", 1)[1].strip() for line in (child.stdout + child.stderr).splitlines()
+             if line.startswith("Core:")]  # fmt: skip
+    assert cores and "Prescott" not in cores, cores  # FAISS's own OpenBLAS is one of them
+    assert "left None" in child.stdout
+
+
+def test_a_core_type_the_user_chose_is_kept():
+    child = subprocess.run([sys.executable, "-c", _CORE], capture_output=True, text=True,
+                           timeout=300,
+                           env={**os.environ, "OPENBLAS_VERBOSE": "2",
+                                "OPENBLAS_CORETYPE": "Prescott"})  # fmt: skip
+    assert child.returncode == 0, child.stderr
+    assert "left Prescott" in child.stdout
+    assert "Core: Prescott" in child.stdout + child.stderr
