@@ -55,7 +55,7 @@ def create_app(
                                            settings.max_queue, coming=coming)  # fmt: skip
             if model.index is not None:
                 state.searcher = DynamicBatcher(
-                    lambda images: _neighbours(model, images, settings.limits.max_k),
+                    lambda images, k: _neighbours(model, images, k),
                     settings.max_batch, wait, settings.max_queue, state.batcher.executor, coming,
                 )  # fmt: skip
             state.model = model
@@ -120,8 +120,9 @@ def create_app(
 
 def _neighbours(model: Any, images: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
     """A batch of requests' images -> their k nearest items: distances, ids, labels (N, k)
-    and sources (N, k) objects. Run in the model's thread, like every change to the index,
-    so that a search never sees an index half changed; each request cuts its own k."""
+    and sources (N, k) objects, k the largest any request of the batch asked for (each cuts
+    its own). Run in the model's thread, like every change to the index, so that a search
+    never sees an index half changed."""
     index = model.index
     distances, ids = index.search(model.embed(images), min(k, MAX_K))
     labels = index.labels_of(ids)
