@@ -98,7 +98,9 @@ async def load(base: str, bodies: list[bytes], concurrency: int) -> dict[str, fl
                 latencies.append(time.perf_counter() - start)
                 errors += status != 200
 
-        await asyncio.gather(*(search(bodies[0]) for _ in range(min(concurrency, 4))))  # warm
+        warm = await asyncio.gather(*(search(bodies[0]) for _ in range(min(concurrency, 4))))
+        if set(warm) != {200}:
+            raise RuntimeError(f"the service answered the first searches with {sorted(warm)}")
         calls = await model_calls()
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))

@@ -36,29 +36,6 @@ def test_concurrent_requests_are_gathered_and_answered_in_order():
     assert max(calls) <= 16
 
 
-def test_a_batch_is_computed_as_deep_as_its_deepest_request():
-    depths: list[int] = []
-
-    def search(images: np.ndarray, depth: int) -> np.ndarray:
-        depths.append(depth)
-        time.sleep(0.02)
-        return np.tile(np.arange(depth), (len(images), 1)) + images[:, :1].astype(np.int64)
-
-    batcher = DynamicBatcher(search, max_batch=16, max_wait=0.05)
-
-    async def main():
-        asks = [(np.full((1, 2), i, dtype=np.uint8), 3 + i) for i in range(6)]
-        answers = await asyncio.gather(*(batcher.submit(x, depth) for x, depth in asks))
-        return asks, answers
-
-    asks, answers = asyncio.run(main())
-    assert len(depths) < len(asks)  # gathered: fewer calls than requests
-    assert max(depths) == 8 and all(3 <= depth <= 8 for depth in depths)
-    for (x, depth), answer in zip(asks, answers, strict=True):  # each its own row, deep enough
-        assert answer.shape[1] >= depth
-        np.testing.assert_array_equal(answer[0, :depth], np.arange(depth) + x[0, 0])
-
-
 def test_batching_off_calls_the_model_per_request():
     calls: list[int] = []
     batcher = DynamicBatcher(_model(calls), max_batch=1, max_wait=0.01)

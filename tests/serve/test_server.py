@@ -45,4 +45,5 @@ def test_serve_answers_over_http_and_stops_cleanly_on_sigterm(served_run, digits
             process.kill()
     log = process.stdout.read()
     assert "POST /v1/search 200" in log and "GET /v1/info 200" in log
+    assert "GET /v1/info 400" in log  # the refused Host: each request logged with its status
     assert "Traceback" not in log and "stopped (requests in flight were answered" in log

@@ -21,22 +21,27 @@ def machine_cores() -> int:
 
 
 # Exact search of this many queries or more goes through BLAS, fewer through FAISS's scan (one
-# query a thread). 60,000 x 256, 2 cores, 2026-12-02: 2 queries 3.3 ms scanned against 6.0 ms
-# through BLAS, 4 about equal, 8 10.7 against 8.2, 16 23.5 against 9.3 (FAISS 1.15's default
-# is 128,000: 64 queries scanned took 6x as long as through BLAS).
+# query a thread). 60,000 x 256, 2 cores, 2026-12-02, two runs: 2 queries 3.3 / 4.0 ms scanned
+# against 6.0 / 8.5 ms through BLAS, 4 about equal, 8 10.7 / 13.5 against 8.2 / 10.9, 16
+# 23.5 / 27.7 against 9.3 / 11.8 (FAISS 1.15's default is 128,000).
 _BLAS_THRESHOLD = 8
 
 # FAISS's wheels bring their own OpenBLAS (faiss-cpu 1.15.1: 0.3.15), which predates newer Xeons
 # and falls back to its generic "Prescott" kernels on them: on this project's Sapphire Rapids
-# machine (2026-12-02) the exact search of 10,000 queries against 60,000 x 256 took 9.0 s
-# instead of 1.5 s with the AVX-512 ("SkylakeX") kernels. OpenBLAS reads OPENBLAS_CORETYPE once,
+# machine (2026-12-02) FAISS's exact search of 10,000 queries against 60,000 x 256 took 8.7 s
+# instead of 2.2 s with the AVX-512 ("SkylakeX") kernels. OpenBLAS reads OPENBLAS_CORETYPE once,
 # as it loads; on a CPU with the AVX-512 parts those kernels use, and unless the user chose
-# a core type, it is named for the import and removed again.
+# a core type, it is named for the import and removed again (no effect where FAISS was
+# imported before this module's first call).
 AVX512_FLAGS = frozenset({"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"})
 
 
 def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    """The CPU's feature flags.
+
+    Returns:
+        The flags of /proc/cpuinfo's first CPU (`avx512f`, ...); empty where there is none.
+    """
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:
@@ -68,7 +73,7 @@ def faiss() -> ModuleType:
         ) from None
     finally:
         if name_core:
-            del os.environ["OPENBLAS_CORETYPE"]
+            os.environ.pop("OPENBLAS_CORETYPE", None)
     if not os.environ.get("OMP_NUM_THREADS"):
         module.omp_set_num_threads(machine_cores())
     module.cvar.distance_compute_blas_threshold = _BLAS_THRESHOLD

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -55,7 +55,7 @@ def create_app(
                                            settings.max_queue, coming=coming)  # fmt: skip
             if model.index is not None:
                 state.searcher = DynamicBatcher(
-                    lambda images, k: _neighbours(model, images, k),
+                    lambda images: _neighbours(model, images, settings.limits.max_k),
                     settings.max_batch, wait, settings.max_queue, state.batcher.executor, coming,
                 )  # fmt: skip
             state.model = model
@@ -74,24 +74,7 @@ def create_app(
     if hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
 
-    @app.middleware("http")
-    async def log_requests(request: Request, call_next: Any) -> Response:
-        start = time.perf_counter()
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.limits.max_body:
-            response: Response = _error(
-                413, f"request body over {settings.limits.max_body:,} bytes"
-            )
-        else:
-            posted = request.method == "POST"  # what may join a batch
-            state.coming += posted
-            try:
-                response = await call_next(request)
-            finally:
-                state.coming -= posted
-        log.info("%s %s %d %.1f ms", request.method, request.url.path, response.status_code,
-                 (time.perf_counter() - start) * 1000)  # fmt: skip
-        return response
+    app.add_middleware(_RequestLog, state=state, max_body=settings.limits.max_body)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
@@ -118,11 +101,50 @@ def create_app(
     return app
 
 
+class _RequestLog:
+    """ASGI middleware: one log line per request (method, path, status, ms), 413 at once for a
+    declared body over `max_body`, and the count of POSTs under way (what may join a batch).
+    Plain ASGI: Starlette's BaseHTTPMiddleware costs a task and two streams a request."""
+
+    def __init__(self, app: Any, state: State, max_body: int) -> None:
+        self.app, self.state, self.max_body = app, state, max_body
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 500
+        length = dict(scope["headers"]).get(b"content-length", b"")
+
+        async def send_status(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if length.isdigit() and int(length) > self.max_body:
+                refusal = _error(413, f"request body over {self.max_body:,} bytes")
+                await refusal(scope, receive, send_status)
+                return
+            posted = scope["method"] == "POST"
+            self.state.coming += posted
+            try:
+                await self.app(scope, receive, send_status)
+            finally:
+                self.state.coming -= posted
+        finally:
+            log.info("%s %s %d %.1f ms", scope["method"], scope["path"], status,
+                     (time.perf_counter() - start) * 1000)  # fmt: skip
+
+
 def _neighbours(model: Any, images: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
     """A batch of requests' images -> their k nearest items: distances, ids, labels (N, k)
-    and sources (N, k) objects, k the largest any request of the batch asked for (each cuts
-    its own). Run in the model's thread, like every change to the index, so that a search
-    never sees an index half changed."""
+    and sources (N, k) objects. Run in the model's thread, like every change to the index,
+    so that a search never sees an index half changed; each request cuts its own k (so that
+    its answer does not depend on the requests it was batched with: FAISS's HNSW searches
+    max(efSearch, k) deep, and exact search may keep other items of equal distance at the
+    k-th place for another k)."""
     index = model.index
     distances, ids = index.search(model.embed(images), min(k, MAX_K))
     labels = index.labels_of(ids)

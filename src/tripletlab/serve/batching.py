@@ -34,8 +34,6 @@ class DynamicBatcher:
         executor: the one-thread pool the calls run in (shared by batchers of one model).
         coming: how many requests are under way (being read); a batch waits for others only
             while more are coming than wait, so a lone request never waits.
-    A request may bring a `depth` (a search's k): a call then gets the largest of its batch
-    as a second argument, `model(images, depth)`, and each request cuts its own rows.
     """
 
     def __init__(
@@ -54,15 +52,14 @@ class DynamicBatcher:
         )  # fmt: skip
         self.executor = executor or ThreadPoolExecutor(1, thread_name_prefix="model")
         self.coming = coming
-        self._waiting: deque[tuple[np.ndarray, int | None, asyncio.Future]] = deque()
+        self._waiting: deque[tuple[np.ndarray, asyncio.Future]] = deque()
         self._queued = 0
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self.calls = 0  # model calls made, for the tests and /v1/info
 
-    async def submit(self, images: np.ndarray, depth: int | None = None) -> Any:
-        """The model's output for `images`, computed in some batch (with `depth` or more as
-        the model's second argument, when given).
+    async def submit(self, images: np.ndarray) -> Any:
+        """The model's output for `images`, computed in some batch.
 
         Raises:
             QueueFullError: the queue is full.
@@ -75,7 +72,7 @@ class DynamicBatcher:
             self._wake = asyncio.Event()
             self._task = loop.create_task(self._serve(self._wake))
         future = loop.create_future()
-        self._waiting.append((images, depth, future))
+        self._waiting.append((images, future))
         self._queued += len(images)
         self._wake.set()  # type: ignore[union-attr]
         return await future
@@ -88,7 +85,7 @@ class DynamicBatcher:
         """Whether more requests are under way than wait (others may still join)."""
         return self.coming is None or self.coming() > len(self._waiting)
 
-    def _take(self) -> list[tuple[np.ndarray, int | None, asyncio.Future]]:
+    def _take(self) -> list[tuple[np.ndarray, asyncio.Future]]:
         taken = [self._waiting.popleft()]
         count = len(taken[0][0])
         while (self._waiting and self.max_batch > 1
@@ -111,17 +108,15 @@ class DynamicBatcher:
                 taken = self._take()
                 self.calls += 1
                 try:
-                    batch = np.concatenate([images for images, _, _ in taken])
-                    depths = [depth for _, depth, _ in taken if depth is not None]
-                    depth = (max(depths),) if depths else ()
-                    out = await loop.run_in_executor(self.executor, self.model, batch, *depth)
+                    batch = np.concatenate([images for images, _ in taken])
+                    out = await loop.run_in_executor(self.executor, self.model, batch)
                     start = 0
-                    for images, _, future in taken:
+                    for images, future in taken:
                         if not future.done():  # a caller cancelled: nobody waits for it
                             future.set_result(_rows(out, start, len(images)))
                         start += len(images)
                 except Exception as error:  # every request of the batch gets it
-                    for _, _, future in taken:
+                    for _, future in taken:
                         if not future.done():
                             future.set_exception(error)
 

@@ -63,24 +63,21 @@ class State:
 
     async def search(self, images: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
         """Distances, ids, labels and sources (N, k) of each image's k nearest items:
-        embedding and search batched together across requests (as deep as the batch's
-        largest k, cut to k)."""
+        embedding and search batched together across requests (`max_k` deep, cut to k)."""
         self.ready()
         if self.searcher is None:
             raise ApiError(404, "this service has no index: start it with --index, or build "
                                 "one with tripletlab index build RUN_DIR")  # fmt: skip
-        rows = await self._submit(self.searcher, images, k)
+        rows = await self._submit(self.searcher, images)
         return tuple(part[:, :k] for part in rows)
 
     async def images_of(self, files: list[bytes], count: tuple[int, int] = (1, 0)) -> np.ndarray:
         """`images`, decoded in a worker thread (large images would stall every request)."""
         return await asyncio.to_thread(self.images, files, count)
 
-    async def _submit(
-        self, batcher: DynamicBatcher, images: np.ndarray, depth: int | None = None
-    ) -> Any:
+    async def _submit(self, batcher: DynamicBatcher, images: np.ndarray) -> Any:
         try:
-            return await batcher.submit(images, depth)
+            return await batcher.submit(images)
         except QueueFullError as error:
             raise ApiError(503, f"the service is busy ({error}); retry shortly",
                            {"Retry-After": "1"}) from None  # fmt: skip
