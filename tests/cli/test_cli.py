@@ -413,6 +413,12 @@ def test_set_reaches_every_config_key():
             assert got == expected, key
 
 
+def test_the_fashion_preset_brings_its_data_set_and_a_flag_replaces_it():
+    assert _dry_run(["--preset", "fashion"])["data"]["dataset"] == "fashion-mnist"
+    assert _dry_run(["--preset", "fashion", "--dataset", "mnist"])["data"]["dataset"] == "mnist"
+    assert _dry_run(["--preset", "accurate"])["data"]["dataset"] == "mnist"
+
+
 def test_flags_and_set_are_refused_together_and_set_needs_a_key():
     result = runner.invoke(app, ["train", "--dry-run", "--lr", "1e-3", "--set", "train.lr=2e-3"])
     assert result.exit_code == 1 and "train.lr is given both as a flag and with --set" in (

@@ -35,11 +35,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train": {"sampler": "pk", "batch_size": 64, "samples_per_class": 8, "epochs": 6,
                   "lr": 3e-3, "schedule": "cosine", "ema": 0.998},
     },
-    # Fashion-MNIST (or other images whose mirror image is the same kind): `accurate` with flips
-    # instead of rotations, a 128-d embedding, semi-hard + cross-entropy, 20 epochs (24 took
-    # about 490 s in a fast machine state, over 600 s in a slow one), the mirror image among the
-    # test-time views. Measured in benchmarks/quality.py (docs/quality.md).
+    # Fashion-MNIST, its data set unless --dataset names another (images whose mirror image is
+    # the same kind): `accurate` with flips instead of rotations, a 128-d embedding, semi-hard +
+    # cross-entropy, 20 epochs (24 took about 490 s in a fast machine state, over 600 s in a
+    # slow one), the mirror image among the test-time views. Measured in
+    # benchmarks/quality.py (docs/quality.md).
     "fashion": {
+        "data": {"dataset": "fashion-mnist"},
         "model": {"backbone": "resnet_small", "embedding_dim": 128, "flip": True,
                   "translate": 0.1, "tta_shift": 1, "tta_flip": True},
         "loss": {"name": "semihard+ce", "margin": 0.5},
