@@ -121,6 +121,10 @@ def test_bad_numbers_of_the_commands(run, digit, tmp_path):
                    "train.samples_per_class must be >= 2, got 0")  # fmt: skip
     _fails_cleanly(["train", "--image-size", "0"], "model.image_size must be >= 1")
     _fails_cleanly(["train", "--embedding-dim", "0"], "model.embedding_dim must be >= 1")
+    # serve checks all of it before it says it is serving (output starts with the error)
+    _fails_cleanly(["serve", str(run.path), "--port", "0"], "--port must be from 1 to 65535")
+    _fails_cleanly(["serve", str(run.path), "--workers", "0"], "--workers must be at least 1")
+    _fails_cleanly(["serve", str(tmp_path / "nothing")], "not a tripletlab run folder")
     result = runner.invoke(app, ["embed", str(run.path), str(digit), "--out",
                                  str(tmp_path / "vecs")])  # fmt: skip
     assert result.exit_code == 0 and f"to {tmp_path / 'vecs.npy'}" in result.output

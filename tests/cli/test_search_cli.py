@@ -64,6 +64,10 @@ def test_build_info_calibrate_search_match(indexed, tmp_path):
     assert "precision 0.95 was not calibrated" in _fails(
         "match", str(run.path), "mnist:test:0", "--index", str(out), "--precision", "0.95"
     )
+    for bad in ("nan", "-1"):  # never NaN in the JSON lines, never every query unknown
+        assert "a distance threshold is a finite number >= 0" in _fails(
+            "match", str(run.path), "mnist:test:0", "--index", str(out), "--json",
+            "--threshold", bad)  # fmt: skip
 
 
 def test_add_remove_and_the_errors_a_user_can_make(indexed, tmp_path):

@@ -31,6 +31,12 @@ def test_overlapping_or_empty_class_lists_are_refused():
         DataConfig(train_classes=(0, 4), test_classes=(4, 5))
     with pytest.raises(ValueError, match="both need classes"):
         load_run_data(DataConfig(limit=500, test_classes=tuple(range(10))))
+    for key, config in (("classes", DataConfig(limit=500, classes=(0, 1, 11))),
+                        ("train_classes", DataConfig(limit=500, train_classes=(0, 11))),
+                        ("test_classes", DataConfig(limit=500, test_classes=(12,)))):  # fmt: skip
+        with pytest.raises(ValueError, match=rf"data.{key} names classes the data set does not "
+                                             r"have: 1[12] \(its classes: 0-9\)"):  # fmt: skip
+            load_run_data(config)
 
 
 def test_class_lists_on_the_command_line():
@@ -38,6 +44,8 @@ def test_class_lists_on_the_command_line():
     assert parse_classes("0-2, 7", "--x") == [0, 1, 2, 7] and parse_classes(None, "--x") is None
     with pytest.raises(ValueError, match="--test-classes takes class ids like 0-4"):
         parse_classes("five", "--test-classes")
+    with pytest.raises(ValueError, match=r"--train-classes: 9-5 is an empty range \(write 5-9"):
+        parse_classes("9-5", "--train-classes")
 
 
 @pytest.mark.slow

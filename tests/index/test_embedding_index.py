@@ -143,8 +143,12 @@ def test_approximate_kinds_find_most_true_neighbours(kind):
 
 def test_ivf_pq_needs_a_large_enough_training_sample():
     index = EmbeddingIndex(16, "L2", True, IndexSettings("ivf-pq"))
-    with pytest.raises(ValueError, match="training sample of at least 9984"):
+    with pytest.raises(ValueError, match=r"at least 9,984 vectors \(its 8-bit codes") as error:
         index.add(_clustered(500, 16, 0), np.zeros(500, dtype=int))
+    assert "nlist" not in str(error.value)  # fewer lists would not help
+    many_lists = EmbeddingIndex(16, "L2", True, IndexSettings("ivf-pq", nlist=1000))
+    with pytest.raises(ValueError, match=r"at least 39,000 vectors \(its 1000 lists.*fewer lists"):
+        many_lists.add(_clustered(500, 16, 0), np.zeros(500, dtype=int))
     assert default_nlist(1_000_000) == 4096 and default_nlist(10) == 16 and default_nlist(0) == 4
     assert default_pq_m(256) == 64 and default_pq_m(64) == 16 and default_pq_m(7) == 1
 
@@ -185,3 +189,6 @@ def test_match_says_unknown_beyond_the_threshold():
     assert [index.label_name(y) for y in matches.labels] == ["cat", "dog", "unknown"]
     with pytest.raises(ValueError, match="not calibrated"):
         index.match(queries)
+    for bad in (float("nan"), -1.0, float("inf")):
+        with pytest.raises(ValueError, match="a distance threshold is a finite number >= 0"):
+            index.match(queries, threshold=bad)

@@ -121,6 +121,9 @@ def test_a_truncated_faiss_file_with_matching_checksums_is_an_error_not_a_crash(
 def test_not_an_index_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="tripletlab index build"):
         EmbeddingIndex.load(tmp_path)
+    _index(n=300).save(tmp_path / "index")  # a run folder, whose index is in index/
+    with pytest.raises(FileNotFoundError, match=f"its index is {tmp_path / 'index'}$"):
+        EmbeddingIndex.load(tmp_path)
 
 
 def test_calibration_is_written_into_the_manifest_alone(tmp_path):

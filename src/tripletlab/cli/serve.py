@@ -43,5 +43,14 @@ def serve(
     with user_errors():
         limits = Limits(max_image_bytes, max_pixels, max_images, max_k, max_body)
         settings = ServeSettings(limits, max_batch, max_wait_ms, max_queue, precision, allow_writes)
-        console.print(f"serving {run_dir} on http://{host}:{port} (docs: /docs)")
-        run_service(run_dir, index, host, port, engine, workers, settings, force)
+        run_service(
+            run_dir,
+            index,
+            host,
+            port,
+            engine,
+            workers,
+            settings,
+            force,
+            announce=lambda url: console.print(f"serving {run_dir} on {url} (docs: /docs)"),
+        )

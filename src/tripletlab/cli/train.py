@@ -215,12 +215,15 @@ def parse_classes(text: str | None, flag: str) -> list[int] | None:
     if text is None:
         return None
     classes: list[int] = []
-    try:
-        for part in text.replace(" ", "").split(","):
-            low, dash, high = part.partition("-")
-            classes += range(int(low), int(high) + 1) if dash else [int(low)]
-    except ValueError:
-        raise ValueError(f"{flag} takes class ids like 0-4 or 0,2,4; got {text!r}") from None
+    for part in text.replace(" ", "").split(","):
+        low, dash, high = part.partition("-")
+        try:
+            first, last = int(low), int(high if dash else low)
+        except ValueError:
+            raise ValueError(f"{flag} takes class ids like 0-4 or 0,2,4; got {text!r}") from None
+        if last < first:
+            raise ValueError(f"{flag}: {part} is an empty range (write {last}-{first})")
+        classes += range(first, last + 1)
     return classes
 
 

@@ -165,9 +165,9 @@ def load_run_data(
     Raises:
         ValueError: unknown data set, bad specs, or settings that leave no training images.
     """
-    sources = {
-        k: _keep_classes(v, config.classes) for k, v in load_sources(config, size, channels).items()
-    }
+    sources = load_sources(config, size, channels)
+    _check_named_classes(config, sources)
+    sources = {k: _keep_classes(v, config.classes) for k, v in sources.items()}
     # MNIST's parts; data.test_split alone may cut its test split (e.g. "test[:20%]", quicker
     # evaluations), never the training split the other parts come from.
     test_spec = parse_split(config.test_split) if config.test_split else None
@@ -195,6 +195,25 @@ def load_run_data(
     train = _cap_per_class(train, config.per_class)
     _check_parts(train, val, test)
     return RunData(train, val, test)
+
+
+def _check_named_classes(config: DataConfig, sources: dict[str, ImageSet]) -> None:
+    """Refuse class ids in data.classes, .train_classes or .test_classes that the data set
+    does not have (they would select nothing, and a later error would blame the sizes)."""
+    have = sorted(set(np.concatenate([part.labels for part in sources.values()]).tolist()))
+    if not have:
+        return
+    for key, named in (("data.classes", config.classes),
+                       ("data.train_classes", config.train_classes),
+                       ("data.test_classes", config.test_classes)):  # fmt: skip
+        missing = sorted(set(named or ()) - set(have))
+        if missing:
+            contiguous = have == list(range(have[0], have[-1] + 1))
+            ids = f"{have[0]}-{have[-1]}" if contiguous else ", ".join(map(str, have[:20]))
+            raise ValueError(
+                f"{key} names classes the data set does not have: "
+                f"{', '.join(map(str, missing))} (its classes: {ids})"
+            )
 
 
 def _check_parts(train: ImageSet, val: ImageSet, test: ImageSet) -> None:

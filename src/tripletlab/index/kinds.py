@@ -94,12 +94,15 @@ def resolve_ivf_pq(
     pq_m = settings.pq_m or default_pq_m(dim)
     if dim % pq_m:
         raise ValueError(f"pq_m {pq_m} must divide the embedding dimension {dim}")
-    need = 39 * max(nlist, 2**settings.nbits)
+    need = 39 * max(nlist, 2**settings.nbits)  # FAISS: 39 vectors per list or PQ centroid
     if sample_size < need:
+        why = (f"its {nlist} lists need 39 each" if nlist > 2**settings.nbits else
+               f"its {settings.nbits}-bit codes need 39 per each of their "
+               f"{2**settings.nbits} centroids")  # fmt: skip
+        fewer = ", or fewer lists (nlist)" if nlist > 2**settings.nbits else ""
         raise ValueError(
-            f"an IVF-PQ index with {nlist} lists and {settings.nbits}-bit codes needs a "
-            f"training sample of at least {need} vectors, got {sample_size}; use --kind "
-            "exact or hnsw for a gallery this small, or lower nlist"
+            f"an IVF-PQ index needs a training sample of at least {need:,} vectors ({why}), "
+            f"got {sample_size:,}: use --kind exact or hnsw for a gallery this small{fewer}"
         )
     return replace(settings, nlist=nlist, pq_m=pq_m)
 

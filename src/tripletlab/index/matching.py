@@ -28,6 +28,8 @@ def match(
     index: EmbeddingIndex, vectors: np.ndarray, threshold: float | None, precision: float
 ) -> Matches:
     """See `EmbeddingIndex.match`."""
+    if threshold is not None and not (np.isfinite(threshold) and threshold >= 0):
+        raise ValueError(f"a distance threshold is a finite number >= 0, got {threshold}")
     if threshold is None:
         if index.calibration is None:
             raise ValueError(

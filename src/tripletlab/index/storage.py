@@ -106,9 +106,10 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     restore_interrupted(Path(directory))
     path = Path(directory) / MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(
-            f"no index in {directory} (no {MANIFEST}): build one with tripletlab index build"
-        )
+        inner = Path(directory) / "index" / MANIFEST  # a run folder given for its index
+        hint = (f"its index is {inner.parent}" if inner.is_file()
+                else "build one with tripletlab index build")  # fmt: skip
+        raise FileNotFoundError(f"no index in {directory} (no {MANIFEST}): {hint}")
     try:
         manifest = json.loads(path.read_text())
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +64,13 @@ def serve(
     workers: int = 1,
     settings: ServeSettings | None = None,
     force: bool = False,
+    announce: Callable[[str], None] | None = None,
 ) -> None:
     """Serve a run until SIGTERM or Ctrl-C (in-flight requests are finished first).
 
     Checks the run (and exports `model.onnx` once, for all workers, when it is missing)
-    before uvicorn starts. Each of `workers` processes gets cores / workers threads.
+    before uvicorn starts, then calls `announce` with the service's URL. Each of `workers`
+    processes gets cores / workers threads.
 
     Raises:
         FileNotFoundError: no run or checkpoint. ValueError: bad options.
@@ -75,8 +78,10 @@ def serve(
     import uvicorn
 
     settings = settings or ServeSettings()
-    if not 1 <= port <= 65535 or workers < 1:
-        raise ValueError("port must be 1-65535 and workers at least 1")
+    if not 1 <= port <= 65535:
+        raise ValueError(f"--port must be from 1 to 65535, got {port}")
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
     if workers > 1 and settings.allow_writes:
         raise ValueError("--allow-writes needs --workers 1: each worker holds its own copy of "
                          "the index, and their changes would overwrite each other")  # fmt: skip
@@ -105,6 +110,8 @@ def serve(
                             if k != "limits"}}  # fmt: skip
     os.environ[_OPTIONS] = json.dumps(options)
     _logging()
+    if announce is not None:
+        announce(f"http://{host}:{port}")
     uvicorn.run("tripletlab.serve.run:app_from_environment", factory=True, host=host, port=port,
                 workers=workers, access_log=False, log_level="warning",
                 timeout_graceful_shutdown=30)  # fmt: skip
