@@ -45,6 +45,9 @@ def test_the_index_holds_the_training_part_with_its_sources(run_04, calibrated):
         assert source.startswith("mnist:train:")
         np.testing.assert_array_equal(read_image(source, (28, 28), 1), train.images[item])
         assert index.labels_of(np.array([item]))[0] == train.labels[item]
+    for bad in ("mnist:foo:1", "mnist:test:-1", "fashion-mnist:test"):
+        with pytest.raises(ValueError, match=f"{bad}: a data set's image is named like"):
+            read_image(bad, (28, 28), 1)
 
 
 def test_calibrated_thresholds_tighten_with_the_precision(calibrated):

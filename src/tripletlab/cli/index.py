@@ -20,7 +20,7 @@ from tripletlab.search import SPLITS, add_images, build_index, calibrate_index, 
 app = typer.Typer(help="Build and manage a run's gallery index (FAISS).", no_args_is_help=True)
 
 RunOption = Annotated[
-    Path | None, typer.Option("--run", help="The run whose model embeds [the manifest's].")
+    Path | None, typer.Option("--run", help="The run whose model embeds \\[the manifest's].")
 ]
 
 
@@ -28,11 +28,12 @@ RunOption = Annotated[
 def build(
     run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
     dataset: Annotated[
-        str | None, typer.Option(help="mnist or an image folder [the run's data set].")
+        str | None,
+        typer.Option(help="mnist, fashion-mnist or an image folder \\[the run's data set]."),
     ] = None,
     split: Annotated[
         str | None,
-        typer.Option(help=f"{', '.join(SPLITS)} [train of the run's data, all of another]."),
+        typer.Option(help=f"{', '.join(SPLITS)} \\[train of the run's data, all of another]."),
     ] = None,
     kind: Annotated[str, typer.Option(help=f"{', '.join(KINDS)}.")] = "exact",
     out: Annotated[Path | None, typer.Option(help="Index folder [RUN_DIR/index].")] = None,
@@ -59,7 +60,7 @@ def add(
     index_dir: Annotated[Path, typer.Argument(help="An index folder.")],
     images: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
     label: Annotated[
-        str | None, typer.Option(help="Their class [the class sub-folder's name].")
+        str | None, typer.Option(help="Their class \\[the class sub-folder's name].")
     ] = None,
     run: RunOption = None,
     force: ForceOption = False,
@@ -68,7 +69,9 @@ def add(
     with user_errors():
         ids, skipped = add_images(index_dir, images, label, run, force)
     note = f" ({skipped} unreadable files skipped)" if skipped else ""
-    console.print(f"added {len(ids):,} images as ids {ids[0]}..{ids[-1]}{note}")
+    added = (f"{len(ids):,} images as ids {ids[0]}..{ids[-1]}" if len(ids) > 1
+             else f"1 image as id {ids[0]}")  # fmt: skip
+    console.print(f"added {added}{note}")
 
 
 @app.command()
@@ -79,7 +82,7 @@ def remove(
     """Remove items by id (exact and ivf-pq indexes; an HNSW graph cannot delete)."""
     with user_errors():
         removed = remove_items(index_dir, ids)
-    console.print(f"removed {removed} items")
+    console.print(f"removed {removed} item{'' if removed == 1 else 's'}")
 
 
 def thresholds_table(calibration: Calibration) -> Table:

@@ -93,7 +93,7 @@ def train(
         ),
     ] = None,
     dataset: Annotated[
-        str | None, typer.Option(help="mnist, or a folder of class folders.")
+        str | None, typer.Option(help="mnist, fashion-mnist, or a folder of class folders.")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Use only N training images.")] = None,
     val_fraction: Annotated[float | None, typer.Option(help="Share held out [0.1].")] = None,

@@ -18,6 +18,7 @@ from tripletlab.data.images import decode_image
 log = logging.getLogger(__name__)
 
 _NAMED_REF = re.compile(r"^(mnist|fashion-mnist):(train|test):(\d+)$")
+_NAMED_PREFIX = re.compile(r"^(mnist|fashion-mnist):")
 
 
 def read_image(reference: str | Path, size: tuple[int, int], channels: int) -> np.ndarray:
@@ -31,6 +32,11 @@ def read_image(reference: str | Path, size: tuple[int, int], channels: int) -> n
     """
     match = _NAMED_REF.match(str(reference))
     if match is None:
+        if _NAMED_PREFIX.match(str(reference)) and not Path(reference).exists():
+            raise ValueError(
+                f"{reference}: a data set's image is named like mnist:test:7 or "
+                "fashion-mnist:train:0 (split train or test, index from 0)"
+            )
         return load_image_file(Path(reference), size, channels)
     name, split, position = match.group(1), match.group(2), int(match.group(3))
     if tuple(size) != (28, 28) or channels != 1:
