@@ -125,6 +125,7 @@ def test_bad_numbers_of_the_commands(run, digit, tmp_path):
     _fails_cleanly(["serve", str(run.path), "--port", "0"], "--port must be from 1 to 65535")
     _fails_cleanly(["serve", str(run.path), "--workers", "0"], "--workers must be at least 1")
     _fails_cleanly(["serve", str(tmp_path / "nothing")], "not a tripletlab run folder")
+    _fails_cleanly(["embed", str(run.path), str(digit), "--out", str(tmp_path)], "is a folder")
     result = runner.invoke(app, ["embed", str(run.path), str(digit), "--out",
                                  str(tmp_path / "vecs")])  # fmt: skip
     assert result.exit_code == 0 and f"to {tmp_path / 'vecs.npy'}" in result.output

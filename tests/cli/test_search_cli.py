@@ -85,6 +85,9 @@ def test_add_remove_and_the_errors_a_user_can_make(indexed, tmp_path):
     assert "removed 2 items" in _ok("index", "remove", str(out), *ids)
     assert "no item with id" in _fails("index", "remove", str(out), ids[0])
     assert "need a label" in _fails("index", "add", str(out), str(folder / "0.png"))
+    sevens = tmp_path / "sevens"  # a gallery of a class the run's data does not have
+    _ok("index", "build", str(run.path), "--dataset", str(tmp_path / "new"), "--out", str(sevens))
+    assert "none of the classes" in _fails("index", "calibrate", str(sevens))
     one = _ok("index", "add", str(out), str(folder / "0.png"), "--label", "seven")
     assert "added 1 image as id " in one
     assert "removed 1 item\n" in _ok("index", "remove", str(out), one.split("as id ")[1].split()[0])

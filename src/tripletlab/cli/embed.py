@@ -23,6 +23,8 @@ def embed(
 ) -> None:
     """Embed image files (resized and converted to the model's input) into a .npy array."""
     with user_errors():
+        if out.is_dir():
+            raise ValueError(f"--out {out} is a folder: name a file, e.g. {out / 'vecs.npy'}")
         embedder = Embedder.from_pretrained(run_dir)
         size, channels = embedder.config.image_size, embedder.config.channels
         pixels = np.stack([load_image_file(path, size, channels) for path in images])
