@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -45,3 +48,18 @@ def test_onnx_parity_with_any_batch_size(config, digits, tmp_path):
 def test_missing_model_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="tripletlab export onnx"):
         OnnxEmbedder(tmp_path / "model.onnx")
+
+
+@pytest.mark.slow
+def test_export_prints_nothing_of_the_exporters_own(tmp_path):
+    """torch's exporter logs the torchvision operators it skips and warns about a deprecated
+    class of its own, once per process: a fresh one shows whether a user sees either."""
+    code = ("import warnings; warnings.simplefilter('always')\n"
+            "from tripletlab import Embedder\n"
+            "from tripletlab.export.onnx import export_onnx\n"
+            f"export_onnx(Embedder().eval(), {str(tmp_path / 'm.onnx')!r})\n")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "m.onnx").is_file()
+    assert "torchvision" not in done.stderr and "LeafSpec" not in done.stderr, done.stderr

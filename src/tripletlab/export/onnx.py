@@ -5,7 +5,9 @@ Running the exported model is `tripletlab.models.engines.OnnxEmbedder` (ONNX Run
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +60,21 @@ def export_onnx(embedder: Embedder, path: Path, opset: int = 18) -> Path:
     outputs = [OUTPUT_NAME]
     if embedder.classifier is not None:
         module, outputs = _WithProbabilities(embedder).eval(), [OUTPUT_NAME, PROBABILITIES_NAME]
-    with torch.no_grad():
-        program = torch.onnx.export(
-            module, (_example_input(embedder),), dynamo=True, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=outputs,
-            dynamic_shapes={"images": {0: batch}}, verbose=False,
-        )  # fmt: skip
+    # The exporter's own notes, nothing a user can act on: which torchvision operators it skips
+    # (torchvision is not a dependency) and a deprecated pytree class inside torch.
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+            program = torch.onnx.export(
+                module, (_example_input(embedder),), dynamo=True, opset_version=opset,
+                input_names=[INPUT_NAME], output_names=outputs,
+                dynamic_shapes={"images": {0: batch}}, verbose=False,
+            )  # fmt: skip
+    finally:
+        registration.setLevel(level)
     program.save(str(temp))
     os.replace(temp, path)
     return path
