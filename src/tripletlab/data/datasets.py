@@ -200,7 +200,8 @@ def load_run_data(
 def _check_named_classes(config: DataConfig, sources: dict[str, ImageSet]) -> None:
     """Refuse class ids in data.classes, .train_classes or .test_classes that the data set
     does not have (they would select nothing, and a later error would blame the sizes)."""
-    have = sorted(set(np.concatenate([part.labels for part in sources.values()]).tolist()))
+    labels = [part.labels for part in sources.values()]
+    have = sorted(set(np.concatenate(labels).tolist())) if labels else []
     if not have:
         return
     for key, named in (("data.classes", config.classes),

@@ -215,11 +215,11 @@ def calibrate_index(
     to_index = np.array([index.class_names.index(n) if n in index.class_names else -1
                          for n in gallery.class_names])  # fmt: skip
     if len(to_index) and (to_index < 0).all():  # every match would be wrong: say why
-        queried, held = (", ".join(names[:5]) for names in (gallery.class_names,
-                                                             index.class_names))  # fmt: skip
+        queried, held = (", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+                         for names in (gallery.class_names, index.class_names))  # fmt: skip
         raise ValueError(
-            f"none of the classes of the {gallery.description} ({queried}...) is in the index "
-            f"({held}...): calibration needs queries of the classes the index holds; calibrate "
+            f"none of the classes of the {gallery.description} ({queried}) is in the index "
+            f"({held}): calibration needs queries of the classes the index holds; calibrate "
             "an index built from the run's own data set"
         )
     known, correct, impostors = [], [], []
