@@ -25,6 +25,7 @@ from tripletlab.index.calibration import Calibration
 from tripletlab.index.embedding_index import EmbeddingIndex
 from tripletlab.index.items import Items
 from tripletlab.index.kinds import IndexSettings
+from tripletlab.runs import INDEX
 from tripletlab.utils.io import (
     atomic_folder,
     atomic_write_json,
@@ -106,7 +107,7 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     restore_interrupted(Path(directory))
     path = Path(directory) / MANIFEST
     if not path.is_file():
-        inner = Path(directory) / "index" / MANIFEST  # a run folder given for its index
+        inner = Path(directory) / INDEX / MANIFEST  # a run folder given for its index
         hint = (f"its index is {inner.parent}" if inner.is_file()
                 else "build one with tripletlab index build")  # fmt: skip
         raise FileNotFoundError(f"no index in {directory} (no {MANIFEST}): {hint}")
