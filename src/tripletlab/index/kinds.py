@@ -96,10 +96,11 @@ def resolve_ivf_pq(
         raise ValueError(f"pq_m {pq_m} must divide the embedding dimension {dim}")
     need = 39 * max(nlist, 2**settings.nbits)  # FAISS: 39 vectors per list or PQ centroid
     if sample_size < need:
-        why = (f"its {nlist} lists need 39 each" if nlist > 2**settings.nbits else
+        lists = nlist > 2**settings.nbits  # the lists, not the codes, need the most
+        why = (f"its {nlist} lists need 39 each" if lists else
                f"its {settings.nbits}-bit codes need 39 per each of their "
                f"{2**settings.nbits} centroids")  # fmt: skip
-        fewer = ", or fewer lists (nlist)" if nlist > 2**settings.nbits else ""
+        fewer = ", or fewer lists (nlist)" if lists else ""
         raise ValueError(
             f"an IVF-PQ index needs a training sample of at least {need:,} vectors ({why}), "
             f"got {sample_size:,}: use --kind exact or hnsw for a gallery this small{fewer}"

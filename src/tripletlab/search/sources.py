@@ -17,8 +17,9 @@ from tripletlab.data.images import decode_image
 
 log = logging.getLogger(__name__)
 
-_NAMED_REF = re.compile(r"^(mnist|fashion-mnist):(train|test):(\d+)$")
-_NAMED_PREFIX = re.compile(r"^(mnist|fashion-mnist):")
+_NAMED_DATA = r"^(mnist|fashion-mnist):"  # the data sets an image reference can name
+_NAMED_REF = re.compile(_NAMED_DATA + r"(train|test):(\d+)$")
+_NAMED_PREFIX = re.compile(_NAMED_DATA)
 
 
 def read_image(reference: str | Path, size: tuple[int, int], channels: int) -> np.ndarray:
