@@ -3,9 +3,14 @@ outputs, with the same gradients as running the backbone every step."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from tripletlab.config import RunConfig, merge
 from tripletlab.data import load_mnist
@@ -85,3 +90,40 @@ def test_features_too_large_for_memory_go_to_a_memory_mapped_file(train_images):
     assert torch.equal(on_disk[index], in_memory[index])
     on_disk.close()
     assert not __import__("os").path.exists(path)
+
+
+def _sharded_worker(rank: int, world_size: int, folder: str, batch_size: int) -> None:
+    """Rank `rank` of a gloo group on this machine: a FeatureCache of the first 37 MNIST
+    images, saved with the number of images this rank's backbone ran on."""
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank,
+                            world_size=world_size)  # fmt: skip
+    torch.set_num_threads(1)
+    try:
+        model = Trainer(_config("resnet_small")).model
+        encoded = []
+        model.backbone.register_forward_hook(lambda m, args, out: encoded.append(len(args[0])))
+        images = torch.from_numpy(load_mnist("train").images[:37])
+        done = []
+        cache = FeatureCache(model, images, batch_size, lambda d, t: done.append((d, t)))
+        np.savez(Path(folder) / f"rank{rank}.npz", features=cache.features,
+                 encoded=np.array(sum(encoded)), done=np.array(done))  # fmt: skip
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("world_size, batch_size", [(2, 8), (3, 4)])  # 3 x 4: empty parts
+def test_ranks_share_the_feature_pass_and_each_gets_every_feature(tmp_path, world_size,
+                                                                  batch_size):  # fmt: skip
+    mp.spawn(_sharded_worker, args=(world_size, str(tmp_path), batch_size), nprocs=world_size,
+             join=True)  # fmt: skip
+    ranks = [dict(np.load(tmp_path / f"rank{r}.npz")) for r in range(world_size)]
+    model = Trainer(_config("resnet_small")).model
+    alone = FeatureCache(model, torch.from_numpy(load_mnist("train").images[:37]), batch_size)
+    assert alone.features.std() > 0
+    for result in ranks:
+        np.testing.assert_allclose(result["features"], alone.features, rtol=1e-5, atol=1e-5)
+        assert result["done"][-1].tolist() == [37, 37]
+    encoded = [int(result["encoded"]) for result in ranks]
+    assert sum(encoded) == 37 and max(encoded) - min(encoded) <= batch_size

@@ -19,7 +19,9 @@ import torch
 from torch import Tensor
 
 from tripletlab.config import PhaseConfig, RunConfig
+from tripletlab.data.sharding import part_sizes
 from tripletlab.models import Embedder
+from tripletlab.training.distributed import all_gather_rows, world
 
 IN_MEMORY_BYTES = 2 << 30
 
@@ -32,6 +34,10 @@ def caches_features(config: RunConfig, model: Embedder, phase: PhaseConfig) -> b
 
 class FeatureCache:
     """Backbone features (N, F) float32 of a set of images; `cache[indices]` -> (B, F) tensor.
+
+    Under `torch.distributed` each rank runs the backbone on its part of every chunk of
+    `batch_size` x world-size images and all ranks receive every chunk's features (in order),
+    so the pass takes 1 / world-size of the time it takes one process.
 
     Args:
         model: the embedder whose (frozen) backbone makes the features.
@@ -59,13 +65,18 @@ class FeatureCache:
         was_training = model.training
         model.eval()
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        rank, world_size = world()
+        step = batch_size * world_size  # a global chunk: each rank encodes its part of it
         try:
             with torch.no_grad():
-                for start in range(0, count, batch_size):
-                    batch = images[start : start + batch_size].to(device)
-                    self.features[start : start + len(batch)] = model.encode(batch).float().cpu()
+                for start in range(0, count, step):
+                    rows = part_sizes(min(step, count - start), world_size)
+                    first = start + sum(rows[:rank])
+                    batch = images[first : first + rows[rank]].to(device)
+                    local = model.encode(batch).float() if len(batch) else _none(size, device)
+                    self.features[start : start + sum(rows)] = all_gather_rows(local, rows).cpu()
                     if progress is not None:
-                        progress(min(start + batch_size, count), count)
+                        progress(start + sum(rows), count)
         except BaseException:  # interrupted or failed: leave no file behind
             self.close()
             raise
@@ -86,3 +97,8 @@ class FeatureCache:
         if self._folder is not None:
             self._folder.cleanup()
             self._folder = None
+
+
+def _none(size: int, device: torch.device) -> Tensor:
+    """(0, size) float32: a rank's part of a last chunk smaller than the world."""
+    return torch.zeros((0, size), dtype=torch.float32, device=device)
