@@ -73,7 +73,8 @@ def test_build_info_calibrate_search_match(indexed, tmp_path):
 def test_add_remove_and_the_errors_a_user_can_make(indexed, tmp_path):
     run, built = indexed
     out = tmp_path / "ix"
-    _ok("index", "build", str(run.path), "--out", str(out), "--split", "test")
+    made = _ok("index", "build", str(run.path), "--out", str(out), "--split", "test")
+    assert "" not in made.splitlines()  # not a terminal: no bar, and no line a bar left
     folder = tmp_path / "new" / "seven"
     folder.mkdir(parents=True)
     for i, image in enumerate(load_mnist("test").images[[0, 17]]):
@@ -86,7 +87,9 @@ def test_add_remove_and_the_errors_a_user_can_make(indexed, tmp_path):
     assert "no item with id" in _fails("index", "remove", str(out), ids[0])
     assert "need a label" in _fails("index", "add", str(out), str(folder / "0.png"))
     sevens = tmp_path / "sevens"  # a gallery of a class the run's data does not have
-    _ok("index", "build", str(run.path), "--dataset", str(tmp_path / "new"), "--out", str(sevens))
+    decoded = _ok("index", "build", str(run.path), "--dataset", str(tmp_path / "new"), "--out",
+                  str(sevens))  # fmt: skip
+    assert "" not in decoded.splitlines()  # decoding the folder, then embedding it
     assert "none of the classes" in _fails("index", "calibrate", str(sevens))
     one = _ok("index", "add", str(out), str(folder / "0.png"), "--label", "seven")
     assert "added 1 image as id " in one

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from rich.progress import Progress
 
 from tripletlab.data.images import ImageSet, decode_image
 from tripletlab.data.pixel_cache import PixelWriter, read_pixels
 from tripletlab.utils.io import atomic_folder, cache_dir
+from tripletlab.utils.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def _decode_all(
         ValueError: fewer than two classes with usable images.
     """
     labels, kept, skipped = [], [], 0
-    with Progress(transient=True) as progress:
+    with progress_bar() as progress:
         task = progress.add_task(f"decoding {root}", total=len(scan.files))
         for path, label in zip(scan.files, scan.labels, strict=True):
             try:

@@ -25,6 +25,7 @@ from tripletlab.models import Embedder
 from tripletlab.runs import RunDir, checkpoint_sha256
 from tripletlab.search.gallery import open_gallery
 from tripletlab.search.sources import decoded_chunks, image_files
+from tripletlab.utils.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,8 @@ _TRAIN_SAMPLE = 100_000
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), transient=True)  # fmt: skip
+    return progress_bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeRemainingColumn())  # fmt: skip
 
 
 def build_index(
