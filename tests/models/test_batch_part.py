@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tripletlab.models.augment import Augment
-from tripletlab.models.batch_part import batch_part, rand_rows, rows_before
+from tripletlab.models.batch_part import batch_part, draw_layout, rand_rows, rows_before
 
 
 def test_augmenting_the_parts_of_a_batch_augments_the_whole_batch():
@@ -36,3 +36,13 @@ def test_outside_a_part_draws_are_plain_and_bad_parts_are_refused():
     assert rows_before() == 0
     with pytest.raises(ValueError, match="out of range"), batch_part(9, 8):
         pass
+
+
+def test_draws_follow_the_layout_a_tensor_is_stored_in():
+    x = torch.randn(2, 3, 4, 5)
+    assert draw_layout(x) == torch.contiguous_format
+    assert draw_layout(x.contiguous(memory_format=torch.channels_last)) == torch.channels_last
+    pooled = torch.randn(2, 3, 1, 1).contiguous(memory_format=torch.channels_last)
+    assert draw_layout(pooled) == torch.contiguous_format  # both layouts at once: the plain one
+    assert draw_layout(x.transpose(2, 3)) == torch.contiguous_format  # neither: copied plainly
+    assert draw_layout(torch.randn(4, 6).t()) == torch.contiguous_format

@@ -23,6 +23,8 @@ from numba import njit
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from tripletlab.models.batch_part import draw_layout
+
 _MIX1 = np.uint32(0x7FEB352D)
 _MIX2 = np.uint32(0x846CA68B)
 
@@ -55,9 +57,8 @@ def _flat(x: Tensor) -> Tensor:
 class _Dropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, p: float, relu: bool, seed: int, offset: int) -> Tensor:
-        channels_last = x.ndim == 4 and not x.is_contiguous()
-        channels_last = channels_last and x.is_contiguous(memory_format=torch.channels_last)
-        x = x if channels_last else x.contiguous()
+        layout = draw_layout(x)
+        x = x.contiguous(memory_format=layout)
         out = torch.empty_like(x)  # same strides as x
         keep = torch.empty(x.numel(), dtype=torch.bool)
         scale = 1.0 / (1.0 - p)
@@ -69,7 +70,7 @@ class _Dropout(torch.autograd.Function):
                     scale, relu, _flat(out).numpy(), keep.numpy())  # fmt: skip
         ctx.save_for_backward(keep)
         ctx.scale = scale
-        ctx.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        ctx.memory_format = layout
         return out
 
     @staticmethod

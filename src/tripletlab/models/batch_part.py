@@ -55,3 +55,13 @@ def rand_rows(rows: int, *shape: int, device: torch.device | None = None) -> Ten
     if start + rows > total:
         raise ValueError(f"rows {start}..{start + rows - 1} of a batch of {total}")
     return torch.rand(total, *shape, device=device)[start : start + rows]
+
+
+def draw_layout(x: Tensor) -> torch.memory_format:
+    """The memory layout in which per-element draws (dropout masks) of `x` are made:
+    `torch.channels_last` for a 4-d tensor stored so (and not also plain contiguous, as
+    (N, C, 1, 1) is), else `torch.contiguous_format`; the draws then follow x's own order."""
+    channels_last = x.ndim == 4 and not x.is_contiguous()
+    if channels_last and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format

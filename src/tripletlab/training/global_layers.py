@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from tripletlab.models.batch_part import current_part
+from tripletlab.models.batch_part import current_part, draw_layout
 from tripletlab.training.distributed import world
 
 
@@ -87,16 +87,9 @@ class GlobalDropout(nn.Dropout):
         if not self.training or self.p == 0.0 or part is None:
             return super().forward(x)
         start, total = part
-        layout = torch.channels_last if _channels_last(x) else torch.contiguous_format
         ones = torch.ones((total, *x.shape[1:]), dtype=x.dtype, device=x.device)
-        mask = F.dropout(ones.contiguous(memory_format=layout), self.p, True)
+        mask = F.dropout(ones.contiguous(memory_format=draw_layout(x)), self.p, True)
         return x * mask[start : start + len(x)]
-
-
-def _channels_last(x: Tensor) -> bool:
-    return (
-        x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-    )
 
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
