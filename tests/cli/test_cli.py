@@ -81,6 +81,13 @@ def test_embed_image_files_matches_the_python_api(trained_run, tmp_path):
     assert vectors.shape == expected.shape
     np.testing.assert_allclose(vectors[1::2], expected[1::2], atol=1e-5)  # PNG is lossless
     assert np.all(np.sum(vectors[0::2] * expected[0::2], axis=1) > 0.95)  # JPEG nearly so
+    # A data set's images by reference, as search and match take them, in the order given.
+    result = runner.invoke(app, ["embed", str(run_dir), "mnist:test:3", str(paths[1]),
+                                 "mnist:test:0", "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(np.load(out), expected[[3, 1, 0]], atol=1e-5)
+    result = runner.invoke(app, ["embed", str(run_dir), "mnist:test:10000", "--out", str(out)])
+    assert result.exit_code == 1 and "MNIST test has 10000 images" in result.output
 
 
 @pytest.mark.slow

@@ -9,25 +9,28 @@ import numpy as np
 import typer
 
 from tripletlab.cli.common import console, user_errors
-from tripletlab.data import load_image_file
 from tripletlab.models import Embedder
 from tripletlab.models.engines import select_engine
+from tripletlab.search import read_images
 
 
 def embed(
     run_dir: Annotated[Path, typer.Argument(help="A run or checkpoint folder.")],
-    images: Annotated[list[Path], typer.Argument(help="Image files.")],
+    images: Annotated[
+        list[str], typer.Argument(help="Image files, or references such as mnist:test:0.")
+    ],
     out: Annotated[Path, typer.Option(help="Output .npy file (N, D) float32.")] = Path("vecs.npy"),
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
     engine: Annotated[str, typer.Option(help="torch, or onnx (RUN_DIR/model.onnx).")] = "torch",
 ) -> None:
-    """Embed image files (resized and converted to the model's input) into a .npy array."""
+    """Embed images (files resized and converted to the model's input, or a data set's
+    images by reference) into a .npy array, in the order given."""
     with user_errors():
         if out.is_dir():
             raise ValueError(f"--out {out} is a folder: name a file, e.g. {out / 'vecs.npy'}")
         embedder = Embedder.from_pretrained(run_dir)
         size, channels = embedder.config.image_size, embedder.config.channels
-        pixels = np.stack([load_image_file(path, size, channels) for path in images])
+        pixels = read_images(images, size, channels)
         vectors = select_engine(embedder, run_dir, engine).embed(pixels, batch_size=batch_size)
         out = out if out.suffix == ".npy" else out.with_name(out.name + ".npy")  # as np.save does
         out.parent.mkdir(parents=True, exist_ok=True)
