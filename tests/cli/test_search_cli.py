@@ -70,8 +70,10 @@ def test_build_info_calibrate_search_match(indexed, tmp_path):
             "--threshold", bad)  # fmt: skip
 
 
-def test_add_remove_and_the_errors_a_user_can_make(indexed, tmp_path):
+def test_add_remove_and_the_errors_a_user_can_make(indexed, tmp_path, monkeypatch):
     run, built = indexed
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE"):  # what rich would take for a terminal
+        monkeypatch.delenv(name, raising=False)
     out = tmp_path / "ix"
     made = _ok("index", "build", str(run.path), "--out", str(out), "--split", "test")
     assert "" not in made.splitlines()  # not a terminal: no bar, and no line a bar left

@@ -92,7 +92,8 @@ def test_features_too_large_for_memory_go_to_a_memory_mapped_file(train_images):
     assert not __import__("os").path.exists(path)
 
 
-def _sharded_worker(rank: int, world_size: int, folder: str, batch_size: int) -> None:
+def _sharded_worker(rank: int, world_size: int, folder: str, batch_size: int,
+                    in_memory_bytes: int) -> None:  # fmt: skip
     """Rank `rank` of a gloo group on this machine: a FeatureCache of the first 37 MNIST
     images, saved with the number of images this rank's backbone ran on."""
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
@@ -105,7 +106,9 @@ def _sharded_worker(rank: int, world_size: int, folder: str, batch_size: int) ->
         model.backbone.register_forward_hook(lambda m, args, out: encoded.append(len(args[0])))
         images = torch.from_numpy(load_mnist("train").images[:37])
         done = []
-        cache = FeatureCache(model, images, batch_size, lambda d, t: done.append((d, t)))
+        cache = FeatureCache(model, images, batch_size, lambda d, t: done.append((d, t)),
+                             in_memory_bytes)  # fmt: skip
+        assert cache.on_disk == (in_memory_bytes == 0)
         np.savez(Path(folder) / f"rank{rank}.npz", features=cache.features,
                  encoded=np.array(sum(encoded)), done=np.array(done))  # fmt: skip
         dist.barrier()
@@ -113,11 +116,12 @@ def _sharded_worker(rank: int, world_size: int, folder: str, batch_size: int) ->
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("world_size, batch_size", [(2, 8), (3, 4)])  # 3 x 4: empty parts
-def test_ranks_share_the_feature_pass_and_each_gets_every_feature(tmp_path, world_size,
-                                                                  batch_size):  # fmt: skip
-    mp.spawn(_sharded_worker, args=(world_size, str(tmp_path), batch_size), nprocs=world_size,
-             join=True)  # fmt: skip
+# 3 x 4: a last chunk with empty parts; 0 bytes in memory: features in memory-mapped files.
+@pytest.mark.parametrize("setting", [(2, 8, 2 << 30), (3, 4, 0)])
+def test_ranks_share_the_feature_pass_and_each_gets_every_feature(tmp_path, setting):
+    world_size, batch_size, in_memory_bytes = setting
+    mp.spawn(_sharded_worker, args=(world_size, str(tmp_path), batch_size, in_memory_bytes),
+             nprocs=world_size, join=True)  # fmt: skip
     ranks = [dict(np.load(tmp_path / f"rank{r}.npz")) for r in range(world_size)]
     model = Trainer(_config("resnet_small")).model
     alone = FeatureCache(model, torch.from_numpy(load_mnist("train").images[:37]), batch_size)

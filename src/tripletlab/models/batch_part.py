@@ -58,9 +58,16 @@ def rand_rows(rows: int, *shape: int, device: torch.device | None = None) -> Ten
 
 
 def draw_layout(x: Tensor) -> torch.memory_format:
-    """The memory layout in which per-element draws (dropout masks) of `x` are made:
-    `torch.channels_last` for a 4-d tensor stored so (and not also plain contiguous, as
-    (N, C, 1, 1) is), else `torch.contiguous_format`; the draws then follow x's own order."""
+    """The memory layout in which per-element draws (dropout masks) of `x` are made.
+
+    Args:
+        x: any tensor; (N, C, H, W) ones may be stored channels-last.
+    Returns:
+        `torch.channels_last` for a 4-d tensor stored so (and not also plain contiguous, as
+        (N, C, 1, 1) is): the draws then follow its memory order. Otherwise
+        `torch.contiguous_format` (for a tensor stored in neither layout, the order of a
+        plain contiguous copy).
+    """
     channels_last = x.ndim == 4 and not x.is_contiguous()
     if channels_last and x.is_contiguous(memory_format=torch.channels_last):
         return torch.channels_last

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from tripletlab.index import (
     DEFAULT_PRECISIONS,
@@ -37,8 +37,7 @@ _TRAIN_SAMPLE = 100_000
 
 
 def _progress() -> Progress:
-    return progress_bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeRemainingColumn())  # fmt: skip
+    return progress_bar(BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
 
 
 def build_index(

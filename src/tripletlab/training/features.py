@@ -36,8 +36,8 @@ class FeatureCache:
     """Backbone features (N, F) float32 of a set of images; `cache[indices]` -> (B, F) tensor.
 
     Under `torch.distributed` each rank runs the backbone on its part of every chunk of
-    `batch_size` x world-size images and all ranks receive every chunk's features (in order),
-    so the pass takes 1 / world-size of the time it takes one process.
+    `batch_size` x world-size images (1 / world-size of the images, where each rank once ran
+    it on all of them) and all ranks receive every chunk's features, in order.
 
     Args:
         model: the embedder whose (frozen) backbone makes the features.
@@ -74,6 +74,8 @@ class FeatureCache:
                     first = start + sum(rows[:rank])
                     batch = images[first : first + rows[rank]].to(device)
                     local = model.encode(batch).float() if len(batch) else _none(size, device)
+                    # Gathered on the model's device, through the run's process group (gloo,
+                    # as for the global batch's embeddings).
                     self.features[start : start + sum(rows)] = all_gather_rows(local, rows).cpu()
                     if progress is not None:
                         progress(start + sum(rows), count)
