@@ -89,7 +89,7 @@ def test_features_too_large_for_memory_go_to_a_memory_mapped_file(train_images):
     index = torch.tensor([3, 99, 0])
     assert torch.equal(on_disk[index], in_memory[index])
     on_disk.close()
-    assert not __import__("os").path.exists(path)
+    assert not os.path.exists(path)
 
 
 def _sharded_worker(rank: int, world_size: int, folder: str, batch_size: int,
