@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 console = Console()
+HERE = Path(__file__).resolve().parent
+
+
+def in_fresh_process(module: str, function: str, *args: object) -> object:
+    """`module.function(*args)` (a script in this folder) in a new interpreter; its JSON result.
+
+    Each measurement starts from a clean heap, and glibc's malloc starts untuned, as in a user's
+    own script. The folder is put on the path, so this works from any working directory.
+    """
+    call = f"{function}({', '.join(repr(a) for a in args)})"
+    code = (
+        f"import json, sys; sys.path.insert(0, {str(HERE)!r}); from {module} import {function}; "
+        f"print(json.dumps({call}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{call}: {result.stderr[-2000:]}")
+    return json.loads(result.stdout.splitlines()[-1])
 
 
 def timed(function: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:

@@ -16,14 +16,11 @@ Run: `python benchmarks/compile.py [--rounds 2] [--steps 300]`.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import time
 
 import numpy as np
 import torch
-from _common import show
+from _common import in_fresh_process, show
 from torch import nn
 
 from tripletlab.config import RunConfig, merge
@@ -74,17 +71,6 @@ def measure(way: str, steps: int) -> dict[str, float]:
             "warmup_seconds": warmup}  # fmt: skip
 
 
-def in_fresh_process(way: str, steps: int) -> dict[str, float]:
-    code = (
-        "import json, sys; sys.path.insert(0, '.'); from compile import measure; "
-        f"print(json.dumps(measure({way!r}, {steps})))"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"{way}: {result.stderr[-2000:]}")
-    return json.loads(result.stdout.splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
@@ -93,7 +79,7 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {way: [] for way in WAYS}
     for _ in range(args.rounds):
         for way in WAYS:
-            results[way].append(in_fresh_process(way, args.steps))
+            results[way].append(in_fresh_process("compile", "measure", way, args.steps))
     reference = np.median([r["images_per_second"] for r in results["fused"]])
     rows = []
     for way, runs in results.items():

@@ -7,6 +7,7 @@ Run: `make bench` or `python benchmarks/inference.py`.
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tripletlab.export.onnx import OnnxEmbedder, export_onnx, quantize_int8
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     torch.manual_seed(0)
     embedder = Embedder().eval()
     images = load_mnist("test").images

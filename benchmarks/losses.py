@@ -8,6 +8,7 @@ N = 16,384, in a fresh process. Run: `make bench` or `python benchmarks/losses.p
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 
@@ -76,6 +77,7 @@ print(peak_bytes(), before)
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     pml = _pml()
     rows = []
     for n in (256, 512, 1024, 4096, 8192):

@@ -11,15 +11,13 @@ Run: `make bench` or `python benchmarks/training.py`.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+import argparse
 import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
-from _common import show
+from _common import in_fresh_process, show
 from torch import nn
 from torch.nn import functional
 
@@ -75,29 +73,23 @@ def images_per_second(kind: str, batch_size: int, steps: int) -> float:
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def in_fresh_process(kind: str, batch_size: int, steps: int) -> float:
-    """`images_per_second` in a new interpreter: each measurement starts from a clean heap."""
-    code = (
-        "import json, sys; sys.path.insert(0, '.'); from training import images_per_second; "
-        f"print(json.dumps(images_per_second({kind!r}, {batch_size}, {steps})))"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(result.stderr)
-    return json.loads(result.stdout.splitlines()[-1])
-
-
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--steps", type=int, default=STEPS_AT_32,
+        help="timed steps at batch 32 (fewer at larger batches: as many images)",
+    )  # fmt: skip
+    args = parser.parse_args()
     rows = []
-    reference = in_fresh_process("plain", 32, STEPS_AT_32)
+    reference = in_fresh_process("training", "images_per_second", "plain", 32, args.steps)
     rows.append(["plain eager port", 32, reference, "1.00x"])
     for batch_size in (32, 128, 512):
-        steps = max(30, STEPS_AT_32 * 32 // batch_size)
-        speed = in_fresh_process("tripletlab", batch_size, steps)
+        steps = max(1, args.steps * 32 // batch_size)
+        speed = in_fresh_process("training", "images_per_second", "tripletlab", batch_size, steps)
         rows.append(["tripletlab Trainer", batch_size, speed, f"{speed / reference:.2f}x"])
     show(
         f"tutorial network training, semi-hard loss, {torch.get_num_threads()} threads, "
-        f"{STEPS_AT_32} steps at batch 32 (goal: 2,000 images / s at batch 32)",
+        f"{args.steps} steps at batch 32 (goal: 2,000 images / s at batch 32)",
         ["training", "batch", "images / s", "vs plain at 32"],
         rows,
     )

@@ -130,3 +130,25 @@ def test_rows_of_a_batch_get_the_masks_they_have_in_the_whole_batch(channels_las
     torch.testing.assert_close(torch.cat(parts), whole, rtol=0, atol=0)
     torch.set_rng_state(state)
     assert not torch.equal(drop(x[3:7]), whole[3:7])  # without it: the masks of rows 0..3
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_torch_compile_breaks_the_graph_at_the_dropout_and_keeps_its_masks(backend):
+    # The tutorial network layer by layer under torch.compile: AOTAutograd used to trace into
+    # the NumPy views of the dropout's pass and failed at run time (setStorage out of bounds).
+    from tripletlab.models.seed_cnn import SeedCNNBackbone
+
+    torch.manual_seed(0)
+    model = SeedCNNBackbone(fused=False).train()
+    compiled = torch.compile(model, backend=backend)
+    x = torch.randn(32, 1, 28, 28, requires_grad=True)
+    outputs, grads = [], []
+    for run in (model, compiled):
+        torch.manual_seed(1)
+        out = run(x)
+        out.square().sum().backward()
+        outputs.append(out.detach())
+        grads.append(x.grad)
+        x.grad = None
+    torch.testing.assert_close(outputs[1], outputs[0])
+    torch.testing.assert_close(grads[1], grads[0])

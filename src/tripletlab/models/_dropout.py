@@ -34,8 +34,12 @@ def dropout_threshold(p: float) -> int:
     return round(p * 65536)
 
 
+@torch.compiler.disable
 def fast_dropout(x: Tensor, p: float, *, relu: bool = False, offset: int = 0) -> Tensor:
     """Dropout with drop probability p (rounded to a multiple of 1/65536), after a ReLU if `relu`.
+
+    Always eager: under `torch.compile` the graph breaks here (numba's pass cannot be traced,
+    and AOTAutograd's tracing of the NumPy views inside failed at run time, torch 2.13).
 
     Args:
         x: float32 CPU tensor of any shape.
