@@ -5,8 +5,10 @@ PyTorch against tripletlab.losses."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -182,3 +184,21 @@ def test_missing_backend_is_explained():
         import tensorflow  # noqa: F401
     except ImportError:
         assert done.returncode != 0 and "KERAS_BACKEND=torch" in done.stderr
+
+
+def test_the_docs_keras_examples_compile_and_train():
+    # docs/keras.md's first example (any backend) and the README's two lines, which compile
+    # the model that example makes; the tutorial's own code is test_tutorial.py's.
+    root = Path(__file__).resolve().parents[2]
+    docs = re.findall(r"```python\n(.*?)```", (root / "docs" / "keras.md").read_text(), re.S)
+    readme = [b for b in re.findall(r"```python\n(.*?)```", (root / "README.md").read_text(), re.S)
+              if "tripletlab.keras" in b]  # fmt: skip
+    scope: dict = {}
+    exec(compile(docs[0], "docs/keras.md, example 1", "exec"), scope)
+    exec(compile(readme[0], "README.md, the Keras example", "exec"), scope)
+    rng = np.random.default_rng(0)
+    images = rng.random((64, 28, 28, 1), dtype=np.float32)
+    labels = np.arange(64) % 4
+    history = scope["model"].fit(images, labels, batch_size=32, epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert scope["model"].loss.__class__ is TripletSemiHardLoss
