@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -17,11 +18,20 @@ console = Console()
 HERE = Path(__file__).resolve().parent
 
 
-def in_fresh_process(module: str, function: str, *args: object) -> object:
+def in_fresh_process(module: str, function: str, *args: object) -> Any:
     """`module.function(*args)` (a script in this folder) in a new interpreter; its JSON result.
 
     Each measurement starts from a clean heap, and glibc's malloc starts untuned, as in a user's
     own script. The folder is put on the path, so this works from any working directory.
+
+    Args:
+        module: a module of this folder, by name ("training").
+        function: its function to call; it returns what `json.dumps` takes.
+        args: literals whose `repr` rebuilds them (numbers, strings, lists of them).
+    Returns:
+        The function's result, read back from JSON.
+    Raises:
+        RuntimeError: the new interpreter failed (the end of its stderr in the message).
     """
     call = f"{function}({', '.join(repr(a) for a in args)})"
     code = (

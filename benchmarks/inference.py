@@ -21,7 +21,7 @@ from tripletlab.export.onnx import OnnxEmbedder, export_onnx, quantize_int8
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     torch.manual_seed(0)
     embedder = Embedder().eval()
     images = load_mnist("test").images

@@ -77,7 +77,7 @@ print(peak_bytes(), before)
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     pml = _pml()
     rows = []
     for n in (256, 512, 1024, 4096, 8192):

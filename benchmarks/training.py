@@ -6,7 +6,7 @@ normalisation, the same loss and optimizer, in a fresh process (so glibc's mallo
 untuned, as in a user's own script). tripletlab's `Trainer` trains the same network with the
 same loss (pooling before ReLU is exact; its dropout masks are drawn differently, with p
 rounded to 0.300003) and tunes malloc.
-Run: `make bench` or `python benchmarks/training.py`.
+Run: `make bench` or `python benchmarks/training.py [--steps 600]`.
 """
 
 from __future__ import annotations
@@ -80,6 +80,8 @@ def main() -> None:
         help="timed steps at batch 32 (fewer at larger batches: as many images)",
     )  # fmt: skip
     args = parser.parse_args()
+    if args.steps < 1:
+        parser.error("--steps must be at least 1")
     rows = []
     reference = in_fresh_process("training", "images_per_second", "plain", 32, args.steps)
     rows.append(["plain eager port", 32, reference, "1.00x"])

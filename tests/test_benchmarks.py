@@ -1,5 +1,5 @@
-"""The benchmark scripts run as their docstrings say (`python benchmarks/NAME.py`), from any
-working directory, including the ones that measure in fresh interpreters."""
+"""The benchmark scripts run from any working directory, as their docstrings show them
+(`python benchmarks/NAME.py`), including the measurements they make in fresh interpreters."""
 
 from __future__ import annotations
 
@@ -12,9 +12,18 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
+def test_a_fresh_interpreter_finds_the_benchmarks_own_modules(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    monkeypatch.chdir(tmp_path)  # not the benchmarks folder
+    from _common import in_fresh_process
+
+    assert in_fresh_process("_common", "_format", 1234.5) == "1,234"
+    with pytest.raises(RuntimeError, match="No module named 'nothing_here'"):
+        in_fresh_process("nothing_here", "f")
+
+
 @pytest.mark.slow
 def test_training_benchmark_runs_outside_its_folder(tmp_path):
-    # Its measurements run in fresh interpreters, which must find the script's own module.
     result = subprocess.run(
         [sys.executable, str(BENCHMARKS / "training.py"), "--steps", "2"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -133,15 +135,19 @@ def test_rows_of_a_batch_get_the_masks_they_have_in_the_whole_batch(channels_las
 
 
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
-def test_torch_compile_breaks_the_graph_at_the_dropout_and_keeps_its_masks(backend):
+def test_torch_compile_runs_the_dropout_eagerly_with_its_masks(backend, request):
     # The tutorial network layer by layer under torch.compile: AOTAutograd used to trace into
-    # the NumPy views of the dropout's pass and failed at run time (setStorage out of bounds).
+    # the NumPy views of the dropout's pass and failed at run time (setStorage out of bounds);
+    # inductor, tracing it, drew other masks than eager mode.
+    if backend == "inductor" and not (shutil.which("c++") or shutil.which("g++")):
+        pytest.skip("inductor's CPU backend compiles C++")
     from tripletlab.models.seed_cnn import SeedCNNBackbone
 
+    request.addfinalizer(torch._dynamo.reset)
     torch.manual_seed(0)
     model = SeedCNNBackbone(fused=False).train()
-    compiled = torch.compile(model, backend=backend)
     x = torch.randn(32, 1, 28, 28, requires_grad=True)
+    compiled = torch.compile(model, backend=backend)
     outputs, grads = [], []
     for run in (model, compiled):
         torch.manual_seed(1)

@@ -143,3 +143,13 @@ def test_a_query_is_its_own_gallery_item_by_resolved_path(tmp_path, monkeypatch)
     assert _same_source("mnist:train:3", "mnist:train:3")
     assert not _same_source("mnist:train:3", "mnist:train:30")
     assert not _same_source("", "") and not _same_source("a.png", "b.png")
+
+
+def test_a_run_without_validation_part_says_which_part_to_calibrate_on():
+    # --preset fashion trains on every training image: its run has no val part.
+    from tripletlab.config import RunConfig, merge
+
+    config = merge(RunConfig(), {"data": {"val_fraction": 0.0, "limit": 400}})
+    with pytest.raises(ValueError, match=r"without a validation part .* --split test"):
+        open_gallery(config, None, "val")
+    assert open_gallery(config, None, "test").count == 10000

@@ -40,8 +40,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # cross-entropy, the mirror image among the test-time views, and every training image (no
     # validation part; a folder keeps its 80/10/10 split) for 18 epochs: as many steps as 20
     # epochs of 54,000 images (seed 0, bfloat16: P@1 0.9189 and MAP@R 0.8519 in 365 s against
-    # 0.9129 and 0.8492 in 355 s with a tenth held out). Measured in benchmarks/quality.py
-    # (docs/quality.md).
+    # 0.9129 and 0.8492 in 355 s with a tenth held out, `tripletlab train`); three seeds in
+    # benchmarks/quality.py (docs/quality.md).
     "fashion": {
         "data": {"dataset": "fashion-mnist", "val_fraction": 0.0},
         "model": {"backbone": "resnet_small", "embedding_dim": 128, "flip": True,

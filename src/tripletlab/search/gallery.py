@@ -104,7 +104,11 @@ def open_gallery(
         gallery = Gallery(scan.labels[positions], scan.class_names, f"{dataset} ({split})",
                           files=[scan.files[p] for p in positions])  # fmt: skip
     if gallery.count == 0:
-        raise ValueError(f"the {gallery.description} has no image to index")
+        hint = ""
+        if own and split == "val":  # e.g. --preset fashion trains on every training image
+            hint = (": the run was trained without a validation part (data.val_fraction 0); "
+                    "use another labelled part, e.g. --split test")  # fmt: skip
+        raise ValueError(f"the {gallery.description} has no image{hint}")
     return gallery
 
 
