@@ -423,8 +423,8 @@ def test_set_reaches_every_config_key():
 def test_the_fashion_preset_brings_its_data_set_and_a_flag_replaces_it():
     fashion = _dry_run(["--preset", "fashion"])
     assert fashion["data"]["dataset"] == "fashion-mnist"
-    # Every training image, 18 epochs: as many steps as 20 epochs with a tenth held out.
-    assert (fashion["data"]["val_fraction"], fashion["train"]["epochs"]) == (0.0, 18)
+    # A tenth held out: validation each epoch, and the part `index calibrate` searches.
+    assert (fashion["data"]["val_fraction"], fashion["train"]["epochs"]) == (0.1, 20)
     assert _dry_run(["--preset", "fashion", "--dataset", "mnist"])["data"]["dataset"] == "mnist"
     assert _dry_run(["--preset", "accurate"])["data"]["dataset"] == "mnist"
 

@@ -146,7 +146,7 @@ def test_a_query_is_its_own_gallery_item_by_resolved_path(tmp_path, monkeypatch)
 
 
 def test_a_run_without_validation_part_says_which_part_to_calibrate_on():
-    # --preset fashion trains on every training image: its run has no val part.
+    # data.val_fraction 0: every training image trained on, no val part.
     from tripletlab.config import RunConfig, merge
 
     config = merge(RunConfig(), {"data": {"val_fraction": 0.0, "limit": 400}})

@@ -105,7 +105,7 @@ def open_gallery(
                           files=[scan.files[p] for p in positions])  # fmt: skip
     if gallery.count == 0:
         hint = ""
-        if own and split == "val":  # e.g. --preset fashion trains on every training image
+        if own and split == "val":  # data.val_fraction 0: every training image trained on
             hint = (": the run was trained without a validation part (data.val_fraction 0); "
                     "use another labelled part, e.g. --split test")  # fmt: skip
         raise ValueError(f"the {gallery.description} has no image{hint}")
