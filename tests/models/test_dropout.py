@@ -114,7 +114,8 @@ def test_identity_in_eval_mode_odd_sizes_and_other_dtypes():
 @pytest.mark.parametrize("relu", [False, True])
 def test_rows_of_a_batch_get_the_masks_they_have_in_the_whole_batch(channels_last, relu):
     """What a rank of a distributed run relies on: the parts of a batch (odd-sized rows
-    included), dropped inside `rows_before`, are the whole batch dropped."""
+    included, and an empty part: a rank with no row of a short last batch), dropped inside
+    `rows_before`, are the whole batch dropped."""
     from tripletlab.models.batch_part import batch_part
 
     layer = FastDropout(0.4).train()
@@ -125,7 +126,7 @@ def test_rows_of_a_batch_get_the_masks_they_have_in_the_whole_batch(channels_las
     state = torch.get_rng_state()
     whole = drop(x)
     parts = []
-    for start, stop in ((0, 2), (2, 3), (3, 7)):
+    for start, stop in ((0, 2), (2, 3), (3, 3), (3, 7)):
         torch.set_rng_state(state)  # every rank draws the same seed
         with batch_part(start, 7):
             parts.append(drop(x[start:stop]))

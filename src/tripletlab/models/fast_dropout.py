@@ -46,7 +46,7 @@ class FastDropout(nn.Module):
 
         if x.device.type == "cpu" and x.dtype == torch.float32:
             rows = rows_before()
-            offset = rows * (x.numel() // len(x)) if rows and x.ndim else 0
+            offset = rows * x[0].numel() if rows and x.ndim and len(x) else 0
             return fast_dropout(x, self.p, relu=relu, offset=offset)
         x = torch.relu(x) if relu else x
         count = x.numel()
