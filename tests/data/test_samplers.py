@@ -17,6 +17,15 @@ def test_shuffle_sampler_covers_every_item_once_and_keeps_the_remainder():
     assert np.array_equal(np.concatenate(list(sampler)), np.concatenate(batches))
 
 
+@pytest.mark.parametrize(("items", "sizes"), [(97, [32, 32, 33]), (33, [33]), (1, [1]), (2, [2])])
+def test_a_lone_last_image_joins_the_batch_before(items, sizes):
+    """One image has no pair, and BatchNorm in training mode refuses a batch of one."""
+    sampler = ShuffleSampler(items, 32, seed=0)
+    batches = list(sampler)
+    assert [len(b) for b in batches] == sizes and len(sampler) == len(sizes)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(items))
+
+
 @pytest.mark.parametrize("counts", [[20, 20, 20, 20], [37, 5, 12, 40, 3, 8], [2, 50, 50]])
 def test_pk_batches_have_p_classes_of_k_images(counts):
     labels = np.repeat(np.arange(len(counts)), counts)

@@ -15,7 +15,9 @@ from tripletlab.data.triplets import TripletBatchSampler
 class ShuffleSampler(ResumableSampler):
     """Shuffled batches of `batch_size` indices over the data set, a new order every epoch.
 
-    The last batch keeps the remainder, as `tf.data.Dataset.batch` does.
+    The last batch keeps the remainder, as `tf.data.Dataset.batch` does, except that a lone
+    last image joins the batch before it: one image has no pair to learn from, and PyTorch's
+    BatchNorm refuses to train on it (a ResNet's 1 x 1 last feature map at 28 px).
     """
 
     def __init__(self, num_items: int, batch_size: int, seed: int = 0) -> None:
@@ -31,12 +33,19 @@ class ShuffleSampler(ResumableSampler):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return -(-self.num_items // self.batch_size)
+        return len(self._bounds()) - 1
 
     def __iter__(self) -> Iterator[np.ndarray]:
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_items)
-        starts = range(0, self.num_items, self.batch_size)
-        return self._from_skip(order[start : start + self.batch_size] for start in starts)
+        bounds = self._bounds()
+        return self._from_skip(order[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True))
+
+    def _bounds(self) -> list[int]:
+        """Where each batch starts, then the end: a lone last image joins the batch before."""
+        bounds = [*range(0, self.num_items, self.batch_size), self.num_items]
+        if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+            del bounds[-2]
+        return bounds
 
 
 class PKSampler(ResumableSampler):
