@@ -24,6 +24,19 @@ def test_specs_are_deterministic_and_complementary():
     assert not np.array_equal(parse_split("train[:60%]").indices(50, 8), parts[0])
 
 
+@pytest.mark.parametrize("class_size", [3, 5, 15, 17])
+@pytest.mark.parametrize("specs", [("train[:90%]", "train[-10%:]"),
+                                   ("train[:66.7%]", "train[-33.3%:]")])  # fmt: skip
+def test_a_negative_percent_cuts_where_its_complement_does(specs, class_size):
+    """train[:90%] and train[-10%:] of every class size (per class, halves rounded alike):
+    disjoint and complete, never a whole class in the small part."""
+    labels = np.repeat(np.arange(3), class_size)
+    head, tail = (parse_split(s).indices(len(labels), 0, labels) for s in specs)
+    assert np.intersect1d(head, tail).size == 0
+    assert sorted([*head.tolist(), *tail.tolist()]) == list(range(len(labels)))
+    assert len(tail) < len(head)
+
+
 @pytest.mark.parametrize(
     "spec", ["train[:40]%", "train[a:b]", "train[:40%", "[:10%]", "train[:120%]"]
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -59,10 +60,10 @@ def _bound(text: str, num_items: int, default: int) -> int:
     if not text:
         return default
     if text.endswith("%"):
-        value = float(text[:-1])
+        value = Fraction(text[:-1])  # exact: "-10%" and "90%" cut a class at the same item
         if not -100 <= value <= 100:
             raise ValueError(f"percent out of range in split spec: {text}")
-        return round(num_items * value / 100)
+        return round(num_items * (value if value >= 0 else 100 + value) / 100)
     return int(text)
 
 
