@@ -105,6 +105,19 @@ def test_default_split_is_stratified_80_10_10(folder):
     np.testing.assert_array_equal(again.test.images, data.test.images)
 
 
+@pytest.mark.parametrize(("val_fraction", "sizes"), [(0.0, (36, 0, 4)), (0.2, (28, 8, 4))])
+def test_val_fraction_sets_a_folders_validation_share(folder, val_fraction, sizes):
+    """The test part stays the same tenth; the validation part takes val_fraction (0: none)."""
+    _grow(folder)
+    default = load_run_data(DataConfig(dataset=str(folder)), seed=3, size=(28, 28), channels=1)
+    config = DataConfig(dataset=str(folder), val_fraction=val_fraction)
+    data = load_run_data(config, seed=3, size=(28, 28), channels=1)
+    assert (len(data.train), len(data.val), len(data.test)) == sizes
+    np.testing.assert_array_equal(data.test.images, default.test.images)
+    with pytest.raises(ValueError, match=r"data.val_fraction 0.9 leaves a folder no training"):
+        load_run_data(DataConfig(dataset=str(folder), val_fraction=0.9), 3, (28, 28), 1)
+
+
 def test_split_specs_choose_disjoint_parts(folder):
     _grow(folder)
     config = DataConfig(dataset=str(folder), train_split="train[:40%]",

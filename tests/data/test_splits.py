@@ -53,6 +53,15 @@ def test_stratified_split_keeps_class_shares():
     assert len(np.intersect1d(train, test)) == 0 and len(train) + len(val) + len(test) == 160
 
 
+@pytest.mark.parametrize("class_size", [5, 15, 25])
+def test_shares_summing_to_a_round_share_cut_where_it_does(class_size):
+    """0.7 + 0.2 is 0.8999999999999999 in floats: the last tenth is still the same images."""
+    labels = np.repeat([0, 1], class_size)
+    expected = stratified_split(labels, (0.8, 0.1, 0.1), seed=0)[2]
+    for shares in [(0.7, 0.2, 0.1), (0.9, 0.0, 0.1), (0.6, 0.3, 0.1)]:
+        np.testing.assert_array_equal(stratified_split(labels, shares, seed=0)[2], expected)
+
+
 def test_mnist_with_classes_and_per_class():
     config = DataConfig(classes=(5, 6, 7, 8, 9), per_class=50, val_fraction=0.0)
     data = load_run_data(config, seed=0)

@@ -42,7 +42,8 @@ class DataConfig:
     # Held out of the training images for per-epoch validation.
     val_fraction: float = field(default=0.1, metadata=within(0.0, 1.0))
     # Split specs ("train[:40%]"); folders have one source split, "train". Unset: MNIST holds
-    # out val_fraction of its train split; a folder is split 80/10/10, stratified.
+    # out val_fraction of its train split; a folder val_fraction of each class for validation
+    # and 10% for testing (80/10/10 by default).
     train_split: str | None = None
     val_split: str | None = None
     test_split: str | None = None

@@ -36,6 +36,7 @@ class RunData:
 # Known by name (28 x 28 grey, from the cache); any other dataset is a folder of class folders.
 DATASETS = ("mnist", "fashion-mnist")
 TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+FOLDER_TEST_SHARE = 0.1  # of each class of a folder without split specs
 
 
 def check_dataset(config: DataConfig, size: tuple[int, int], channels: int) -> None:
@@ -64,6 +65,13 @@ def check_dataset(config: DataConfig, size: tuple[int, int], channels: int) -> N
             "with one sub-folder per class"
         )
     check_channels(channels)
+    specs = (config.train_split, config.val_split, config.test_split)
+    if not any(specs) and config.val_fraction >= 1 - FOLDER_TEST_SHARE:
+        raise ValueError(
+            f"data.val_fraction {config.val_fraction} leaves a folder no training images: "
+            f"its test part is {FOLDER_TEST_SHARE:.0%} and the validation part val_fraction "
+            "of the images; choose less, or split specs (data.train_split, ...)"
+        )
 
 
 def load_sources(
@@ -157,8 +165,9 @@ def load_run_data(
 
     MNIST without split specs: `limit` training images (a seeded random choice), of which
     `val_fraction` are held out; test is the 10,000 test images, or the part `test_split` alone
-    cuts from them (e.g. "test[:20%]", stratified). A folder without split specs:
-    a stratified 80% / 10% / 10% split. Split specs choose the parts instead. `classes` and
+    cuts from them (e.g. "test[:20%]", stratified). A folder without split specs: a
+    stratified split, `val_fraction` of each class for validation, 10% for testing, the rest
+    (80% by default) for training. Split specs choose the parts instead. `classes` and
     `per_class` then filter them (`per_class` only the training part). All choices are fixed
     by `seed`, so `evaluate` sees the same parts as `train`.
 
@@ -184,8 +193,10 @@ def load_run_data(
             test = _cut(config, sources, [config.test_split], seed)[0]
     elif any((config.train_split, config.val_split, config.test_split)):
         train, val, test = _from_specs(config, sources, seed)
-    else:
-        parts = stratified_split(sources["train"].labels, (0.8, 0.1, 0.1), seed)
+    else:  # a folder: val_fraction of each class for validation, a tenth for testing
+        shares = (1 - FOLDER_TEST_SHARE - config.val_fraction, config.val_fraction,
+                  FOLDER_TEST_SHARE)  # fmt: skip
+        parts = stratified_split(sources["train"].labels, shares, seed)
         train, val, test = (sources["train"].subset(part) for part in parts)
     if config.limit is not None and len(train) > config.limit:
         train = train.subset(

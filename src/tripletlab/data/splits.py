@@ -97,7 +97,9 @@ def stratified_split(
     parts: list[list[np.ndarray]] = [[] for _ in fractions]
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
-        bounds = np.round(np.cumsum(fractions) * len(members)).astype(int)
+        # Cumulative shares snapped to 12 decimals: (0.7, 0.2, 0.1) ends its second part at
+        # 0.9, as (0.8, 0.1, 0.1) does, not at 0.8999999999999999 (a class of 15: 13 not 14).
+        bounds = np.round(np.round(np.cumsum(fractions), 12) * len(members)).astype(int)
         bounds[-1] = len(members)
         for part, (lo, hi) in enumerate(zip([0, *bounds[:-1]], bounds, strict=True)):
             parts[part].append(members[lo:hi])
