@@ -191,7 +191,7 @@ class TrainConfig:
     samples_per_class: int = field(default=4, metadata=at_least(2))  # K of PK; P = batch / K
     lr: float = field(default=1e-3, metadata=above(0.0))
     schedule: Schedule = "constant"  # or "cosine" decay to 0 over the run
-    seed: int = field(default=0, metadata=at_least(0))
+    seed: int = field(default=0, metadata=within(0, 2**32))  # any generator takes 32 bits
     eval_batch_size: int = field(default=EMBED_BATCH_SIZE, metadata=at_least(1))
     # Decay of an exponential moving average of the weights (e.g. 0.998); the average, not the
     # raw weights, is validated and checkpointed. Step t uses min(ema, (1 + t) / (10 + t)).
