@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from tripletlab.data import load_mnist, run_data
+from tripletlab.data.fashion import DEBIAN_FOLDER
 from tripletlab.index import EmbeddingIndex, IndexSettings
 from tripletlab.search import (
     Searcher,
@@ -153,3 +154,24 @@ def test_a_run_without_validation_part_says_which_part_to_calibrate_on():
     with pytest.raises(ValueError, match=r"without a validation part .* --split test"):
         open_gallery(config, None, "val")
     assert open_gallery(config, None, "test").count == 10000
+
+
+@pytest.mark.skipif(
+    not DEBIAN_FOLDER.is_dir(), reason="apt-get install dataset-fashion-mnist (.ci/run does)"
+)
+def test_fashion_mnist_is_a_gallery_like_mnist():
+    """Its own run's `all`, and another run's `--dataset fashion-mnist`: its two splits, not a
+    folder named fashion-mnist."""
+    from tripletlab.config import RunConfig, merge
+
+    fashion = merge(RunConfig(), {"data": {"dataset": "fashion-mnist"}})
+    everything = open_gallery(fashion, None, "all")
+    assert everything.count == 70000 and everything.class_names[0] == "T-shirt/top"
+    other = open_gallery(RunConfig(), "fashion-mnist", None)
+    assert other.count == 70000 and other.description == "Fashion-MNIST all"
+    test = open_gallery(RunConfig(), "fashion-mnist", "test")
+    assert test.count == 10000
+    images, labels, sources, skipped = next(test.chunks((28, 28), 1, 5))
+    assert sources[0] == "fashion-mnist:test:0" and skipped == 0 and images.shape == (5, 28, 28)
+    with pytest.raises(ValueError, match="Fashion-MNIST has train and test splits"):
+        open_gallery(RunConfig(), "fashion-mnist", "val")

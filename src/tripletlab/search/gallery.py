@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tripletlab.config import RunConfig
-from tripletlab.data import ImageSet, load_mnist_splits, run_data
+from tripletlab.config import DataConfig, RunConfig
+from tripletlab.data import DATASETS, TITLES, ImageSet, run_data
+from tripletlab.data.datasets import load_sources
 from tripletlab.data.folder import scan_folder
 from tripletlab.data.splits import stratified_split
 from tripletlab.search.sources import decoded_chunks
@@ -58,8 +59,8 @@ def _same_dataset(config: RunConfig, dataset: str) -> bool:
     if dataset == own:
         return True
     return (
-        own != "mnist"
-        and dataset != "mnist"
+        own not in DATASETS
+        and dataset not in DATASETS
         and Path(own).expanduser().resolve() == (Path(dataset).expanduser().resolve())
     )
 
@@ -72,7 +73,7 @@ def open_gallery(
     `all`: every image of the data set, whatever the run's parts (the default for another
     data set than the run's). Otherwise, of the run's own data set: that part of the run's
     data as training cut it (train, the default, val or test), held in memory as training
-    held it; of another: MNIST's own train or test split, or a folder cut 80 / 10 / 10 per
+    held it; of another: MNIST's or Fashion-MNIST's own train or test split, or a folder cut 80 / 10 / 10 per
     class with the run's seed. Folders (`all`, or another data set) are read file by file in
     chunks, so that a gallery of any size streams through memory.
 
@@ -89,12 +90,13 @@ def open_gallery(
         chosen = {"train": data.train, "val": data.val, "test": data.test}[split]
         gallery = Gallery(chosen.labels, chosen.class_names, f"{split} part of the run's data",
                           memory=chosen)  # fmt: skip
-    elif dataset == "mnist":
+    elif dataset in DATASETS:  # MNIST, Fashion-MNIST: their own train and test splits
+        title = TITLES[dataset]
         if split == "val":
-            raise ValueError("MNIST has train and test splits (or all); val is a run's part")
-        sources = load_mnist_splits()
+            raise ValueError(f"{title} has train and test splits (or all); val is a run's part")
+        sources = load_sources(DataConfig(dataset=dataset))
         chosen = sources[split] if split != "all" else _concatenate(list(sources.values()))
-        gallery = Gallery(chosen.labels, chosen.class_names, f"MNIST {split}", memory=chosen)
+        gallery = Gallery(chosen.labels, chosen.class_names, f"{title} {split}", memory=chosen)
     else:
         scan = scan_folder(Path(dataset).expanduser())
         positions = np.arange(len(scan.files))
