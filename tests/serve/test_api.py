@@ -86,6 +86,38 @@ def test_items_read_add_and_delete(served_run, digits, tmp_path):
     assert len(saved) == len(index) + 1 and saved.class_names[-1] == "seven"
 
 
+def test_a_change_that_cannot_be_saved_is_undone(served_run, digits, tmp_path, monkeypatch):
+    """A full disk, say: the client hears the change failed, and the service answers from the
+    gallery its folder still holds (no item half added, none gone that is still saved)."""
+    from tripletlab.index import storage
+
+    EmbeddingIndex.load(served_run.index).save(tmp_path / "ix")
+    app = create_app(lambda: load_service_model(served_run.path, tmp_path / "ix", "torch"),
+                     ServeSettings(allow_writes=True))  # fmt: skip
+
+    def full_disk(self, path):
+        raise OSError("No space left on device")
+
+    async def requests(client):
+        before = (await client.get("/v1/info")).json()["index"]["count"]
+        monkeypatch.setattr(storage.Items, "save", full_disk)
+        added = await client.post("/v1/items", files=_files(digits[0]), data={"label": "seven"})
+        deleted = await client.delete("/v1/items/7")
+        monkeypatch.undo()
+        after = (await client.get("/v1/info")).json()["index"]["count"]
+        item = await client.get("/v1/items/7")
+        search = (await client.post("/v1/search?k=1", files=_files(digits[0]))).json()
+        return before, added, deleted, after, item, search
+
+    before, added, deleted, after, item, search = call(app, requests)
+    for failed in (added, deleted):
+        assert failed.status_code == 500
+        assert "could not be saved, so it was undone: No space left" in failed.json()["error"]
+    assert after == before == len(EmbeddingIndex.load(tmp_path / "ix"))
+    assert item.status_code == 200
+    assert search["results"][0]["neighbours"][0]["id"] < before  # not the image added
+
+
 @pytest.mark.parametrize(
     ("send", "status", "message"),
     [

@@ -4,6 +4,8 @@ model's thread (`DynamicBatcher.run`), one at a time, so no request sees it half
 from __future__ import annotations
 
 import io
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,11 @@ from tripletlab.runs import METRICS_FILE
 from tripletlab.search import predictions
 from tripletlab.search.sources import read_image
 from tripletlab.serve.inputs import ApiError, read_request, whole_number
+from tripletlab.serve.model import ServiceModel
 from tripletlab.serve.state import State
 
 STATIC = Path(__file__).with_name("static")
+log = logging.getLogger(__name__)
 
 
 def add_routes(app: FastAPI, state: State) -> None:
@@ -162,16 +166,16 @@ def _add_item_routes(app: FastAPI, state: State) -> None:
         if not isinstance(label, str) or not label.strip():
             raise ApiError(422, "give the images' class as the label field")
         vectors = await state.embed(await state.images_of(files))
-        ids = await batcher.run(_add, index, vectors, label.strip(), model.index_dir)
-        return {"ids": [int(i) for i in ids], "label": label.strip(), "count": len(index)}
+        ids = await batcher.run(_saved, model, _add, index, vectors, label.strip())
+        return {"ids": [int(i) for i in ids], "label": label.strip(), "count": len(model.index)}
 
     @app.delete("/v1/items/{item_id}")
     async def delete_item(item_id: int) -> dict[str, Any]:
         """Remove an item from the gallery; saved to the index folder."""
         model, batcher = state.ready()
         index = _writable(state)
-        await batcher.run(_remove, index, item_id, model.index_dir)
-        return {"removed": item_id, "count": len(index)}
+        await batcher.run(_saved, model, _remove, index, item_id)
+        return {"removed": item_id, "count": len(model.index)}
 
 
 # Index work, run in the model's thread.
@@ -190,7 +194,20 @@ def _random_item(index: EmbeddingIndex) -> dict[str, Any]:
     return _item(index, int(ids[np.random.default_rng().integers(len(ids))]))
 
 
-def _add(index: EmbeddingIndex, vectors: np.ndarray, label: str, folder: Path) -> np.ndarray:
+def _saved(model: ServiceModel, change: Callable[..., Any], index: EmbeddingIndex, *args) -> Any:
+    """`change(index, *args)`, then the index saved to its folder. A change that cannot be
+    saved is undone: the service goes back to the gallery its folder still holds."""
+    result = change(index, *args)
+    try:
+        index.save(model.index_dir)
+    except Exception as error:
+        log.error("the gallery change could not be saved, so it is undone: %s", error)
+        model.index = EmbeddingIndex.load(model.index_dir, force=True)  # checked at start
+        raise ApiError(500, f"the change could not be saved, so it was undone: {error}") from None
+    return result
+
+
+def _add(index: EmbeddingIndex, vectors: np.ndarray, label: str) -> np.ndarray:
     names = list(index.class_names)
     if len(index):  # labels without a name keep their number as name
         names += [str(i) for i in range(len(names), int(index.items.labels.max()) + 1)]
@@ -198,17 +215,15 @@ def _add(index: EmbeddingIndex, vectors: np.ndarray, label: str, folder: Path) -
         names.append(label)
     ids = index.add(vectors, np.full(len(vectors), names.index(label), dtype=np.int64))
     index.class_names = names  # only once the vectors are in
-    index.save(folder)
     return ids
 
 
-def _remove(index: EmbeddingIndex, item_id: int, folder: Path) -> None:
+def _remove(index: EmbeddingIndex, item_id: int) -> None:
     _item(index, item_id)
     try:
         index.remove(np.array([item_id]))
     except ValueError as error:  # an HNSW index
         raise ApiError(409, str(error)) from None
-    index.save(folder)
 
 
 def _png(source: str, shape: tuple[int, ...]) -> bytes | None:
