@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tripletlab.data import load_mnist, run_data
-from tripletlab.data.fashion import DEBIAN_FOLDER
+from tripletlab.data.fashion import DEBIAN_FOLDER, load_fashion_mnist
 from tripletlab.index import EmbeddingIndex, IndexSettings
 from tripletlab.search import (
     Searcher,
@@ -173,5 +173,6 @@ def test_fashion_mnist_is_a_gallery_like_mnist():
     assert test.count == 10000
     images, labels, sources, skipped = next(test.chunks((28, 28), 1, 5))
     assert sources[0] == "fashion-mnist:test:0" and skipped == 0 and images.shape == (5, 28, 28)
+    assert labels.tolist() == load_fashion_mnist("test").labels[:5].tolist()
     with pytest.raises(ValueError, match="Fashion-MNIST has train and test splits"):
         open_gallery(RunConfig(), "fashion-mnist", "val")

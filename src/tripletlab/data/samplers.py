@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from itertools import pairwise
 
 import numpy as np
 
@@ -38,7 +39,7 @@ class ShuffleSampler(ResumableSampler):
     def __iter__(self) -> Iterator[np.ndarray]:
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_items)
         bounds = self._bounds()
-        return self._from_skip(order[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True))
+        return self._from_skip(order[a:b] for a, b in pairwise(bounds))
 
     def _bounds(self) -> list[int]:
         """Where each batch starts, then the end: a lone last image joins the batch before."""

@@ -73,9 +73,9 @@ def open_gallery(
     `all`: every image of the data set, whatever the run's parts (the default for another
     data set than the run's). Otherwise, of the run's own data set: that part of the run's
     data as training cut it (train, the default, val or test), held in memory as training
-    held it; of another: MNIST's or Fashion-MNIST's own train or test split, or a folder cut 80 / 10 / 10 per
-    class with the run's seed. Folders (`all`, or another data set) are read file by file in
-    chunks, so that a gallery of any size streams through memory.
+    held it; of another: MNIST's or Fashion-MNIST's own train or test split, or a folder cut
+    80 / 10 / 10 per class with the run's seed. Folders (`all`, or another data set) are read
+    file by file in chunks, so that a gallery of any size streams through memory.
 
     Raises:
         ValueError: an unknown split, or a part with no image.
