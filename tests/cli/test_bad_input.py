@@ -133,6 +133,31 @@ def test_bad_numbers_of_the_commands(run, digit, tmp_path):
 
 
 @pytest.mark.slow
+def test_serve_refuses_an_engine_or_index_it_cannot_use_before_it_starts(run, digit, tmp_path):
+    """Each was a traceback in the worker's log and a service answering 503 for good."""
+    from tripletlab.index import EmbeddingIndex
+    from tripletlab.models import Embedder
+
+    _fails_cleanly(["serve", str(run.path), "--engine", "trt"], "unknown --engine 'trt'")
+    dim = Embedder.from_pretrained(run.path).embedding_dim
+    vectors = np.random.default_rng(0).normal(size=(20, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    good = EmbeddingIndex(dim, "L2")
+    good.add(vectors, np.arange(20) % 2)
+    good.save(tmp_path / "damaged")
+    index_file = tmp_path / "damaged" / "faiss.index"
+    index_file.write_bytes(index_file.read_bytes()[:100])
+    _fails_cleanly(["serve", str(run.path), "--index", str(tmp_path / "damaged")],
+                   "faiss.index is damaged")  # fmt: skip
+    narrow = EmbeddingIndex(8, "L2", normalized=False)
+    narrow.add(vectors[:, :8], np.arange(20) % 2)
+    narrow.save(tmp_path / "narrow")
+    for command in (["serve", str(run.path)], ["search", str(run.path), str(digit)]):
+        _fails_cleanly([*command, "--index", str(tmp_path / "narrow"), "--force"],
+                       f"holds 8-d vectors and the run's model makes {dim}-d ones")  # fmt: skip
+
+
+@pytest.mark.slow
 def test_unwritable_places_are_one_error(run, digit, tmp_path):
     """Item 14."""
     a_file = tmp_path / "a_file"

@@ -21,6 +21,8 @@ from tripletlab.index.matching import Matches, search_other_classes
 from tripletlab.index.storage import (
     MANIFEST,
     check_destination,
+    check_files,
+    check_fits,
     check_model,
     read_manifest,
     write_calibration,
@@ -40,6 +42,8 @@ __all__ = [
     "Threshold",
     "calibrate",
     "check_destination",
+    "check_files",
+    "check_fits",
     "check_model",
     "check_targets",
     "default_nlist",

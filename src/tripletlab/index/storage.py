@@ -152,6 +152,43 @@ def _check_types(manifest: dict[str, Any]) -> None:
             raise ValueError(f"{key} must be a {kinds[key].__name__}")
 
 
+def check_files(directory: Path, manifest: dict[str, Any]) -> None:
+    """Refuse index files that are missing or differ from the manifest's checksums (read in
+    chunks, before FAISS reads anything).
+
+    Raises:
+        ValueError: naming the file.
+    """
+    for name, expected in manifest["files"].items():
+        path = Path(directory) / name
+        if not path.is_file():
+            raise ValueError(f"{path} is missing; build the index again")
+        if sha256_file(path) != expected:
+            raise ValueError(
+                f"{path} is damaged (its checksum differs from the manifest's: truncated or "
+                "altered); build the index again"
+            )
+
+
+def check_fits(
+    directory: Path, dimension: int, normalized: bool, model_dimension: int, model_normalizes: bool
+) -> None:
+    """Refuse an index (of `dimension`, unit vectors if `normalized`) whose vectors a model's
+    (`model_dimension`, unit if `model_normalizes`) cannot be searched against: the case of
+    another model's index taken with --force.
+
+    Raises:
+        ValueError: saying what differs.
+    """
+    hint = "build the index with this run: tripletlab index build RUN_DIR"
+    if dimension != model_dimension:
+        raise ValueError(f"the index in {directory} holds {dimension}-d vectors and the run's "
+                         f"model makes {model_dimension}-d ones; {hint}")  # fmt: skip
+    if normalized and not model_normalizes:
+        raise ValueError(f"the index in {directory} holds unit vectors and the run's model "
+                         f"does not normalize (model.normalize false); {hint}")  # fmt: skip
+
+
 def write_calibration(directory: Path, calibration: Calibration) -> None:
     """Store a calibration in the manifest (atomically; the index files are not touched)."""
     manifest = read_manifest(directory)
@@ -197,15 +234,7 @@ def load_index(
     manifest = read_manifest(directory)
     check_model(directory, manifest, model_sha256, force)
     made_by = manifest.get("model_sha256")
-    for name, expected in manifest["files"].items():
-        path = Path(directory) / name
-        if not path.is_file():
-            raise ValueError(f"{path} is missing; build the index again")
-        if sha256_file(path) != expected:
-            raise ValueError(
-                f"{path} is damaged (its checksum differs from the manifest's: truncated or "
-                "altered); build the index again"
-            )
+    check_files(directory, manifest)
     try:
         settings = IndexSettings(**manifest["settings"])
         index = EmbeddingIndex(

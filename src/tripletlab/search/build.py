@@ -15,6 +15,7 @@ from tripletlab.index import (
     IndexSettings,
     calibrate,
     check_destination,
+    check_fits,
     check_targets,
     default_nlist,
     read_manifest,
@@ -115,6 +116,8 @@ def open_index(
     """The index and the run's model, refusing an index made by another model unless `force`."""
     embedder = Embedder.from_pretrained(run.path)
     index = EmbeddingIndex.load(index_dir, checkpoint_sha256(run.path), force)
+    check_fits(Path(index_dir), index.dim, index.normalized, embedder.embedding_dim,
+               embedder.config.normalize)  # fmt: skip
     return index, embedder
 
 

@@ -13,7 +13,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from tripletlab import __version__
-from tripletlab.index import MANIFEST, EmbeddingIndex
+from tripletlab.index import MANIFEST, EmbeddingIndex, check_fits
 from tripletlab.index._faiss import faiss, machine_cores
 from tripletlab.models import Embedder
 from tripletlab.runs import RunDir, checkpoint_sha256
@@ -109,6 +109,8 @@ def load_service_model(
     index = None
     if index_dir is not None or (folder / MANIFEST).is_file():
         index = EmbeddingIndex.load(folder, checkpoint_sha256(run.path), force)
+        check_fits(folder, index.dim, index.normalized, embedder.embedding_dim,
+                   embedder.config.normalize)  # fmt: skip
     threshold = (run.read_metrics().get("verification") or {}).get("threshold")
     return ServiceModel(run, embedder, engine_model, name, index, folder if index else None,
                         threshold)  # fmt: skip

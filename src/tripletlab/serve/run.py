@@ -12,13 +12,15 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from tripletlab.index import MANIFEST, check_model, read_manifest
+from tripletlab.index import MANIFEST, check_files, check_fits, check_model, read_manifest
+from tripletlab.models import Embedder
 from tripletlab.runs import RunDir, checkpoint_sha256, resolve_checkpoint
 from tripletlab.serve.app import create_app
 from tripletlab.serve.inputs import Limits
 from tripletlab.serve.model import hold_threads, load_service_model, share_cores
 from tripletlab.serve.state import ServeSettings
 
+ENGINES = ("onnx", "torch")
 # The options reach each uvicorn worker process through this variable (JSON).
 _OPTIONS = "TRIPLETLAB_SERVE_OPTIONS"
 
@@ -47,12 +49,17 @@ def _logging() -> None:
 
 
 def _check_index(run: RunDir, index_dir: str | Path | None, force: bool) -> None:
-    """Refuse, before serving, an index that is missing (when named), damaged in its manifest
-    or built by another model (unless `force`)."""
+    """Refuse, before serving, an index that is missing (when named), damaged (manifest or
+    files), built by another model (unless `force`) or unfit for the model's vectors."""
     folder = Path(index_dir) if index_dir else run.index
     if index_dir is None and not (folder / MANIFEST).is_file():
         return  # no index: search is off
-    check_model(folder, read_manifest(folder), checkpoint_sha256(run.path), force)
+    manifest = read_manifest(folder)
+    check_model(folder, manifest, checkpoint_sha256(run.path), force)
+    check_files(folder, manifest)
+    embedder = Embedder.from_pretrained(run.path)
+    check_fits(folder, manifest["dimension"], bool(manifest["normalized"]),
+               embedder.embedding_dim, embedder.config.normalize)  # fmt: skip
 
 
 def serve(
@@ -82,6 +89,8 @@ def serve(
         raise ValueError(f"--port must be from 1 to 65535, got {port}")
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
+    if engine not in ENGINES:
+        raise ValueError(f"unknown --engine {engine!r}; expected {' or '.join(ENGINES)}")
     if workers > 1 and settings.allow_writes:
         raise ValueError("--allow-writes needs --workers 1: each worker holds its own copy of "
                          "the index, and their changes would overwrite each other")  # fmt: skip
