@@ -192,3 +192,14 @@ def test_match_says_unknown_beyond_the_threshold():
     for bad in (float("nan"), -1.0, float("inf")):
         with pytest.raises(ValueError, match="a distance threshold is a finite number >= 0"):
             index.match(queries, threshold=bad)
+
+
+def test_a_new_class_name_never_takes_a_stored_label():
+    """An index built without class names (or with fewer than its labels): labels 0 and 1
+    are named "0" and "1" first, so a new class "cat" gets label 2."""
+    index = EmbeddingIndex(4, "L2", normalized=False)
+    index.add(np.eye(4, dtype=np.float32)[:2], np.array([0, 1]))
+    assert index.names_with(["cat", "1", "cat"]) == ["0", "1", "cat"]
+    index.class_names = ["zero"]
+    assert index.names_with(["cat"]) == ["zero", "1", "cat"]
+    assert EmbeddingIndex(4, "L2").names_with(["cat"]) == ["cat"]

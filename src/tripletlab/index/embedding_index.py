@@ -17,6 +17,7 @@ for squared L2 (L2 and squared-L2), or, for `angular`, normalized first.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -251,6 +252,15 @@ class EmbeddingIndex:
     def sources_of(self, ids: np.ndarray) -> list[str]:
         """Sources of a 1-d array of ids ("" where none or no item)."""
         return [self.items.source(int(r)) if r >= 0 else "" for r in self.items.rows(ids)]
+
+    def names_with(self, names: Iterable[str]) -> list[str]:
+        """The class names with `names` appended where new. Stored labels without a name
+        first get their number as name, so that a new name never takes a stored label."""
+        known = list(self.class_names)
+        if len(self.items):
+            known += [str(i) for i in range(len(known), int(self.items.labels.max()) + 1)]
+        known += [name for name in dict.fromkeys(names) if name not in known]
+        return known
 
     def label_name(self, label: int) -> str:
         """The class name of a label (the number itself when the index has no names)."""

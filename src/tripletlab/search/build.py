@@ -144,9 +144,7 @@ def add_images(
         classes = [label] * len(files)
     if any(name is None for name in classes):
         raise ValueError("images outside class sub-folders need a label: give --label NAME")
-    for name in classes:
-        if name not in index.class_names:
-            index.class_names.append(name)
+    index.class_names = index.names_with(classes)
     labels = np.array([index.class_names.index(name) for name in classes], dtype=np.int64)
     config = embedder.config
     ids, skipped = [], 0

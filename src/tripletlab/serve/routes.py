@@ -208,11 +208,7 @@ def _saved(model: ServiceModel, change: Callable[..., Any], index: EmbeddingInde
 
 
 def _add(index: EmbeddingIndex, vectors: np.ndarray, label: str) -> np.ndarray:
-    names = list(index.class_names)
-    if len(index):  # labels without a name keep their number as name
-        names += [str(i) for i in range(len(names), int(index.items.labels.max()) + 1)]
-    if label not in names:
-        names.append(label)
+    names = index.names_with([label])
     ids = index.add(vectors, np.full(len(vectors), names.index(label), dtype=np.int64))
     index.class_names = names  # only once the vectors are in
     return ids
