@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -59,6 +60,15 @@ def test_another_model_is_refused_unless_forced(tmp_path):
     with pytest.raises(ValueError, match=r"built by another model.*--force"):
         EmbeddingIndex.load(tmp_path / "ix", model_sha256="cd" * 32)
     assert len(EmbeddingIndex.load(tmp_path / "ix", model_sha256="cd" * 32, force=True)) == 3000
+
+
+def test_sources_that_are_not_utf8_read_back_as_the_same_file_name(tmp_path):
+    """A Latin-1 file name (bytes os.fsdecode turns into surrogates) failed the save."""
+    name = os.fsdecode(str(tmp_path).encode() + b"/caf\xe9.png")
+    index = EmbeddingIndex(2, "L2", normalized=False)
+    index.add(np.ones((2, 2), np.float32), np.zeros(2, dtype=np.int64), [name, "ok é"])
+    index.save(tmp_path / "ix")
+    assert EmbeddingIndex.load(tmp_path / "ix").sources_of(np.array([0, 1])) == [name, "ok é"]
 
 
 def test_a_failed_save_leaves_the_previous_index(tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 
 import numpy as np
 import pytest
@@ -84,6 +85,32 @@ def test_items_read_add_and_delete(served_run, digits, tmp_path):
     assert deleted["count"] == len(index) + 1
     saved = EmbeddingIndex.load(tmp_path / "ix")  # persisted, atomically
     assert len(saved) == len(index) + 1 and saved.class_names[-1] == "seven"
+
+
+def test_a_source_that_is_not_utf8_is_shown_and_its_image_read(served_run, digits, tmp_path):
+    """A gallery file named in Latin-1: its source in JSON with U+FFFD, its image still read
+    from the file (both were a 500)."""
+    index = EmbeddingIndex.load(served_run.index)
+    path = os.fsdecode(str(tmp_path).encode() + b"/caf\xe9.png")
+    with open(path, "wb") as handle:
+        handle.write(png(digits[3]))
+    vector = load_service_model(served_run.path, engine="torch").embed(digits[3:4])
+    [item_id] = index.add(vector, np.zeros(1, dtype=np.int64), [path])
+    index.save(tmp_path / "ix")
+    app = create_app(lambda: load_service_model(served_run.path, tmp_path / "ix", "torch"),
+                     ServeSettings())  # fmt: skip
+
+    async def requests(client):
+        search = await client.post("/v1/search?k=1", files=_files(digits[3]))
+        return search, await client.get(f"/v1/items/{item_id}"), await client.get(
+            f"/v1/items/{item_id}/image")  # fmt: skip
+
+    search, item, image = call(app, requests)
+    shown = f"{tmp_path}/caf\ufffd.png"
+    assert search.status_code == 200 and item.status_code == 200, search.text
+    assert search.json()["results"][0]["neighbours"][0]["source"] == shown
+    assert item.json()["source"] == shown
+    assert image.status_code == 200 and image.content[:4] == b"\x89PNG"
 
 
 def test_a_change_that_cannot_be_saved_is_undone(served_run, digits, tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """The items table of an index: an int64 id, a label and an optional source per stored vector.
 
-Held as NumPy arrays (sources as one UTF-8 byte string with offsets), so ten million items
+Held as NumPy arrays (sources as one UTF-8 byte string with offsets; a file name's bytes that
+are not UTF-8 are kept as they are), so ten million items
 take about 200 MB plus their sources, and saved as `.npz` read with `allow_pickle=False`.
 Added chunks are kept as a list and joined when first read, so a build that adds a million
 items in chunks copies them once, not once per chunk.
@@ -36,7 +37,7 @@ class Items:
     def _join(self) -> None:
         if not self._chunks:
             return
-        encoded = [s.encode() for _, _, sources in self._chunks for s in sources]
+        encoded = [_encode(s) for _, _, sources in self._chunks for s in sources]
         lengths = np.fromiter((len(b) for b in encoded), dtype=np.int64, count=len(encoded))
         new_blob = np.frombuffer(b"".join(encoded), dtype=np.uint8)
         self._offsets = np.concatenate([self._offsets, self._offsets[-1] + np.cumsum(lengths)])
@@ -60,7 +61,9 @@ class Items:
     def source(self, row: int) -> str:
         """The source of the item in row `row` ("" when it has none)."""
         self._join()
-        return bytes(self._blob[self._offsets[row] : self._offsets[row + 1]]).decode()
+        return bytes(self._blob[self._offsets[row] : self._offsets[row + 1]]).decode(
+            "utf-8", "surrogateescape"
+        )
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """Rows of `ids` (any shape), -1 where an id is not stored (or is -1)."""
@@ -121,3 +124,9 @@ class Items:
         if not consistent:
             raise ValueError(f"{path} is damaged: its arrays do not form an items table")
         return items
+
+
+def _encode(source: str) -> bytes:
+    """UTF-8, with a file name's undecodable bytes (`os.fsdecode`'s surrogates) kept as they
+    were, so that the path reads back as the same file."""
+    return source.encode("utf-8", "surrogateescape")

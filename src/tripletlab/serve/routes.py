@@ -83,7 +83,7 @@ def _add_model_routes(app: FastAPI, state: State) -> None:
         for row in range(len(ids)):
             found = ids[row] >= 0
             neighbours = [{"id": int(i), "label": index.label_name(int(y)), "distance": float(d),
-                           "source": str(s)}
+                           "source": _shown(str(s))}
                           for i, y, d, s in zip(ids[row][found], labels[row][found],
                                                 distances[row][found], sources[row][found],
                                                 strict=True)]  # fmt: skip
@@ -150,10 +150,11 @@ def _add_item_routes(app: FastAPI, state: State) -> None:
     async def item_image(item_id: int) -> Response:
         """The item's image as PNG, at the model's input size."""
         model, batcher = state.ready()
-        source = (await batcher.run(_item, _index_of(state), item_id))["source"]
+        source = await batcher.run(_item_source, _index_of(state), item_id)
         png = await batcher.run(_png, source, model.image_shape)
         if png is None:
-            raise ApiError(404, f"item {item_id}'s image ({source or 'no source'}) cannot be read")
+            shown = _shown(source) or "no source"
+            raise ApiError(404, f"item {item_id}'s image ({shown}) cannot be read")
         return Response(png, media_type="image/png")
 
     @app.post("/v1/items")
@@ -180,11 +181,21 @@ def _add_item_routes(app: FastAPI, state: State) -> None:
 
 # Index work, run in the model's thread.
 def _item(index: EmbeddingIndex, item_id: int) -> dict[str, Any]:
+    source = _item_source(index, item_id)
+    label = index.labels_of(np.array([item_id]))[0]
+    return {"id": item_id, "label": index.label_name(int(label)), "source": _shown(source)}
+
+
+def _item_source(index: EmbeddingIndex, item_id: int) -> str:
+    """The stored source of an item (a path may hold bytes that are not UTF-8)."""
     if not 0 <= item_id < 2**63 or index.items.rows(np.array([item_id]))[0] < 0:
         raise ApiError(404, f"no item with id {item_id}")
-    label = index.labels_of(np.array([item_id]))[0]
-    return {"id": item_id, "label": index.label_name(int(label)),
-            "source": index.sources_of(np.array([item_id]))[0]}  # fmt: skip
+    return index.sources_of(np.array([item_id]))[0]
+
+
+def _shown(source: str) -> str:
+    """A source as JSON can carry it: a file name's bytes that are not UTF-8 shown as U+FFFD."""
+    return source.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _random_item(index: EmbeddingIndex) -> dict[str, Any]:
