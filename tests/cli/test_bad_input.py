@@ -135,7 +135,7 @@ def test_bad_numbers_of_the_commands(run, digit, tmp_path):
 @pytest.mark.slow
 def test_serve_refuses_an_engine_or_index_it_cannot_use_before_it_starts(run, digit, tmp_path):
     """Each was a traceback in the worker's log and a service answering 503 for good."""
-    from tripletlab.index import EmbeddingIndex
+    from tripletlab.index import Calibration, EmbeddingIndex, Threshold
     from tripletlab.models import Embedder
 
     _fails_cleanly(["serve", str(run.path), "--engine", "trt"], "unknown --engine 'trt'")
@@ -145,6 +145,14 @@ def test_serve_refuses_an_engine_or_index_it_cannot_use_before_it_starts(run, di
     good = EmbeddingIndex(dim, "L2")
     good.add(vectors, np.arange(20) % 2)
     good.save(tmp_path / "damaged")
+    thresholds = (Threshold(0.9, 0.8, 0.92, 0.9, 0.95), Threshold(0.99, None, 0.97, 0.0, 0.0))
+    good.calibration = Calibration(thresholds, 20, "val", False)
+    good.save(tmp_path / "calibrated")
+    for precision, reached in (("0.97", "0.9"), ("0.99", "0.9")):  # not calibrated, not reached
+        _fails_cleanly(["serve", str(run.path), "--index", str(tmp_path / "calibrated"),
+                        "--precision", precision],
+                       f"--precision {precision} has no threshold in {tmp_path / 'calibrated'} "
+                       f"(calibrated and reached: {reached})")  # fmt: skip
     index_file = tmp_path / "damaged" / "faiss.index"
     index_file.write_bytes(index_file.read_bytes()[:100])
     _fails_cleanly(["serve", str(run.path), "--index", str(tmp_path / "damaged")],

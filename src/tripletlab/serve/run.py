@@ -12,7 +12,14 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from tripletlab.index import MANIFEST, check_files, check_fits, check_model, read_manifest
+from tripletlab.index import (
+    MANIFEST,
+    Calibration,
+    check_files,
+    check_fits,
+    check_model,
+    read_manifest,
+)
 from tripletlab.models import Embedder
 from tripletlab.runs import RunDir, checkpoint_sha256, resolve_checkpoint
 from tripletlab.serve.app import create_app
@@ -48,9 +55,10 @@ def _logging() -> None:
     logger.propagate = False  # one line per request, not one more from the root logger
 
 
-def _check_index(run: RunDir, index_dir: str | Path | None, force: bool) -> None:
+def _check_index(run: RunDir, index_dir: str | Path | None, force: bool, precision: float) -> None:
     """Refuse, before serving, an index that is missing (when named), damaged (manifest or
-    files), built by another model (unless `force`) or unfit for the model's vectors."""
+    files), built by another model (unless `force`), unfit for the model's vectors, or
+    calibrated without a threshold for `precision`."""
     folder = Path(index_dir) if index_dir else run.index
     if index_dir is None and not (folder / MANIFEST).is_file():
         return  # no index: search is off
@@ -60,6 +68,25 @@ def _check_index(run: RunDir, index_dir: str | Path | None, force: bool) -> None
     embedder = Embedder.from_pretrained(run.path)
     check_fits(folder, manifest["dimension"], bool(manifest["normalized"]),
                embedder.embedding_dim, embedder.config.normalize)  # fmt: skip
+    if manifest.get("calibration"):
+        _check_precision(folder, manifest["calibration"], precision)
+
+
+def _check_precision(folder: Path, calibration: dict[str, Any], precision: float) -> None:
+    """Refuse a --precision the index's calibration has no threshold for (the service would
+    answer every search without a match)."""
+    try:
+        thresholds = Calibration.from_dict(calibration).thresholds
+    except ValueError as error:
+        raise ValueError(f"{folder / MANIFEST}: {error}; calibrate again") from None
+    usable = [t.target for t in thresholds if t.distance is not None]
+    if not any(abs(target - precision) < 1e-9 for target in usable):
+        have = ", ".join(f"{target:g}" for target in usable) or "none"
+        raise ValueError(
+            f"--precision {precision:g} has no threshold in {folder} (calibrated and reached: "
+            f"{have}); choose one of those, or tripletlab index calibrate {folder} "
+            f"--precision {precision:g}"
+        )
 
 
 def serve(
@@ -96,7 +123,7 @@ def serve(
                          "the index, and their changes would overwrite each other")  # fmt: skip
     run = RunDir.open(run_dir)
     resolve_checkpoint(run.path)
-    _check_index(run, index_dir, force)  # a wrong index is one error line, not 503s
+    _check_index(run, index_dir, force, settings.precision)  # one error line, not 503s
     if engine == "onnx" and not run.onnx_file().is_file():
         from tripletlab.models.engines import require_onnx
 
