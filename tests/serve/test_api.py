@@ -87,6 +87,41 @@ def test_items_read_add_and_delete(served_run, digits, tmp_path):
     assert len(saved) == len(index) + 1 and saved.class_names[-1] == "seven"
 
 
+def test_compare_with_angular_distance_of_vectors_not_normalized(digits, tmp_path):
+    """metrics.json's threshold is Euclidean: it says nothing of an angle between vectors
+    that are not unit length, so compare gives the distance and no verdict."""
+    from typer.testing import CliRunner
+
+    from tripletlab.cli.main import app as cli
+
+    run = tmp_path / "run"
+    args = [
+        "train",
+        "--limit",
+        "300",
+        "--epochs",
+        "1",
+        "--no-report",
+        "--run-dir",
+        str(run),
+        "--set",
+        "loss.distance=angular",
+        "--set",
+        "model.normalize=false",
+        *SET_TEST_PART,
+    ]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    app = create_app(lambda: load_service_model(run, engine="torch"), ServeSettings())
+
+    async def requests(client):
+        return (await client.post("/v1/compare", files=_files(digits[3], digits[2]))).json()
+
+    answer = call(app, requests)
+    assert answer["metric"] == "angular" and 0 < answer["distance"] <= 2
+    assert answer["threshold"] is None and answer["same"] is None
+
+
 def test_a_source_that_is_not_utf8_is_shown_and_its_image_read(served_run, digits, tmp_path):
     """A gallery file named in Latin-1: its source in JSON with U+FFFD, its image still read
     from the file (both were a 500)."""

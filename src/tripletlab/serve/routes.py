@@ -121,7 +121,9 @@ def _add_model_routes(app: FastAPI, state: State) -> None:
         threshold, source = _threshold(state), "index calibration"
         # The index's threshold is in the index's distance; metrics.json's is Euclidean.
         distance = model.index.distance if threshold is not None else model.run.config.loss.distance
-        if threshold is None and model.verification_threshold is not None:
+        # Unit vectors only: their Euclidean distance says what their angle is.
+        unit = model.embedder.config.normalize or distance != "angular"
+        if threshold is None and model.verification_threshold is not None and unit:
             threshold = _from_l2(model.verification_threshold, distance)
             source = f"verification in {METRICS_FILE}"
         value = _pair_distance(a, b, distance)
