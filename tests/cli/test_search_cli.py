@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from tripletlab.cli.main import app
 from tripletlab.data import load_mnist
+from tripletlab.index import EmbeddingIndex
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -68,6 +69,12 @@ def test_build_info_calibrate_search_match(indexed, tmp_path):
         assert "a distance threshold is a finite number >= 0" in _fails(
             "match", str(run.path), "mnist:test:0", "--index", str(out), "--json",
             "--threshold", bad)  # fmt: skip
+    empty = EmbeddingIndex(EmbeddingIndex.load(out).dim, "L2")
+    empty.save(tmp_path / "empty")
+    line = _ok("match", str(run.path), "mnist:test:0", "--index", str(tmp_path / "empty"),
+               "--threshold", "1", "--json")  # fmt: skip
+    verdict = json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
+    assert verdict["label"] == "unknown" and verdict["distance"] is None
 
 
 def test_add_remove_and_the_errors_a_user_can_make(indexed, tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -79,7 +80,9 @@ def match(
     if as_json:
         for image, verdict in zip(images, verdicts, strict=True):
             payload = {"query": image, **dataclasses.asdict(verdict)}
-            typer.echo(json.dumps(payload))
+            if not math.isfinite(verdict.distance):  # an empty index: no nearest item
+                payload["distance"] = None
+            typer.echo(json.dumps(payload, allow_nan=False))
         return
     how = f"calibrated for precision {precision:g}" if threshold is None else "given"
     table = Table(title=Text(f"threshold {verdicts[0].threshold:.4f} ({how})"))

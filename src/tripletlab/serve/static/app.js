@@ -65,7 +65,9 @@ async function search(file) {
 async function randomItem() {
   try {
     const item = await api("/v1/items/random");
-    const blob = await (await fetch(`/v1/items/${item.id}/image`)).blob();
+    const image = await fetch(`/v1/items/${item.id}/image`);
+    if (!image.ok) throw new Error(`its image cannot be read (${image.status})`);
+    const blob = await image.blob();
     await search(new File([blob], `item-${item.id}.png`, { type: "image/png" }));
   } catch (error) {
     showError(`No gallery image: ${error.message}`);
