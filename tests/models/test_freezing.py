@@ -72,6 +72,20 @@ def test_batchnorm_statistics_do_not_change_in_inference_mode(frozen):
     assert model.head.training and not model.backbone.stem[1].training
 
 
+def test_embedding_in_the_middle_of_training_leaves_every_layer_in_its_mode():
+    """Offline mining embeds the training set mid-epoch: a frozen backbone's BatchNorm (in
+    inference mode) must not come back in training mode (`model.train(True)` did that)."""
+    model = _resnet()
+    freeze(model.backbone)
+    set_train_mode(model)
+    modes = [layer.training for layer in model.modules()]
+    assert model.training and not all(modes)
+    model.embed(torch.randint(0, 255, (4, 28, 28), dtype=torch.uint8).numpy())
+    assert [layer.training for layer in model.modules()] == modes
+    summary(model, torch.zeros(1, 28, 28, dtype=torch.uint8), print_fn=lambda line: None)
+    assert [layer.training for layer in model.modules()] == modes
+
+
 def test_batchnorm_statistics_do_change_when_training_normally():
     model = _resnet()
     set_train_mode(model, bn_train=True)

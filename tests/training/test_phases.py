@@ -101,3 +101,21 @@ def test_tensorboard_logs_the_learning_rate_of_the_phase_running(tmp_path):
     assert rates[:4] == pytest.approx([1e-3] * 4)
     cosine = [1e-5 * (1 + math.cos(math.pi * t / 4)) / 2 for t in range(4)]  # what steps used
     assert rates[4:] == pytest.approx(cosine, rel=1e-5)
+
+
+def test_mining_explicit_triplets_keeps_a_frozen_backbone_in_inference_mode(tmp_path):
+    """Offline mining embeds the training set after the epoch set the layers' modes; it put
+    the frozen backbone's BatchNorm back in training mode, so its statistics moved."""
+    config = merge(RunConfig(), {
+        "model": {"backbone": "resnet_small", "embedding_dim": 16},
+        "train": {"mode": "triplets", "triplets": "semihard", "batch_size": 16,
+                  "feature_cache": False, "mine_every": 4},
+        "phases": [{"epochs": 1, "lr": 1e-3, "freeze": "backbone"}],
+    })  # fmt: skip
+    trainer = Trainer(config)
+    statistics = {k: v.clone() for k, v in trainer.model.backbone.state_dict().items()
+                  if "running" in k or "num_batches" in k}  # fmt: skip
+    trainer.fit(load_mnist("train").subset(np.arange(200)), run_dir=tmp_path)
+    after = trainer.model.backbone.state_dict()
+    for key, value in statistics.items():
+        torch.testing.assert_close(after[key], value, rtol=0, atol=0, msg=key)

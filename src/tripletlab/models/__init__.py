@@ -4,7 +4,7 @@
 from tripletlab.models import resnet, resnet_small, seed_cnn, spike_cnn  # noqa: F401
 from tripletlab.models.embedder import Embedder, Rescale
 from tripletlab.models.fast_dropout import FastDropout
-from tripletlab.models.freezing import freeze, set_train_mode, unfreeze
+from tripletlab.models.freezing import evaluating, freeze, set_train_mode, unfreeze
 from tripletlab.models.registry import (
     backbone_names,
     build_backbone,
@@ -27,6 +27,7 @@ __all__ = [
     "backbone_names",
     "build_backbone",
     "check_backbone",
+    "evaluating",
     "freeze",
     "import_backbone_modules",
     "layer_by_layer",

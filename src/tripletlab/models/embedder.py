@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from tripletlab.config import EMBED_BATCH_SIZE, ModelConfig, RunConfig, plain, upgrade_saved
 from tripletlab.models.augment import Augment
+from tripletlab.models.freezing import evaluating
 from tripletlab.models.initialization import keras_init
 from tripletlab.models.registry import build_backbone
 from tripletlab.models.scaling import InputScaling
@@ -50,11 +51,8 @@ def feature_size(backbone: nn.Module, channels: int, image_size: tuple[int, int]
     Raises:
         ValueError: the backbone does not return (N, F) features.
     """
-    was_training = backbone.training
-    backbone.eval()
-    with torch.no_grad():
+    with torch.no_grad(), evaluating(backbone):
         out = backbone(torch.zeros(1, channels, *image_size))
-    backbone.train(was_training)
     if out.ndim != 2:
         raise ValueError(f"backbone must return (N, F) features, got shape {tuple(out.shape)}")
     return int(out.shape[1])
@@ -186,29 +184,27 @@ class Embedder(nn.Module):
         data = self._check_images(images)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        was_training, used_views = self.training, self.use_views
-        self.eval()
-        self.use_views = views
+        used_views, self.use_views = self.use_views, views
         try:
-            device = next((p.device for p in self.parameters()), torch.device("cpu"))
-            if views:
-                batch_size = max(1, batch_size // self.views)
-            # Each pass's outputs are copied into arrays made once: thousands of small
-            # tensors kept between passes pin the freed activations around them in the
-            # allocator's heap (96,000 images of 64 x 64 x 3 grew the process by 1.5 GB).
-            embeddings, logits = torch.empty(len(data), self.embedding_dim), None
-            for number, start in enumerate(range(0, len(data), batch_size), 1):
-                vectors, scores = self.outputs(data[start : start + batch_size].to(device))
-                stop = start + len(vectors)
-                embeddings[start:stop] = vectors.float().cpu()
-                if scores is not None:
-                    if logits is None:
-                        logits = torch.empty(len(data), scores.shape[1])
-                    logits[start:stop] = scores.float().cpu()
-                if number % 64 == 0:  # memory-mapped images: read pages leave memory
-                    release_pages(images)
+            with evaluating(self):
+                device = next((p.device for p in self.parameters()), torch.device("cpu"))
+                if views:
+                    batch_size = max(1, batch_size // self.views)
+                # Each pass's outputs are copied into arrays made once: thousands of small
+                # tensors kept between passes pin the freed activations around them in the
+                # allocator's heap (96,000 images of 64 x 64 x 3 grew the process by 1.5 GB).
+                embeddings, logits = torch.empty(len(data), self.embedding_dim), None
+                for number, start in enumerate(range(0, len(data), batch_size), 1):
+                    vectors, scores = self.outputs(data[start : start + batch_size].to(device))
+                    stop = start + len(vectors)
+                    embeddings[start:stop] = vectors.float().cpu()
+                    if scores is not None:
+                        if logits is None:
+                            logits = torch.empty(len(data), scores.shape[1])
+                        logits[start:stop] = scores.float().cpu()
+                    if number % 64 == 0:  # memory-mapped images: read pages leave memory
+                        release_pages(images)
         finally:
-            self.train(was_training)
             self.use_views = used_views
         if not torch.isfinite(embeddings).all():
             raise ValueError("the model gives NaN or Inf embeddings: its weights are not usable")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -106,3 +109,18 @@ def check_phase_freezes(model: nn.Module, rules: list[str]) -> None:
                 raise ValueError(f"phases[{number}]: {error}") from None
     finally:
         unfreeze(model)
+
+
+@contextmanager
+def evaluating(module: nn.Module) -> Iterator[nn.Module]:
+    """`module` in eval mode inside the block; after it every submodule is back in the mode it
+    had. `module.train(was_training)` would not do: it switches every layer, so a BatchNorm
+    kept in inference mode by `set_train_mode` (frozen, or `bn_train` false) and a frozen
+    backbone's dropout would train again after an evaluation in the middle of an epoch."""
+    modes = [(layer, layer.training) for layer in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for layer, training in modes:
+            layer.training = training

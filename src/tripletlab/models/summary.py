@@ -9,6 +9,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from tripletlab.models.freezing import evaluating
+
 
 @contextmanager
 def layer_by_layer(model: nn.Module) -> Iterator[nn.Module]:
@@ -60,15 +62,12 @@ def summary(model: nn.Module, example: Tensor, print_fn=print) -> str:
                 rows.append((name, type(mod).__name__, str(shape).replace(",)", ")"), own))
 
             hooks.append(layer.register_forward_hook(record))
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad(), layer_by_layer(model):  # every layer's hook sees its output
-            model(example)
+        with torch.no_grad(), layer_by_layer(model), evaluating(model):  # every layer's hook
+            model(example)  # sees its output
     finally:
         for hook in hooks:
             hook.remove()
-        model.train(was_training)
     trainable, frozen = parameter_counts(model)
     widths = [max(len(r[0]) for r in [*rows, ("Layer", "", "", 0)]), 18, 20, 12]
     lines = [f"{'Layer':<{widths[0]}}  {'Type':<{widths[1]}}  {'Output shape':<{widths[2]}}  "

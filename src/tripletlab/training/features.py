@@ -20,7 +20,7 @@ from torch import Tensor
 
 from tripletlab.config import PhaseConfig, RunConfig
 from tripletlab.data.sharding import part_sizes
-from tripletlab.models import Embedder
+from tripletlab.models import Embedder, evaluating
 from tripletlab.training.distributed import all_gather_rows, world
 
 IN_MEMORY_BYTES = 2 << 30
@@ -62,13 +62,11 @@ class FeatureCache:
             self._folder = tempfile.TemporaryDirectory(prefix="tripletlab-features-")
             path = Path(self._folder.name) / "features.f32"
             self.features = np.lib.format.open_memmap(path, "w+", np.float32, (count, size))
-        was_training = model.training
-        model.eval()
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         rank, world_size = world()
         step = batch_size * world_size  # a global chunk: each rank encodes its part of it
         try:
-            with torch.no_grad():
+            with torch.no_grad(), evaluating(model):
                 for start in range(0, count, step):
                     rows = part_sizes(min(step, count - start), world_size)
                     first = start + sum(rows[:rank])
@@ -82,8 +80,6 @@ class FeatureCache:
         except BaseException:  # interrupted or failed: leave no file behind
             self.close()
             raise
-        finally:
-            model.train(was_training)
         self.on_disk = self._folder is not None
 
     def __len__(self) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from tripletlab.models import layer_by_layer
+from tripletlab.models import evaluating, layer_by_layer
 from tripletlab.training.callbacks import Callback
 
 log = logging.getLogger(__name__)
@@ -53,16 +53,12 @@ class TensorBoardCallback(Callback):
         config = model.config
         shape = (1, *config.image_size) + ((config.channels,) if config.channels > 1 else ())
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        was_training = model.training
-        model.eval()
         try:
-            with layer_by_layer(model), warnings.catch_warnings():
+            with layer_by_layer(model), warnings.catch_warnings(), evaluating(model):
                 warnings.simplefilter("ignore")  # tracer warnings about Python control flow
                 self.writer.add_graph(model, torch.zeros(shape, dtype=torch.uint8, device=device))
         except Exception as error:  # tracing fails on some custom modules; not fatal
             log.warning("the model graph was not written to TensorBoard: %s", error)
-        finally:
-            model.train(was_training)
 
     def on_step_end(self, step: int, loss: float, images_per_second: float) -> None:
         self.loss_sum += loss
