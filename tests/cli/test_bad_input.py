@@ -166,6 +166,39 @@ def test_serve_refuses_an_engine_or_index_it_cannot_use_before_it_starts(run, di
 
 
 @pytest.mark.slow
+def test_an_onnx_model_that_is_refused_stale_or_damaged_is_never_used(copy_of, digit):
+    """A refused export replaced the good one; an export from another checkpoint (the run
+    trained since) embedded with old weights; a damaged file was ONNX Runtime's traceback."""
+    from tripletlab.export.onnx import export_onnx, export_run_onnx
+    from tripletlab.models import Embedder
+    from tripletlab.models.engines import OnnxEmbedder
+    from tripletlab.runs import checkpoint_sha256
+    from tripletlab.serve import load_service_model
+
+    path, embed = copy_of.onnx_file(), ["embed", str(copy_of.path), str(digit), "--engine", "onnx"]
+    assert runner.invoke(app, ["export", "onnx", str(copy_of.path)]).exit_code == 0
+    good = path.read_bytes()
+    with pytest.raises(ValueError, match=r"differs from PyTorch .* was not written"):
+        export_run_onnx(copy_of.path, tolerance=-1.0)
+    assert path.read_bytes() == good
+    assert sorted(p.name for p in path.parent.glob("*onnx*")) == ["model.onnx"]
+    runtime = OnnxEmbedder(path)
+    images = load_mnist("test").images[:3]
+    np.testing.assert_array_equal(runtime.embed(images[..., None]), runtime.embed(images))
+    dim = Embedder.from_pretrained(copy_of.path).embedding_dim
+    assert runtime.embed(images[:0]).shape == (0, dim)
+    with pytest.raises(ValueError, match=r"takes images \(N, 28, 28\), got \(3, 28, 14\)"):
+        runtime.embed(images[:, :, :14])
+    export_onnx(Embedder.from_pretrained(copy_of.path), path, checkpoint_sha256="0" * 64)
+    _fails_cleanly(embed, "was exported from another checkpoint than the run's best")
+    served = load_service_model(copy_of.path, engine="onnx")  # exports it again
+    assert served.engine_name == "onnx"
+    assert OnnxEmbedder(path).checkpoint_sha256 == checkpoint_sha256(copy_of.path)
+    path.write_bytes(b"junk")
+    _fails_cleanly(embed, "model.onnx is not a model ONNX Runtime can run")
+
+
+@pytest.mark.slow
 def test_unwritable_places_are_one_error(run, digit, tmp_path):
     """Item 14."""
     a_file = tmp_path / "a_file"

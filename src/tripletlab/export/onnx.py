@@ -18,6 +18,7 @@ from tripletlab.evaluation import load_run, retrieval_metrics
 from tripletlab.models import Embedder
 from tripletlab.models.embedder import probabilities
 from tripletlab.models.engines import (
+    CHECKPOINT_KEY,
     INPUT_NAME,
     OUTPUT_NAME,
     PROBABILITIES_NAME,
@@ -25,7 +26,7 @@ from tripletlab.models.engines import (
     quantize_int8,
     require_onnx,
 )
-from tripletlab.runs import quantized_path
+from tripletlab.runs import checkpoint_sha256, quantized_path
 
 
 def _example_input(embedder: Embedder, batch: int = 2) -> torch.Tensor:
@@ -46,10 +47,13 @@ class _WithProbabilities(torch.nn.Module):
         return embeddings, probabilities(logits)
 
 
-def export_onnx(embedder: Embedder, path: Path, opset: int = 18) -> Path:
+def export_onnx(
+    embedder: Embedder, path: Path, opset: int = 18, checkpoint_sha256: str | None = None
+) -> Path:
     """Write `embedder` (eval mode) as an ONNX model: uint8 `images` (N, H, W[, C]) with a
     dynamic batch size -> float32 `embeddings` (N, D), and `probabilities` (N, C) in the order
-    of `config.classes` where the model has a classifier. Input scaling is inside the graph."""
+    of `config.classes` where the model has a classifier. Input scaling is inside the graph.
+    `checkpoint_sha256` (of the weights exported) goes in the model's metadata."""
     require_onnx()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,6 +79,8 @@ def export_onnx(embedder: Embedder, path: Path, opset: int = 18) -> Path:
             )  # fmt: skip
     finally:
         registration.setLevel(level)
+    if checkpoint_sha256 is not None:
+        program.model.metadata_props[CHECKPOINT_KEY] = checkpoint_sha256
     program.save(str(temp))
     os.replace(temp, path)
     return path
@@ -101,15 +107,26 @@ def export_run_onnx(
     if quantize not in (None, "int8"):
         raise ValueError(f"unknown quantization {quantize!r}; expected int8")
     run, data, embedder = load_run(run_dir)
-    path = export_onnx(embedder, Path(out) if out else run.onnx_file())
-    sample = data.test.images[:512]
-    exported = OnnxEmbedder(path)
-    difference = check_parity(embedder, exported, sample)
-    if exported.has_classifier:
-        expected = embedder.embed_and_classify(sample)[1]
-        difference = max(difference, float(np.abs(exported.classify(sample) - expected).max()))
-    if difference > tolerance:
-        raise ValueError(f"ONNX model differs from PyTorch by {difference:.2e} > {tolerance:.0e}")
+    path = Path(out) if out else run.onnx_file()
+    # Checked before it takes the place of an earlier export: a refused one replaces nothing.
+    unchecked = export_onnx(embedder, path.with_name(f".{path.name}.unchecked"),
+                            checkpoint_sha256=checkpoint_sha256(run.path))  # fmt: skip
+    try:
+        sample = data.test.images[:512]
+        exported = OnnxEmbedder(unchecked)
+        difference = check_parity(embedder, exported, sample)
+        if exported.has_classifier:
+            expected = embedder.embed_and_classify(sample)[1]
+            difference = max(difference, float(np.abs(exported.classify(sample) - expected).max()))
+        if difference > tolerance:
+            raise ValueError(
+                f"ONNX model differs from PyTorch by {difference:.2e} > {tolerance:.0e}; "
+                f"{path} was not written"
+            )
+        del exported  # the session holds the file
+        os.replace(unchecked, path)
+    finally:
+        unchecked.unlink(missing_ok=True)
     result: dict[str, Any] = {
         "path": str(path),
         "max_abs_difference": difference,

@@ -14,12 +14,14 @@ import numpy as np
 import torch
 
 from tripletlab.models.embedder import Embedder
-from tripletlab.runs import RunDir
+from tripletlab.runs import RunDir, checkpoint_sha256
 
 Engine = Literal["torch", "onnx"]
 INPUT_NAME = "images"
 OUTPUT_NAME = "embeddings"
 PROBABILITIES_NAME = "probabilities"  # a second output where the model has a classifier
+# Metadata of an export: the SHA-256 of the checkpoint weights it was made from.
+CHECKPOINT_KEY = "tripletlab.checkpoint_sha256"
 
 
 def require_onnx() -> None:
@@ -49,12 +51,32 @@ class OnnxEmbedder:
         if not spin:  # a service: idle threads sleep instead of spinning between requests
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(path), options,
+                                                providers=["CPUExecutionProvider"])  # fmt: skip
+        except Exception as error:  # ONNX Runtime's own types (InvalidProtobuf, Fail, ...)
+            reason = str(error).splitlines()[0]
+            raise ValueError(f"{path} is not a model ONNX Runtime can run ({reason}); "
+                             "export it again") from None  # fmt: skip
         self.path = path
+        self.image_shape = tuple(self.session.get_inputs()[0].shape[1:])  # (H, W[, C])
+        self.dim = self.session.get_outputs()[0].shape[1]
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self.checkpoint_sha256: str | None = metadata.get(CHECKPOINT_KEY)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """One batch: uint8 (N, H, W[, C]) -> float32 (N, D)."""
-        return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(images)})[0]
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: self._checked(images)})[0]
+
+    def _checked(self, images: np.ndarray) -> np.ndarray:
+        """Contiguous images of the model's shape; grey images may come as (N, H, W, 1)."""
+        images = np.asarray(images)
+        if images.ndim == len(self.image_shape) + 2 and images.shape[-1] == 1:
+            images = images[..., 0]
+        if images.shape[1:] != self.image_shape:
+            expected = ", ".join(map(str, self.image_shape))
+            raise ValueError(f"the ONNX model takes images (N, {expected}), got {images.shape}")
+        return np.ascontiguousarray(images)
 
     @property
     def has_classifier(self) -> bool:
@@ -72,10 +94,11 @@ class OnnxEmbedder:
                 f"{self.path} has no {PROBABILITIES_NAME} output: its run has no classifier, "
                 "or it was exported before classifiers were (export it again)"
             )
-        images = np.ascontiguousarray(images)
+        images = self._checked(images)
         parts = [self.session.run([PROBABILITIES_NAME], {INPUT_NAME: images[s : s + batch_size]})[0]
                  for s in range(0, len(images), batch_size)]  # fmt: skip
-        return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+        classes = self.session.get_outputs()[1].shape[1]
+        return np.concatenate(parts) if parts else np.zeros((0, classes), dtype=np.float32)
 
     def embed(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """All images, in batches: uint8 (N, H, W[, C]) -> float32 (N, D).
@@ -89,7 +112,7 @@ class OnnxEmbedder:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         parts = [self(images[s : s + batch_size]) for s in range(0, len(images), batch_size)]
-        out = np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+        out = np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)
         if not np.isfinite(out).all():
             raise ValueError("the ONNX model gives NaN or Inf embeddings")
         return out
@@ -118,5 +141,36 @@ def select_engine(embedder: Embedder, run_dir: Path, engine: Engine) -> Embedder
     if engine == "torch":
         return embedder
     if engine == "onnx":
-        return OnnxEmbedder(RunDir(run_dir).onnx_file())
+        exported = OnnxEmbedder(RunDir(run_dir).onnx_file())
+        check_exported_from(exported, run_dir)
+        return exported
     raise ValueError(f"unknown engine {engine!r}; expected torch or onnx")
+
+
+def current_onnx(
+    run_dir: Path, threads: int | None = None, spin: bool = True
+) -> OnnxEmbedder | None:
+    """The run's ONNX model in ONNX Runtime when it can stand for the best checkpoint; None
+    when it is missing, unreadable or exported from another checkpoint (export it again)."""
+    try:
+        exported = OnnxEmbedder(RunDir(run_dir).onnx_file(), threads, spin)
+        check_exported_from(exported, run_dir)
+    except (OSError, ValueError):
+        return None
+    return exported
+
+
+def check_exported_from(exported: OnnxEmbedder, run_dir: Path) -> None:
+    """Refuse a run's ONNX model exported from another checkpoint than its best one (the run
+    trained on, or resumed, since): its vectors would not be the index's or PyTorch's.
+
+    Raises:
+        ValueError: saying how to export it again.
+    """
+    again = f"export it again: tripletlab export onnx {run_dir}"
+    if exported.checkpoint_sha256 is None:
+        raise ValueError(f"{exported.path} does not say which checkpoint it was exported from "
+                         f"(exported before 2026-12-02); {again}")  # fmt: skip
+    if exported.checkpoint_sha256 != checkpoint_sha256(run_dir):
+        raise ValueError(f"{exported.path} was exported from another checkpoint than the run's "
+                         f"best (it trained since); {again}")  # fmt: skip

@@ -122,14 +122,17 @@ def _engine(run: RunDir, embedder: Embedder, engine: str, threads: int) -> tuple
     if engine != "onnx":
         raise ValueError(f"unknown engine {engine!r}; expected onnx or torch")
     from tripletlab.export.onnx import export_run_onnx
-    from tripletlab.models.engines import OnnxEmbedder, require_onnx
+    from tripletlab.models.engines import OnnxEmbedder, current_onnx, require_onnx
 
     try:
         require_onnx()
     except ValueError as error:
         log.warning("%s: serving with PyTorch", error)
         return embedder, "torch"
-    if not run.onnx_file().is_file():
-        log.warning("%s has no model.onnx: exporting it first", run.path)
+    exported = current_onnx(run.path, threads=threads, spin=False)
+    if exported is None:
+        log.warning("%s: model.onnx is missing or not of the best checkpoint: exporting it",
+                    run.path)  # fmt: skip
         export_run_onnx(run.path)
-    return OnnxEmbedder(run.onnx_file(), threads=threads, spin=False), "onnx"
+        exported = OnnxEmbedder(run.onnx_file(), threads=threads, spin=False)
+    return exported, "onnx"

@@ -21,6 +21,7 @@ from tripletlab.index import (
     read_manifest,
 )
 from tripletlab.models import Embedder
+from tripletlab.models.engines import current_onnx, require_onnx
 from tripletlab.runs import RunDir, checkpoint_sha256, resolve_checkpoint
 from tripletlab.serve.app import create_app
 from tripletlab.serve.inputs import Limits
@@ -124,9 +125,7 @@ def serve(
     run = RunDir.open(run_dir)
     resolve_checkpoint(run.path)
     _check_index(run, index_dir, force, settings.precision)  # one error line, not 503s
-    if engine == "onnx" and not run.onnx_file().is_file():
-        from tripletlab.models.engines import require_onnx
-
+    if engine == "onnx" and current_onnx(run.path, threads=1) is None:  # export once, for all
         try:
             require_onnx()
         except ValueError:
