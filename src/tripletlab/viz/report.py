@@ -30,6 +30,8 @@ def umap_2d(embeddings: np.ndarray, seed: int = 0) -> np.ndarray:
     The k-NN graph is computed exactly here and handed to umap-learn, which skips its
     approximate search (and most of its numba compilation): about 20 s for 10,000 points.
     """
+    if len(embeddings) < 3:  # UMAP needs two neighbours; two points are two points anyway
+        return np.array([[0.0, 0.0], [1.0, 0.0]][: len(embeddings)], dtype=np.float32)
     import umap  # heavy import (numba), only when a report is made
 
     k = min(_UMAP_NEIGHBOURS, len(embeddings) - 1)
@@ -121,7 +123,7 @@ def build_report(run_dir: Path, seed: int = 0) -> Path:
     distance_histogram(distances, same, threshold, plots / "distances.png")
     umap_plot(umap_2d(embeddings, seed), test.labels, test.class_names, plots / "umap.png")
     queries = _query_examples(test.labels, per_class=1, seed=seed)
-    neighbours = nearest_neighbours(embeddings, queries, k=8)
+    neighbours = nearest_neighbours(embeddings, queries, k=min(8, len(embeddings) - 1))
     neighbours_grid(test.images, test.labels, queries, neighbours, test.class_names,
                     plots / "neighbours.png")  # fmt: skip
     report = run.report_file
