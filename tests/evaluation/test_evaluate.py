@@ -85,3 +85,11 @@ def test_throughput_refuses_a_time_it_could_never_reach(seconds):
 
     with pytest.raises(ValueError, match="seconds must be a finite number >= 0"):
         measure_throughput(Embedder(), np.zeros((4, 28, 28), dtype=np.uint8), 2, seconds)
+
+
+def test_num_test_counts_every_test_image_and_num_queries_those_with_a_match(pixel_embedder):
+    """A class with one test image is no retrieval query, but it is a test image."""
+    test = _points([[0, 0], [51, 0], [51, 51], [0, 51], [200, 200]], [0, 1, 0, 1, 2])
+    train = _points([[0, 0], [51, 61], [200, 190]], [0, 1, 2])
+    metrics = evaluate_embedder(pixel_embedder, RunData(train, train.subset(np.arange(0)), test))
+    assert (metrics["num_test"], metrics["num_queries"]) == (5, 4)

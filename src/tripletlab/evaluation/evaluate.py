@@ -33,7 +33,8 @@ def evaluate_embedder(
     the nearest of, and no classifier output: 1-NN and classifier accuracy are then left out.
 
     Returns:
-        Dict with `precision_at_1`, `r_precision`, `map_at_r`, `knn_accuracy`, `num_test`,
+        Dict with `precision_at_1`, `r_precision`, `map_at_r`, `num_queries`,
+        `knn_accuracy`, `num_test`,
         `per_class` (list of dicts) and `verification` (dict); with a classifier also
         `accuracy` and `per_class_accuracy` ({class name: accuracy}).
     """
@@ -56,7 +57,9 @@ def evaluate_embedder(
         metrics["knn_accuracy"] = knn_accuracy(
             test_embeddings, data.test.labels, chunks, reference_labels
         )
-    metrics["num_test"] = metrics.pop("num_queries")
+    # Every test image; the retrieval metrics average over `num_queries`, those with another
+    # image of their class in the test part.
+    metrics["num_test"] = len(data.test)
     test = data.test
     metrics["per_class"] = per_class_report(test_embeddings, test.labels, test.class_names)
     distances, same = pair_distances(test_embeddings, test.labels)
