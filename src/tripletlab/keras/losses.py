@@ -51,10 +51,11 @@ def _distances(embeddings, distance_metric: str | Callable):
 def _prepare(y_true, y_pred):
     labels = ops.reshape(y_true, (-1,))
     embeddings = ops.convert_to_tensor(y_pred)
-    low_precision = embeddings.dtype in ("float16", "bfloat16")
+    dtype = keras.backend.standardize_dtype(embeddings.dtype)  # "float16", not torch.float16
+    low_precision = dtype in ("float16", "bfloat16")
     precise = ops.cast(embeddings, "float32") if low_precision else embeddings
     same = ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(labels, 0))
-    return precise, same, embeddings.dtype
+    return precise, same, dtype
 
 
 def _semihard_negatives(dist, negative):
