@@ -199,6 +199,30 @@ def test_an_onnx_model_that_is_refused_stale_or_damaged_is_never_used(copy_of, d
 
 
 @pytest.mark.slow
+def test_a_failed_write_of_embeddings_leaves_the_earlier_file_whole(run, tmp_path):
+    """A full disk, made real with a 4 KiB limit on the size of files the process writes."""
+    import resource
+    import subprocess
+    import sys
+
+    out = tmp_path / "v.npy"
+    command = [sys.executable, "-m", "tripletlab", "embed", str(run.path), "--out", str(out)]
+    done = subprocess.run([*command, "mnist:test:0"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    before = out.read_bytes()
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    many = [f"mnist:test:{i}" for i in range(20)]  # 20 x 256 float32: 20 KiB
+    done = subprocess.run([*command, *many], capture_output=True, text=True, timeout=300,
+                          preexec_fn=small_files)  # fmt: skip
+    assert done.returncode == 1 and "error: " in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["v.npy"]
+
+
+@pytest.mark.slow
 def test_unwritable_places_are_one_error(run, digit, tmp_path):
     """Item 14."""
     a_file = tmp_path / "a_file"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,7 @@ from tripletlab.cli.common import console, user_errors
 from tripletlab.models import Embedder
 from tripletlab.models.engines import select_engine
 from tripletlab.search import read_images
+from tripletlab.utils.io import atomic_write_bytes
 
 
 def embed(
@@ -33,6 +35,7 @@ def embed(
         pixels = read_images(images, size, channels)
         vectors = select_engine(embedder, run_dir, engine).embed(pixels, batch_size=batch_size)
         out = out if out.suffix == ".npy" else out.with_name(out.name + ".npy")  # as np.save does
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.save(out, vectors)
+        buffer = io.BytesIO()
+        np.save(buffer, vectors, allow_pickle=False)
+        atomic_write_bytes(out, buffer.getvalue())  # a failed write leaves the old file whole
     console.print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} embeddings to {out}")  # fmt: skip

@@ -7,6 +7,7 @@ only when asked for (the exporter, `tripletlab.export.onnx`, uses torch.onnx).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -127,9 +128,15 @@ def quantize_int8(source: Path, target: Path) -> Path:
     require_onnx()
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8,
-                     op_types_to_quantize=["MatMul", "Gemm"])  # fmt: skip
-    return Path(target)
+    target = Path(target)
+    temp = target.with_name(f".{target.name}.tmp")
+    try:
+        quantize_dynamic(str(source), str(temp), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul", "Gemm"])  # fmt: skip
+        os.replace(temp, target)  # a failed quantization leaves an earlier one whole
+    finally:
+        temp.unlink(missing_ok=True)
+    return target
 
 
 def select_engine(embedder: Embedder, run_dir: Path, engine: Engine) -> Embedder | OnnxEmbedder:
