@@ -119,6 +119,9 @@ def test_user_errors_are_one_line_and_non_zero(trained_run, tmp_path):
         (["--backbone", "spike_cnn", "--image-size", "8", "--dataset", "."],
          "spike_cnn needs images of at least 10 x 10"),
         (["--backbone-weights", "missing.safetensors"], "backbone weights not found"),
+        (["--backbone-weights", "missing.pth", "--loss", "cross-entropy"],
+         "backbone weights not found"),  # a classifier's run reads its data before the model
+        (["--backbone-weights", "weights.h5"], "weights.h5: expected a run folder, .safetensors"),
     ],
 )  # fmt: skip
 def test_bad_settings_are_refused_before_any_data_is_read_or_file_written(
@@ -130,6 +133,8 @@ def test_bad_settings_are_refused_before_any_data_is_read_or_file_written(
         raise AssertionError("data was read")
 
     monkeypatch.setattr(run_module, "run_data", no_data)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights.h5").write_bytes(b"Keras")
     result = runner.invoke(app, ["train", *args, "--run-dir", str(tmp_path / "run")])
     assert result.exit_code == 1 and message in result.output, result.output
     assert "Traceback" not in result.output and not (tmp_path / "run").exists()

@@ -23,6 +23,7 @@ from tripletlab.config import (
 from tripletlab.data import TITLES, check_run_data
 from tripletlab.evaluation import format_per_class
 from tripletlab.models import check_backbone
+from tripletlab.models.weights import check_backbone_weights
 from tripletlab.runs import RunDir
 from tripletlab.training import RunResult, resume_run, train_run
 from tripletlab.viz import AugmentGridCallback, SamplesCallback, build_report
@@ -72,6 +73,8 @@ def resolve_config(
     check_config(resolved)
     check_run_data(resolved)
     check_backbone(resolved.model.backbone, resolved.model.imports)
+    if resolved.model.backbone_weights:
+        check_backbone_weights(resolved.model.backbone_weights)
     return resolved
 
 

@@ -13,6 +13,22 @@ from tripletlab.runs import load_tensors, read_checkpoint
 log = logging.getLogger(__name__)
 
 
+def check_backbone_weights(path: str | Path) -> Path:
+    """Refuse, without reading it, a backbone weights path that is not there or not of a kind
+    `read_backbone_state` reads (before a run reads any data). Returns it as a `Path`.
+
+    Raises:
+        FileNotFoundError: nothing at `path`.
+        ValueError: a file of an unknown kind.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"backbone weights not found: {path}")
+    if not path.is_dir() and path.suffix not in (".safetensors", ".pt", ".pth", ".bin"):
+        raise ValueError(f"{path}: expected a run folder, .safetensors, .pt, .pth or .bin")
+    return path
+
+
 def read_backbone_state(path: Path) -> dict[str, Tensor]:
     """The backbone tensors stored at `path`.
 
@@ -25,22 +41,18 @@ def read_backbone_state(path: Path) -> dict[str, Tensor]:
         FileNotFoundError: nothing at `path`.
         ValueError: a file that holds no tensors or is of an unknown kind.
     """
-    path = Path(path)
+    path = check_backbone_weights(path)
     if path.is_dir():
         state, _ = read_checkpoint(path)
-    elif not path.is_file():
-        raise FileNotFoundError(f"backbone weights not found: {path}")
     elif path.suffix == ".safetensors":
         state = load_tensors(path)
-    elif path.suffix in (".pt", ".pth", ".bin"):
+    else:  # .pt, .pth, .bin
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # torch raises several kinds for a refused or broken file
             raise ValueError(f"{path}: not a plain PyTorch state dict ({error})") from error
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
-    else:
-        raise ValueError(f"{path}: expected a run folder, .safetensors, .pt, .pth or .bin")
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"{path}: holds no mapping of names to tensors")
     if any(key.startswith("backbone.") for key in state):

@@ -17,6 +17,7 @@ from tripletlab.data import ImageSet, RunData, check_run_data, run_data
 from tripletlab.evaluation import evaluate_embedder
 from tripletlab.models import Embedder
 from tripletlab.models.scaling import resolve_scaling
+from tripletlab.models.weights import check_backbone_weights
 from tripletlab.runs import RunDir
 from tripletlab.training.callbacks import Callback, ProgressCallback
 from tripletlab.training.distributed import is_main, main_first, process_group
@@ -50,8 +51,8 @@ def train_run(
 
     The config, the data set's settings, the run folder, the backbone and its weights are
     checked (the model is built) before any data is read, except with a classifier, whose
-    outputs are the training data's classes (the data is read first); the run folder is made
-    once the data has loaded.
+    outputs are the training data's classes (the data is read first: only the weights' path is
+    checked before); the run folder is made once the data has loaded.
 
     Args:
         config: the resolved run config.
@@ -61,6 +62,8 @@ def train_run(
     """
     check_config(config)
     check_run_data(config)
+    if config.model.backbone_weights:  # there, before a classifier's run reads its data
+        check_backbone_weights(config.model.backbone_weights)
     with process_group():
         main = is_main()
         if main:  # the others write nothing (and would find rank 0's new folder)
