@@ -73,8 +73,6 @@ def resolve_config(
     check_config(resolved)
     check_run_data(resolved)
     check_backbone(resolved.model.backbone, resolved.model.imports)
-    if resolved.model.backbone_weights:
-        check_backbone_weights(resolved.model.backbone_weights)
     return resolved
 
 
@@ -197,9 +195,11 @@ def train(
             return
         imports = (ctx.obj or {}).get("imports", [])
         resolved = resolve_config(preset_name, config, flags, assignments or [], imports)
-        if dry_run:
+        if dry_run:  # the settings, not the files they name
             typer.echo(yaml.safe_dump(resolved.to_dict(), sort_keys=False), nl=False)
             return
+        if resolved.model.backbone_weights:  # before torchrun starts (train_run checks too)
+            check_backbone_weights(resolved.model.backbone_weights)
         if nproc is not None and nproc > 1:
             code = torchrun_train(nproc, imports, config=resolved, run_dir=run_dir, report=report)
             raise typer.Exit(code)
