@@ -4,6 +4,7 @@ a count; never a traceback, never exit 0 with broken output, nothing saved befor
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import stat
@@ -133,10 +134,14 @@ def test_bad_numbers_of_the_commands(run, digit, tmp_path):
 
 
 @pytest.mark.slow
-def test_serve_refuses_an_engine_or_index_it_cannot_use_before_it_starts(run, digit, tmp_path):
-    """Each was a traceback in the worker's log and a service answering 503 for good."""
+def test_serve_refuses_an_engine_or_index_it_cannot_use_before_it_starts(
+    run, digit, tmp_path, caplog
+):
+    """Each was a traceback in the worker's log and a service answering 503 for good (or,
+    for a precision without a threshold, every search without a match)."""
     from tripletlab.index import Calibration, EmbeddingIndex, Threshold
     from tripletlab.models import Embedder
+    from tripletlab.serve.run import _check_precision
 
     _fails_cleanly(["serve", str(run.path), "--engine", "trt"], "unknown --engine 'trt'")
     dim = Embedder.from_pretrained(run.path).embedding_dim
@@ -148,11 +153,17 @@ def test_serve_refuses_an_engine_or_index_it_cannot_use_before_it_starts(run, di
     thresholds = (Threshold(0.9, 0.8, 0.92, 0.9, 0.95), Threshold(0.99, None, 0.97, 0.0, 0.0))
     good.calibration = Calibration(thresholds, 20, "val", False)
     good.save(tmp_path / "calibrated")
-    for precision, reached in (("0.97", "0.9"), ("0.99", "0.9")):  # not calibrated, not reached
+    for precision, why in (("0.97", "not calibrated"), ("0.99", "not reached")):
         _fails_cleanly(["serve", str(run.path), "--index", str(tmp_path / "calibrated"),
                         "--precision", precision],
-                       f"--precision {precision} has no threshold in {tmp_path / 'calibrated'} "
-                       f"(calibrated and reached: {reached})")  # fmt: skip
+                       f"--precision {precision}: precision {precision} was {why}")  # fmt: skip
+    logger = logging.getLogger("tripletlab.serve")  # serve's own, which does not propagate
+    logger.addHandler(caplog.handler)
+    try:  # the default 0.99, not given: a warning, and the service starts
+        _check_precision(tmp_path / "calibrated", good.calibration.to_dict(), 0.99, given=False)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert "(thresholds for: 0.9): searches come back without a match" in caplog.text
     index_file = tmp_path / "damaged" / "faiss.index"
     index_file.write_bytes(index_file.read_bytes()[:100])
     _fails_cleanly(["serve", str(run.path), "--index", str(tmp_path / "damaged")],

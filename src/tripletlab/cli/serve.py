@@ -9,7 +9,7 @@ import typer
 
 from tripletlab.cli.common import ForceOption, console, user_errors
 from tripletlab.serve.inputs import Limits
-from tripletlab.serve.state import ServeSettings
+from tripletlab.serve.state import DEFAULT_PRECISION, ServeSettings
 
 
 def serve(
@@ -30,8 +30,9 @@ def serve(
     max_k: Annotated[int, typer.Option(help="Neighbours one search may ask for.")] = 100,
     max_body: Annotated[int, typer.Option(help="Bytes of one request body.")] = 67_108_864,
     precision: Annotated[
-        float, typer.Option(help="The calibrated precision whose threshold matches.")
-    ] = 0.99,
+        float | None,
+        typer.Option(help="The calibrated precision whose threshold matches \\[0.99]."),
+    ] = None,
     allow_writes: Annotated[
         bool, typer.Option("--allow-writes", help="Allow POST and DELETE /v1/items.")
     ] = False,
@@ -42,7 +43,8 @@ def serve(
 
     with user_errors():
         limits = Limits(max_image_bytes, max_pixels, max_images, max_k, max_body)
-        settings = ServeSettings(limits, max_batch, max_wait_ms, max_queue, precision, allow_writes)
+        chosen = DEFAULT_PRECISION if precision is None else precision
+        settings = ServeSettings(limits, max_batch, max_wait_ms, max_queue, chosen, allow_writes)
         run_service(
             run_dir,
             index,
@@ -53,4 +55,5 @@ def serve(
             settings,
             force,
             announce=lambda url: console.print(f"serving {run_dir} on {url} (docs: /docs)"),
+            precision_given=precision is not None,
         )

@@ -29,6 +29,7 @@ from tripletlab.serve.model import hold_threads, load_service_model, share_cores
 from tripletlab.serve.state import ServeSettings
 
 ENGINES = ("onnx", "torch")
+log = logging.getLogger("tripletlab.serve")
 # The options reach each uvicorn worker process through this variable (JSON).
 _OPTIONS = "TRIPLETLAB_SERVE_OPTIONS"
 
@@ -56,10 +57,13 @@ def _logging() -> None:
     logger.propagate = False  # one line per request, not one more from the root logger
 
 
-def _check_index(run: RunDir, index_dir: str | Path | None, force: bool, precision: float) -> None:
+def _check_index(
+    run: RunDir, index_dir: str | Path | None, force: bool, precision: float, given: bool
+) -> None:
     """Refuse, before serving, an index that is missing (when named), damaged (manifest or
     files), built by another model (unless `force`), unfit for the model's vectors, or
-    calibrated without a threshold for `precision`."""
+    calibrated without a threshold for a `precision` the user `given` (the default's absence
+    is a warning: search works, without a match)."""
     folder = Path(index_dir) if index_dir else run.index
     if index_dir is None and not (folder / MANIFEST).is_file():
         return  # no index: search is off
@@ -70,24 +74,28 @@ def _check_index(run: RunDir, index_dir: str | Path | None, force: bool, precisi
     check_fits(folder, manifest["dimension"], bool(manifest["normalized"]),
                embedder.embedding_dim, embedder.config.normalize)  # fmt: skip
     if manifest.get("calibration"):
-        _check_precision(folder, manifest["calibration"], precision)
+        _check_precision(folder, manifest["calibration"], precision, given)
 
 
-def _check_precision(folder: Path, calibration: dict[str, Any], precision: float) -> None:
-    """Refuse a --precision the index's calibration has no threshold for (the service would
-    answer every search without a match)."""
+def _check_precision(
+    folder: Path, calibration: dict[str, Any], precision: float, given: bool
+) -> None:
+    """A --precision the index's calibration has no threshold for: every search would come
+    back without a match. Refused when the user chose it, a warning for the default."""
     try:
-        thresholds = Calibration.from_dict(calibration).thresholds
+        calibrated = Calibration.from_dict(calibration)
     except ValueError as error:
         raise ValueError(f"{folder / MANIFEST}: {error}; calibrate again") from None
-    usable = [t.target for t in thresholds if t.distance is not None]
-    if not any(abs(target - precision) < 1e-9 for target in usable):
-        have = ", ".join(f"{target:g}" for target in usable) or "none"
-        raise ValueError(
-            f"--precision {precision:g} has no threshold in {folder} (calibrated and reached: "
-            f"{have}); choose one of those, or tripletlab index calibrate {folder} "
-            f"--precision {precision:g}"
-        )
+    try:
+        calibrated.threshold_for(precision)
+    except ValueError as error:
+        usable = [f"{t.target:g}" for t in calibrated.thresholds if t.distance is not None]
+        message = (f"--precision {precision:g}: {str(error).split(';')[0]} in {folder} "
+                   f"(thresholds for: {', '.join(usable) or 'none'})")  # fmt: skip
+        if given:
+            raise ValueError(f"{message}; choose one of those, or tripletlab index calibrate "
+                             f"{folder} --precision {precision:g}") from None  # fmt: skip
+        log.warning("%s: searches come back without a match", message)
 
 
 def serve(
@@ -100,8 +108,12 @@ def serve(
     settings: ServeSettings | None = None,
     force: bool = False,
     announce: Callable[[str], None] | None = None,
+    precision_given: bool = True,
 ) -> None:
     """Serve a run until SIGTERM or Ctrl-C (in-flight requests are finished first).
+
+    `precision_given`: whether the user chose `settings.precision` (else the index's lack of
+    a threshold for it is a warning, not an error).
 
     Checks the run (and exports `model.onnx` once, for all workers, when it is missing)
     before uvicorn starts, then calls `announce` with the service's URL. Each of `workers`
@@ -122,9 +134,10 @@ def serve(
     if workers > 1 and settings.allow_writes:
         raise ValueError("--allow-writes needs --workers 1: each worker holds its own copy of "
                          "the index, and their changes would overwrite each other")  # fmt: skip
+    _logging()
     run = RunDir.open(run_dir)
     resolve_checkpoint(run.path)
-    _check_index(run, index_dir, force, settings.precision)  # one error line, not 503s
+    _check_index(run, index_dir, force, settings.precision, precision_given)  # not 503s
     if engine == "onnx" and current_onnx(run.path, threads=1) is None:  # export once, for all
         try:
             require_onnx()
@@ -144,7 +157,6 @@ def serve(
                "settings": {k: v for k, v in dataclasses.asdict(settings).items()
                             if k != "limits"}}  # fmt: skip
     os.environ[_OPTIONS] = json.dumps(options)
-    _logging()
     if announce is not None:
         announce(f"http://{host}:{port}")
     uvicorn.run("tripletlab.serve.run:app_from_environment", factory=True, host=host, port=port,

@@ -15,6 +15,7 @@ from tripletlab.serve.inputs import ApiError, Limits, decode_all
 from tripletlab.serve.model import ServiceModel
 
 log = logging.getLogger("tripletlab.serve")
+DEFAULT_PRECISION = 0.99
 
 
 @dataclass
@@ -25,7 +26,8 @@ class ServeSettings:
     max_batch: int = 64
     max_wait_ms: float = 5.0
     max_queue: int = 512
-    precision: float = 0.99  # the calibrated threshold that /v1/search and /v1/compare use
+    # The calibrated threshold that /v1/search and /v1/compare use.
+    precision: float = DEFAULT_PRECISION
     allow_writes: bool = False
 
     def __post_init__(self) -> None:
