@@ -200,6 +200,9 @@ def test_an_onnx_model_that_is_refused_stale_or_damaged_is_never_used(copy_of, d
     assert runtime.embed(images[:0]).shape == (0, dim)
     with pytest.raises(ValueError, match=r"takes images \(N, 28, 28\), got \(3, 28, 14\)"):
         runtime.embed(images[:, :, :14])
+    export_onnx(Embedder.from_pretrained(copy_of.path), path)  # as before exports said
+    result = runner.invoke(app, [*embed, "--out", str(copy_of.path / "v.npy")])
+    assert result.exit_code == 0, result.output  # used, with a warning
     export_onnx(Embedder.from_pretrained(copy_of.path), path, checkpoint_sha256="0" * 64)
     _fails_cleanly(embed, "was exported from another checkpoint than the run's best")
     served = load_service_model(copy_of.path, engine="onnx")  # exports it again

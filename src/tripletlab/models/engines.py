@@ -7,6 +7,7 @@ only when asked for (the exporter, `tripletlab.export.onnx`, uses torch.onnx).
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Literal
@@ -21,6 +22,7 @@ Engine = Literal["torch", "onnx"]
 INPUT_NAME = "images"
 OUTPUT_NAME = "embeddings"
 PROBABILITIES_NAME = "probabilities"  # a second output where the model has a classifier
+log = logging.getLogger(__name__)
 # Metadata of an export: the SHA-256 of the checkpoint weights it was made from.
 CHECKPOINT_KEY = "tripletlab.checkpoint_sha256"
 
@@ -38,7 +40,12 @@ def require_onnx() -> None:
 
 
 class OnnxEmbedder:
-    """Embeds uint8 images with ONNX Runtime on the CPU; same interface as `Embedder.embed`."""
+    """Embeds uint8 images with ONNX Runtime on the CPU; same interface as `Embedder.embed`.
+
+    Raises:
+        FileNotFoundError: no file at `path`.
+        ValueError: a file ONNX Runtime cannot read (damaged, or not ONNX).
+    """
 
     def __init__(self, path: Path, threads: int | None = None, spin: bool = True) -> None:
         require_onnx()
@@ -143,7 +150,9 @@ def select_engine(embedder: Embedder, run_dir: Path, engine: Engine) -> Embedder
     """`embedder` itself for "torch", the run's `model.onnx` in ONNX Runtime for "onnx".
 
     Raises:
-        ValueError: any other engine name.
+        FileNotFoundError: no `model.onnx`.
+        ValueError: any other engine name; a `model.onnx` ONNX Runtime cannot read, or one
+            exported from another checkpoint (`check_exported_from`).
     """
     if engine == "torch":
         return embedder
@@ -169,15 +178,17 @@ def current_onnx(
 
 def check_exported_from(exported: OnnxEmbedder, run_dir: Path) -> None:
     """Refuse a run's ONNX model exported from another checkpoint than its best one (the run
-    trained on, or resumed, since): its vectors would not be the index's or PyTorch's.
+    trained on, or resumed, since): its vectors would not be the index's or PyTorch's. An
+    export that does not say (made before exports recorded it) is used, with a warning.
 
     Raises:
         ValueError: saying how to export it again.
     """
     again = f"export it again: tripletlab export onnx {run_dir}"
-    if exported.checkpoint_sha256 is None:
-        raise ValueError(f"{exported.path} does not say which checkpoint it was exported from "
-                         f"(exported before 2026-12-02); {again}")  # fmt: skip
+    if exported.checkpoint_sha256 is None:  # exported before 2026-12-02: used as it is
+        log.warning("%s does not say which checkpoint it was exported from; if the run trained "
+                    "since, %s", exported.path, again)  # fmt: skip
+        return
     if exported.checkpoint_sha256 != checkpoint_sha256(run_dir):
         raise ValueError(f"{exported.path} was exported from another checkpoint than the run's "
                          f"best (it trained since); {again}")  # fmt: skip
