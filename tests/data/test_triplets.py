@@ -93,6 +93,8 @@ def test_sampler_batches_and_re_mining():
     assert [b.shape for b in batches] == [(4, 3), (4, 3), (3, 3)] and len(sampler) == 3
     assert len(calls) == 3  # once at the start of the epoch, then every step
     assert sorted(np.concatenate(batches)[:, 0].tolist()) == [i for i in range(12) if i != 9]
+    lone = TripletBatchSampler(LABELS, 5, seed=0)  # 11 anchors: 5 + 6, not 5 + 5 + 1
+    assert [len(b) for b in lone] == [5, 6] and len(lone) == 2
     with pytest.raises(ValueError, match="embeds the training images"):
         TripletBatchSampler(LABELS, 4, "hard")
     with pytest.raises(ValueError, match="random, semihard, hard"):

@@ -28,3 +28,14 @@ class ResumableSampler:
     def _from_skip(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         skip, self._skip = self._skip, 0
         return itertools.islice(batches, skip, None)
+
+
+def batch_bounds(count: int, batch_size: int) -> list[int]:
+    """Where each batch of `count` items starts, then `count`: batches of `batch_size`, the
+    last one the remainder (as `tf.data.Dataset.batch`), except that a lone last item joins
+    the batch before it: one image (or triplet) has no pair to learn from, and PyTorch's
+    BatchNorm refuses to train on a batch of one (a ResNet's 1 x 1 last map at 28 px)."""
+    bounds = [*range(0, count, batch_size), count]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+        del bounds[-2]
+    return bounds

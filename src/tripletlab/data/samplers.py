@@ -9,7 +9,7 @@ from itertools import pairwise
 import numpy as np
 
 from tripletlab.config import RunConfig
-from tripletlab.data.resumable import ResumableSampler
+from tripletlab.data.resumable import ResumableSampler, batch_bounds
 from tripletlab.data.triplets import TripletBatchSampler
 
 
@@ -17,8 +17,7 @@ class ShuffleSampler(ResumableSampler):
     """Shuffled batches of `batch_size` indices over the data set, a new order every epoch.
 
     The last batch keeps the remainder, as `tf.data.Dataset.batch` does, except that a lone
-    last image joins the batch before it: one image has no pair to learn from, and PyTorch's
-    BatchNorm refuses to train on it (a ResNet's 1 x 1 last feature map at 28 px).
+    last image joins the batch before it (`batch_bounds`).
     """
 
     def __init__(self, num_items: int, batch_size: int, seed: int = 0) -> None:
@@ -34,19 +33,12 @@ class ShuffleSampler(ResumableSampler):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self._bounds()) - 1
+        return len(batch_bounds(self.num_items, self.batch_size)) - 1
 
     def __iter__(self) -> Iterator[np.ndarray]:
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_items)
-        bounds = self._bounds()
+        bounds = batch_bounds(self.num_items, self.batch_size)
         return self._from_skip(order[a:b] for a, b in pairwise(bounds))
-
-    def _bounds(self) -> list[int]:
-        """Where each batch starts, then the end: a lone last image joins the batch before."""
-        bounds = [*range(0, self.num_items, self.batch_size), self.num_items]
-        if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
-            del bounds[-2]
-        return bounds
 
 
 class PKSampler(ResumableSampler):

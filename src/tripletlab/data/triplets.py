@@ -11,12 +11,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 
 from tripletlab.config import TRIPLET_RULES, TripletRule
-from tripletlab.data.resumable import ResumableSampler
+from tripletlab.data.resumable import ResumableSampler, batch_bounds
 from tripletlab.index import EmbeddingIndex
 
 # Nearest negatives searched per anchor at first, the factor for those still without one, and
@@ -225,7 +226,7 @@ class TripletBatchSampler(ResumableSampler):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return -(-len(self.anchors) // self.batch_size)
+        return len(batch_bounds(len(self.anchors), self.batch_size)) - 1
 
     def _generate(self, rng: np.random.Generator, anchors: np.ndarray) -> np.ndarray:
         embeddings = self.embed_all() if self.rule != "random" else None
@@ -239,12 +240,14 @@ class TripletBatchSampler(ResumableSampler):
             rng = np.random.default_rng([self.seed, self.epoch])
             triplets = self._generate(rng, rng.permutation(self.anchors))
         self._live = (triplets, rng)
-        for step, start in enumerate(range(0, len(triplets), self.batch_size)):
+        for step, (start, stop) in enumerate(
+            pairwise(batch_bounds(len(triplets), self.batch_size))
+        ):
             if step < first:
                 continue
             if self.mine_every and self.rule != "random" and step and step % self.mine_every == 0:
                 triplets[start:] = self._generate(rng, triplets[start:, 0])
-            yield triplets[start : start + self.batch_size]
+            yield triplets[start:stop]
 
     def snapshot(self) -> dict[str, Any]:
         """The current epoch's triplets (T, 3) and the state of its NumPy generator, between
