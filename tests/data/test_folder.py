@@ -118,6 +118,19 @@ def test_val_fraction_sets_a_folders_validation_share(folder, val_fraction, size
         load_run_data(DataConfig(dataset=str(folder), val_fraction=0.9), 3, (28, 28), 1)
 
 
+def test_names_that_are_not_utf8_are_read_and_shown(folder):
+    """A Latin-1 class folder and file: the cache key and the run's config failed to encode
+    them (a run could not train); the class name is shown with U+FFFD, the file still read."""
+    _grow(folder)
+    latin = os.fsencode(folder) + b"/caf\xe9"
+    os.rename(os.fsencode(folder / "cats"), latin)
+    os.rename(latin + b"/1.png", latin + b"/\xe91.png")
+    data = load_run_data(DataConfig(dataset=str(folder)), seed=3, size=(28, 28), channels=1)
+    assert data.train.class_names == ["caf\ufffd", "dogs"]  # birds has no readable image
+    sources = [str(s) for part in (data.train, data.val, data.test) for s in part.sources]
+    assert os.fsdecode(latin + b"/\xe91.png") in sources
+
+
 def test_split_specs_choose_disjoint_parts(folder):
     _grow(folder)
     config = DataConfig(dataset=str(folder), train_split="train[:40%]",

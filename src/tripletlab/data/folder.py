@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 
 from tripletlab.data.images import ImageSet, decode_image
 from tripletlab.data.pixel_cache import PixelWriter, read_pixels
-from tripletlab.utils.io import atomic_folder, cache_dir
+from tripletlab.utils.io import atomic_folder, cache_dir, shown_name
 from tripletlab.utils.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,8 @@ def scan_folder(root: Path) -> FolderScan:
         members = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
         files += members
         labels += [index] * len(members)
-    return FolderScan(files, np.array(labels, dtype=np.int64), [p.name for p in classes])
+    names = [shown_name(p.name) for p in classes]  # a class name is shown, never opened
+    return FolderScan(files, np.array(labels, dtype=np.int64), names)
 
 
 def _cache_key(scan: FolderScan, size: tuple[int, int], channels: int) -> str:
@@ -61,7 +63,7 @@ def _cache_key(scan: FolderScan, size: tuple[int, int], channels: int) -> str:
     digest = hashlib.sha256(json.dumps([list(size), channels, "sources", "mapped"]).encode())
     for path in scan.files:
         stat = path.stat()
-        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        digest.update(os.fsencode(path) + f"\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:24]
 
 

@@ -22,6 +22,7 @@ from tripletlab.search.sources import read_image
 from tripletlab.serve.inputs import ApiError, read_request, whole_number
 from tripletlab.serve.model import ServiceModel
 from tripletlab.serve.state import State
+from tripletlab.utils.io import shown_name
 
 STATIC = Path(__file__).with_name("static")
 log = logging.getLogger(__name__)
@@ -82,8 +83,9 @@ def _add_model_routes(app: FastAPI, state: State) -> None:
         results = []
         for row in range(len(ids)):
             found = ids[row] >= 0
-            neighbours = [{"id": int(i), "label": index.label_name(int(y)), "distance": float(d),
-                           "source": _shown(str(s))}
+            neighbours = [{"id": int(i), "label": shown_name(index.label_name(int(y))),
+                           "distance": float(d),
+                           "source": shown_name(str(s))}
                           for i, y, d, s in zip(ids[row][found], labels[row][found],
                                                 distances[row][found], sources[row][found],
                                                 strict=True)]  # fmt: skip
@@ -155,7 +157,7 @@ def _add_item_routes(app: FastAPI, state: State) -> None:
         source = await batcher.run(_item_source, _index_of(state), item_id)
         png = await batcher.run(_png, source, model.image_shape)
         if png is None:
-            shown = _shown(source) or "no source"
+            shown = shown_name(source) or "no source"
             raise ApiError(404, f"item {item_id}'s image ({shown}) cannot be read")
         return Response(png, media_type="image/png")
 
@@ -185,7 +187,8 @@ def _add_item_routes(app: FastAPI, state: State) -> None:
 def _item(index: EmbeddingIndex, item_id: int) -> dict[str, Any]:
     source = _item_source(index, item_id)
     label = index.labels_of(np.array([item_id]))[0]
-    return {"id": item_id, "label": index.label_name(int(label)), "source": _shown(source)}
+    name = shown_name(index.label_name(int(label)))
+    return {"id": item_id, "label": name, "source": shown_name(source)}
 
 
 def _item_source(index: EmbeddingIndex, item_id: int) -> str:
@@ -193,11 +196,6 @@ def _item_source(index: EmbeddingIndex, item_id: int) -> str:
     if not 0 <= item_id < 2**63 or index.items.rows(np.array([item_id]))[0] < 0:
         raise ApiError(404, f"no item with id {item_id}")
     return index.sources_of(np.array([item_id]))[0]
-
-
-def _shown(source: str) -> str:
-    """A source as JSON can carry it: a file name's bytes that are not UTF-8 shown as U+FFFD."""
-    return source.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _random_item(index: EmbeddingIndex) -> dict[str, Any]:

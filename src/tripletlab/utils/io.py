@@ -135,3 +135,9 @@ def atomic_folder(directory: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
+
+
+def shown_name(name: str) -> str:
+    """A file name as text that UTF-8 (JSON, YAML) can carry: the bytes of a name that are
+    not UTF-8, which the OS interface decodes to surrogates, shown as U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
