@@ -176,3 +176,20 @@ def test_fashion_mnist_is_a_gallery_like_mnist():
     assert labels.tolist() == load_fashion_mnist("test").labels[:5].tolist()
     with pytest.raises(ValueError, match="Fashion-MNIST has train and test splits"):
         open_gallery(RunConfig(), "fashion-mnist", "val")
+
+
+def test_adding_a_new_class_to_an_index_without_class_names(run_04, tmp_path):
+    """`index add --label cat` on an index built in Python (no class names) merged the cats
+    into class 0."""
+    from tripletlab.models import Embedder
+
+    vectors = Embedder.from_pretrained(run_04.path).embed(load_mnist("test").images[:2])
+    bare = EmbeddingIndex(vectors.shape[1], "L2")
+    bare.add(vectors, np.array([0, 1]))
+    bare.save(tmp_path / "ix")
+    Image.fromarray(load_mnist("test").images[5]).save(tmp_path / "cat.png")
+    ids, skipped = add_images(tmp_path / "ix", [tmp_path / "cat.png"], "cat", run_04.path)
+    index = EmbeddingIndex.load(tmp_path / "ix")
+    assert skipped == 0 and index.class_names == ["0", "1", "cat"]
+    assert [index.label_name(int(y)) for y in index.labels_of(np.array([0, 1, *ids]))] == [
+        "0", "1", "cat"]  # fmt: skip

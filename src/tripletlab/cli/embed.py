@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +12,7 @@ from tripletlab.cli.common import console, user_errors
 from tripletlab.models import Embedder
 from tripletlab.models.engines import select_engine
 from tripletlab.search import read_images
-from tripletlab.utils.io import atomic_write_bytes
+from tripletlab.utils.io import atomic_writer
 
 
 def embed(
@@ -35,7 +34,6 @@ def embed(
         pixels = read_images(images, size, channels)
         vectors = select_engine(embedder, run_dir, engine).embed(pixels, batch_size=batch_size)
         out = out if out.suffix == ".npy" else out.with_name(out.name + ".npy")  # as np.save does
-        buffer = io.BytesIO()
-        np.save(buffer, vectors, allow_pickle=False)
-        atomic_write_bytes(out, buffer.getvalue())  # a failed write leaves the old file whole
+        with atomic_writer(out) as handle:  # a failed write leaves the old file whole
+            np.save(handle, vectors, allow_pickle=False)
     console.print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} embeddings to {out}")  # fmt: skip

@@ -34,9 +34,8 @@ def evaluate_embedder(
 
     Returns:
         Dict with `precision_at_1`, `r_precision`, `map_at_r`, `num_queries`,
-        `knn_accuracy`, `num_test`,
-        `per_class` (list of dicts) and `verification` (dict); with a classifier also
-        `accuracy` and `per_class_accuracy` ({class name: accuracy}).
+        `knn_accuracy`, `num_test`, `per_class` (list of dicts) and `verification` (dict);
+        with a classifier also `accuracy` and `per_class_accuracy` ({class name: accuracy}).
     """
     test_embeddings, probabilities = embedder.embed_and_classify(data.test.images, batch_size)
     metrics: dict[str, Any] = retrieval_metrics(test_embeddings, data.test.labels)

@@ -92,6 +92,17 @@ def check_parity(embedder: Embedder, onnx_embedder: OnnxEmbedder, images: np.nda
     return float(np.abs(onnx_embedder.embed(images) - expected).max())
 
 
+def _largest_difference(embedder: Embedder, path: Path, images: np.ndarray) -> float:
+    """Largest absolute difference between PyTorch and the ONNX model at `path` on `images`,
+    embeddings and (where the model has them) class probabilities."""
+    exported = OnnxEmbedder(path)
+    difference = check_parity(embedder, exported, images)
+    if exported.has_classifier:
+        expected = embedder.embed_and_classify(images)[1]
+        difference = max(difference, float(np.abs(exported.classify(images) - expected).max()))
+    return difference
+
+
 def export_run_onnx(
     run_dir: Path, out: Path | None = None, quantize: str | None = None, tolerance: float = 1e-5
 ) -> dict[str, Any]:
@@ -111,19 +122,14 @@ def export_run_onnx(
     # Checked before it takes the place of an earlier export: a refused one replaces nothing.
     unchecked = export_onnx(embedder, path.with_name(f".{path.name}.unchecked"),
                             checkpoint_sha256=checkpoint_sha256(run.path))  # fmt: skip
+    sample = data.test.images[:512]
     try:
-        sample = data.test.images[:512]
-        exported = OnnxEmbedder(unchecked)
-        difference = check_parity(embedder, exported, sample)
-        if exported.has_classifier:
-            expected = embedder.embed_and_classify(sample)[1]
-            difference = max(difference, float(np.abs(exported.classify(sample) - expected).max()))
+        difference = _largest_difference(embedder, unchecked, sample)
         if difference > tolerance:
             raise ValueError(
                 f"ONNX model differs from PyTorch by {difference:.2e} > {tolerance:.0e}; "
                 f"{path} was not written"
             )
-        del exported  # the session holds the file
         os.replace(unchecked, path)
     finally:
         unchecked.unlink(missing_ok=True)

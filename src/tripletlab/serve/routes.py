@@ -205,15 +205,22 @@ def _random_item(index: EmbeddingIndex) -> dict[str, Any]:
     return _item(index, int(ids[np.random.default_rng().integers(len(ids))]))
 
 
-def _saved(model: ServiceModel, change: Callable[..., Any], index: EmbeddingIndex, *args) -> Any:
+def _saved(
+    model: ServiceModel, change: Callable[..., Any], index: EmbeddingIndex, *args: Any
+) -> Any:
     """`change(index, *args)`, then the index saved to its folder. A change that cannot be
-    saved is undone: the service goes back to the gallery its folder still holds."""
+    saved is undone: the service goes back to the gallery its folder still holds (or, when
+    that cannot be read either, to no gallery: search answers 404, never unsaved items)."""
     result = change(index, *args)
     try:
         index.save(model.index_dir)
     except Exception as error:
         log.error("the gallery change could not be saved, so it is undone: %s", error)
-        model.index = EmbeddingIndex.load(model.index_dir, force=True)  # checked at start
+        try:
+            model.index = EmbeddingIndex.load(model.index_dir, force=True)  # checked at start
+        except Exception as unreadable:
+            log.error("the saved gallery cannot be read either, so none is served: %s", unreadable)
+            model.index = None
         raise ApiError(500, f"the change could not be saved, so it was undone: {error}") from None
     return result
 
