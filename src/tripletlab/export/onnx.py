@@ -119,8 +119,9 @@ def export_run_onnx(
         raise ValueError(f"unknown quantization {quantize!r}; expected int8")
     run, data, embedder = load_run(run_dir)
     path = Path(out) if out else run.onnx_file()
-    # Checked before it takes the place of an earlier export: a refused one replaces nothing.
-    unchecked = export_onnx(embedder, path.with_name(f".{path.name}.unchecked"),
+    # Checked before it takes the place of an earlier export: a refused one replaces nothing
+    # (a hidden .tmp, so a killed export is tidied like any killed write in a run folder).
+    unchecked = export_onnx(embedder, path.with_name(f".{path.name}.unchecked.tmp"),
                             checkpoint_sha256=checkpoint_sha256(run.path))  # fmt: skip
     sample = data.test.images[:512]
     try:

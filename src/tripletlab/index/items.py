@@ -1,8 +1,8 @@
 """The items table of an index: an int64 id, a label and an optional source per stored vector.
 
 Held as NumPy arrays (sources as one UTF-8 byte string with offsets; a file name's bytes that
-are not UTF-8 are kept as they are), so ten million items
-take about 200 MB plus their sources, and saved as `.npz` read with `allow_pickle=False`.
+are not UTF-8 are kept as they are), so ten million items take about 200 MB plus their
+sources, and saved as `.npz` read with `allow_pickle=False`.
 Added chunks are kept as a list and joined when first read, so a build that adds a million
 items in chunks copies them once, not once per chunk.
 """
