@@ -218,6 +218,18 @@ def test_one_process_at_a_time(tmp_path):
         pass
 
 
+def test_a_start_that_finds_the_folder_claimed_removes_nothing(tmp_path):
+    """Another training holds the new folder's lock but has written nothing else yet: this
+    start stops, and the other's files stay (a failed start used to remove them)."""
+    folder = tmp_path / "run"
+    with RunDir(folder).lock():
+        (folder / ".other.tmp").write_text("the other start's write")
+        config = merge(RunConfig(), {"data": {"limit": 300}, "train": {"epochs": 1}})
+        with pytest.raises(ValueError, match="being trained by another"):
+            train_run(config, folder)
+        assert sorted(child.name for child in folder.iterdir()) == [".lock", ".other.tmp"]
+
+
 def _kill_when(process: subprocess.Popen, condition, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

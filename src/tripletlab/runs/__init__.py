@@ -51,9 +51,10 @@ from tripletlab.runs.files import (
     STATE_TENSORS,
     TENSORBOARD,
     WEIGHTS,
+    quantized_path,
     read_json,
 )
-from tripletlab.runs.folder import RunDir, quantized_path
+from tripletlab.runs.folder import RunDir
 
 __all__ = [
     "AUGMENT_FILE",

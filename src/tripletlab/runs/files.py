@@ -37,3 +37,9 @@ def read_json(path: Path) -> Any:
         return json.loads(Path(path).read_text())
     except (ValueError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is not valid JSON ({error})") from None
+
+
+def quantized_path(onnx_file: Path, quantized: str) -> Path:
+    """Where the `quantized` (e.g. int8) version of an ONNX model goes: `model.int8.onnx`."""
+    onnx_file = Path(onnx_file)
+    return onnx_file.with_name(f"{onnx_file.stem}.{quantized}{onnx_file.suffix}")

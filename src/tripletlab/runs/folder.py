@@ -31,6 +31,7 @@ from tripletlab.runs.files import (
     REPORT_FILE,
     SAMPLES_FILE,
     TENSORBOARD,
+    quantized_path,
     read_json,
 )
 from tripletlab.utils.io import atomic_write_bytes, atomic_write_json, restore_interrupted
@@ -78,6 +79,21 @@ class RunDir:
         )
         return run
 
+    @classmethod
+    @contextmanager
+    def start(
+        cls, config: RunConfig, path: str | os.PathLike | None = None, base: Path = Path("runs")
+    ) -> Iterator[RunDir]:
+        """`create` a run under its lock, held until the block ends: of two trainings started
+        into one folder at once, one claims it and the other stops with nothing written.
+
+        Raises:
+            ValueError: `path` already holds something, or another process holds it.
+        """
+        folder = Path(path) if path is not None else _new_folder(config, Path(base))
+        with cls(folder).lock():
+            yield cls.create(config, folder)
+
     @staticmethod
     def check_new(path: str | os.PathLike | None) -> None:
         """Refuse a run folder that already holds something (None: a new one will be named).
@@ -90,8 +106,9 @@ class RunDir:
         if (
             path is not None
             and Path(path).exists()
-            and any(
-                not (child.name.startswith(".") and child.name.endswith(".tmp"))  # a killed write
+            and any(  # a killed write, or the lock of a start
+                not (child.name.startswith(".") and child.name.endswith(".tmp"))
+                and child.name != LOCK_FILE
                 for child in Path(path).iterdir()
             )
         ):
@@ -266,12 +283,6 @@ class RunDir:
             unnamed = child.name not in keep and not child.name.startswith(".")
             if unnamed and child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)
-
-
-def quantized_path(onnx_file: Path, quantized: str) -> Path:
-    """Where the `quantized` (e.g. int8) version of an ONNX model goes: `model.int8.onnx`."""
-    onnx_file = Path(onnx_file)
-    return onnx_file.with_name(f"{onnx_file.stem}.{quantized}{onnx_file.suffix}")
 
 
 def _new_folder(config: RunConfig, base: Path) -> Path:

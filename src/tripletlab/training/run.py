@@ -82,15 +82,15 @@ def train_run(
             trainer.fit(data.train, data.val, run_dir=None)
             return None
         existed = run_dir is not None and Path(run_dir).exists()
-        run = RunDir.create(config, run_dir)
-        _announce(trainer, run, data, console)
-        try:
-            with run.lock():
+        # Claimed under its lock: a start that loses the folder to another removes nothing.
+        with RunDir.start(config, run_dir) as run:
+            _announce(trainer, run, data, console)
+            try:
                 history = trainer.fit(data.train, data.val, run_dir=run)
-        except BaseException:
-            if not run.has_checkpoint():  # nothing saved: leave no half-made run behind
-                _discard(run, existed)
-            raise
+            except BaseException:
+                if not run.has_checkpoint():  # nothing saved: leave no half-made run behind
+                    _discard(run, existed)
+                raise
     return _evaluate(run, config, data, history)
 
 
