@@ -38,6 +38,19 @@ def _config(**sections) -> RunConfig:
     return merge(RunConfig(), base)
 
 
+def _clear(out: Path) -> None:
+    """Empty the demo's own folder, so that a re-run replaces it; refuse any other folder."""
+    if not out.exists():
+        return
+    own = {"results.json", "results.md", "source-0-4", "scratch", "frozen-backbone-and-new-head",
+           "frozen-and-fine-tuned"}  # fmt: skip
+    foreign = sorted(child.name for child in out.iterdir() if child.name not in own)
+    if not out.is_dir() or foreign:
+        what = "a file" if not out.is_dir() else f"not the demo's ({', '.join(foreign[:3])})"
+        raise SystemExit(f"--out {out} is {what}: choose another folder")
+    shutil.rmtree(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/transfer-demo"))
@@ -48,8 +61,7 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=15)
     args = parser.parse_args()
     console = Console(stderr=True)
-    if args.out.exists():
-        shutil.rmtree(args.out)  # the demo's own folder: a re-run replaces it
+    _clear(args.out)
 
     start = time.perf_counter()
     source = train_run(_config(
