@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -14,6 +19,7 @@ from tripletlab.index import EmbeddingIndex
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
+TRIPLETLAB = str(Path(sys.executable).with_name("tripletlab"))
 
 
 def _ok(*args: str) -> str:
@@ -126,3 +132,25 @@ def test_add_remove_and_the_errors_a_user_can_make(indexed, tmp_path, monkeypatc
     assert (run.path / "config.yaml").is_file()
     (out / "faiss.index").write_bytes(b"garbage")
     assert "damaged" in _fails("index", "info", str(out))
+
+
+def test_a_source_that_is_not_utf8_is_printed_in_any_locale(indexed, tmp_path):
+    """A gallery file named in Latin-1, through the console script with Python's strict
+    UTF-8 streams (any UTF-8 locale but C): the table and the JSON were a traceback."""
+    run, built = indexed
+    out = tmp_path / "ix"
+    shutil.copytree(built, out)
+    latin = os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9.png")
+    Image.fromarray(load_mnist("test").images[3]).save(latin)
+    _ok("index", "add", str(out), latin, "--label", "0")
+    command = [TRIPLETLAB, "search", str(run.path), latin, "-k", "1", "--index", str(out)]
+    environment = {**os.environ, "PYTHONIOENCODING": "utf-8", "COLUMNS": "300"}
+    for as_json in (False, True):
+        done = subprocess.run(command + ["--json"] * as_json, capture_output=True,
+                              env=environment, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        if as_json:  # U+FFFD, as the service shows it
+            hit = json.loads(done.stdout)["neighbours"][0]
+            assert hit["source"] == f"{tmp_path}/caf\ufffd.png" and hit["distance"] < 1e-4
+        else:
+            assert b"caf\\udce9.png" in done.stdout

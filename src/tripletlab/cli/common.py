@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
@@ -13,6 +14,7 @@ from rich.text import Text
 
 from tripletlab.training import TrainingDivergedError
 from tripletlab.training.distributed import RankStoppedError
+from tripletlab.utils.io import shown_name
 
 # No rich markup in anything printed: paths, class names and messages are the user's text
 # (a folder called "[x]" must print as such). Lines are not wrapped either, so that a printed
@@ -34,6 +36,12 @@ METRIC_LABELS = {
     "embeddings_per_second": "embeddings / s",
     "train_seconds": "train seconds",
 }
+
+
+def echo_json(payload: dict[str, Any]) -> None:
+    """One JSON line of a command's --json output; the bytes of file names that are not UTF-8
+    shown as U+FFFD (as the service does), and no NaN or Infinity."""
+    typer.echo(shown_name(json.dumps(payload, ensure_ascii=False, allow_nan=False)))
 
 
 @contextmanager

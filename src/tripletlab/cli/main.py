@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from typing import Annotated
 
@@ -91,4 +92,9 @@ def configure_logging() -> None:
 def main() -> None:
     """Console-script entry point."""
     configure_logging()
+    for stream in (sys.stdout, sys.stderr):
+        # A file name that is not UTF-8 (held as surrogates) is printed escaped: with a UTF-8
+        # locale other than C, Python's streams are strict and printing it was a traceback.
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     app()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from tripletlab.cli.common import console, user_errors
+from tripletlab.cli.common import console, echo_json, user_errors
 from tripletlab.search import Predictor
 
 
@@ -32,7 +31,7 @@ def predict(
             top_list = [{"label": name, "probability": p} for name, p in result.top]
             payload = {"image": image, "label": result.label, "probability": result.probability,
                        "top": top_list}  # fmt: skip
-            typer.echo(json.dumps(payload))
+            echo_json(payload)
         return
     table = Table(title="predicted classes")
     for column in ("image", "class", "probability", *(["top"] if top > 1 else [])):

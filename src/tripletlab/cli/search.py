@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +11,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from tripletlab.cli.common import ForceOption, console, user_errors
+from tripletlab.cli.common import ForceOption, console, echo_json, user_errors
 from tripletlab.search import Searcher
 from tripletlab.viz import search_grid
 
@@ -46,7 +45,7 @@ def search(
     for image, hits in zip(images, results, strict=True):
         if as_json:
             payload = {"query": image, "neighbours": [dataclasses.asdict(h) for h in hits]}
-            typer.echo(json.dumps(payload))
+            echo_json(payload)
             continue
         table = Table(title=Text(f"{image}: {len(hits)} nearest ({searcher.index.distance})"))
         for column in ("rank", "id", "label", "distance", "source"):
@@ -82,7 +81,7 @@ def match(
             payload = {"query": image, **dataclasses.asdict(verdict)}
             if not math.isfinite(verdict.distance):  # an empty index: no nearest item
                 payload["distance"] = None
-            typer.echo(json.dumps(payload, allow_nan=False))
+            echo_json(payload)
         return
     how = f"calibrated for precision {precision:g}" if threshold is None else "given"
     table = Table(title=Text(f"threshold {verdicts[0].threshold:.4f} ({how})"))
