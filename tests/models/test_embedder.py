@@ -141,6 +141,13 @@ def test_wrong_image_shape_is_a_clear_error():
         Embedder().embed(np.zeros((2, 28, 28, 3), dtype=np.uint8))
 
 
+def test_an_image_too_small_for_the_backbone_is_a_clear_error():
+    """seed_cnn pools three times: a 2 x 2 image was a RuntimeError traceback from train."""
+    with pytest.raises(ValueError, match=r"1-channel images of 2 x 2 \(.*too small"):
+        Embedder(ModelConfig(image_size=(2, 2)))
+    assert Embedder(ModelConfig(image_size=(4, 4))).embed(np.zeros((1, 4, 4), np.uint8)).shape
+
+
 def test_unknown_backbone_lists_the_known_ones():
     assert "seed_cnn" in backbone_names()
     with pytest.raises(ValueError, match="seed_cnn"):

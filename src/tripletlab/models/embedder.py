@@ -49,10 +49,18 @@ def feature_size(backbone: nn.Module, channels: int, image_size: tuple[int, int]
     """Number of features the backbone produces for one image of `image_size`.
 
     Raises:
-        ValueError: the backbone does not return (N, F) features.
+        ValueError: the backbone does not take such an image (one too small for its layers), or
+            does not return (N, F) features.
     """
     with torch.no_grad(), evaluating(backbone):
-        out = backbone(torch.zeros(1, channels, *image_size))
+        try:
+            out = backbone(torch.zeros(1, channels, *image_size))
+        except RuntimeError as error:  # e.g. "Output size is too small"
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else "no reason"
+            raise ValueError(
+                f"the backbone cannot take {channels}-channel images of {image_size[0]} x "
+                f"{image_size[1]} ({reason}); choose a larger model.image_size"
+            ) from None
     if out.ndim != 2:
         raise ValueError(f"backbone must return (N, F) features, got shape {tuple(out.shape)}")
     return int(out.shape[1])
