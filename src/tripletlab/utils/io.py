@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import hashlib
 import json
 import os
@@ -60,16 +62,25 @@ def atomic_writer(path: Path) -> Iterator[BinaryIO]:
             out.flush()
             os.fsync(out.fileno())
         os.replace(temp, path)
+        fsync_folder(path.parent)  # the rename too reaches the disk before what follows
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
 
 
 def current_umask() -> int:
-    """The process's umask (reading it means setting it, so it is set back at once)."""
+    """The process's umask, as it was when this module was imported: reading it means setting
+    it, and a file another thread made in between would get mode 0666."""
+    return _UMASK
+
+
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 def atomic_write_json(path: Path, payload: Any) -> None:
@@ -95,19 +106,37 @@ def fsync_folder(folder: Path) -> None:
         os.close(handle)
 
 
+@contextmanager
+def _swap_lock(parent: Path) -> Iterator[None]:
+    """Hold the swaps of `parent`'s folders (flock on the folder itself, across threads and
+    processes): a reader's `restore_interrupted` cannot run between a writer's two renames."""
+    handle = os.open(parent, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # releases the lock
+
+
 def restore_interrupted(directory: Path) -> bool:
     """Put back the previous `directory` if a swap by `atomic_folder` was cut between its two
-    renames (the old folder moved aside, the new one not yet in place). Returns whether it
-    did."""
+    renames (the old folder moved aside, the new one not yet in place), and remove what a
+    swap cut later left aside. Returns whether it put a folder back."""
     directory = Path(directory)
-    if directory.exists() or not directory.parent.is_dir():
+    if not directory.parent.is_dir():
         return False
-    for aside in sorted(directory.parent.glob(f".{directory.name}.old.*")):
-        if (aside / directory.name).is_dir():
-            os.replace(aside / directory.name, directory)
-            shutil.rmtree(aside, ignore_errors=True)
-            return True
-    return False
+    pattern = f".{glob.escape(directory.name)}.old.*"
+    if not any(directory.parent.glob(pattern)):
+        return False
+    restored = False
+    with _swap_lock(directory.parent):
+        for aside in directory.parent.glob(pattern):
+            if not directory.exists() and (aside / directory.name).is_dir():
+                os.replace(aside / directory.name, directory)
+                restored = True
+            if not (aside / directory.name).exists():  # else: not ours to judge; left
+                shutil.rmtree(aside, ignore_errors=True)
+    return restored
 
 
 @contextmanager
@@ -116,19 +145,24 @@ def atomic_folder(directory: Path) -> Iterator[Path]:
     synced and it replaces `directory`, on error it is removed and `directory` is left as it
     was. The old folder is moved aside until the new one is in place (and moved back if that
     fails); a kill between the two renames is undone by `restore_interrupted`, which the next
-    write (and the index reader) call first."""
+    write (and the index reader) call first. Swaps in one parent folder take turns."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     restore_interrupted(directory)
     temp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     try:
         yield temp
-        for path in temp.iterdir():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-        fsync_folder(temp)
+        for folder, _, files in os.walk(temp):
+            for name in files:
+                with open(os.path.join(folder, name), "rb") as handle:
+                    os.fsync(handle.fileno())
+            fsync_folder(Path(folder))
         temp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; give the usual mode
-        if directory.exists():
+        with _swap_lock(directory.parent):
+            if not directory.exists():
+                os.replace(temp, directory)
+                fsync_folder(directory.parent)
+                return
             aside = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old."))
             os.replace(directory, aside / directory.name)
             try:
@@ -136,10 +170,11 @@ def atomic_folder(directory: Path) -> Iterator[Path]:
             except BaseException:
                 os.replace(aside / directory.name, directory)
                 raise
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            os.replace(temp, directory)
-        fsync_folder(directory.parent)
+            # No longer one to put back, even if removing it is cut short (Ctrl-C): a later
+            # restore would otherwise bring this old folder back after the user deleted it.
+            os.replace(aside / directory.name, aside / "superseded")
+            fsync_folder(directory.parent)
+        shutil.rmtree(aside, ignore_errors=True)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
