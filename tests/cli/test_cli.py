@@ -269,6 +269,12 @@ def test_image_folder_transfer_with_phases(tmp_path, monkeypatch):
     assert (base / "augment.png").is_file()
     metrics = json.loads((base / "metrics.json").read_text())
     assert metrics["num_test"] == 9  # 10% of 89 usable images, stratified: 3 per class
+    # A folder's split is in class order: --limit used to export its first class alone.
+    result = runner.invoke(app, ["export", "projector", str(base), "--split", "train",
+                                 "--limit", "9", "--out", str(tmp_path / "proj")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    shown = (tmp_path / "proj" / "meta.tsv").read_text().splitlines()
+    assert len(shown) == 9 and set(shown) == {"circle", "square", "triangle"}
     yaml_file = tmp_path / "transfer.yaml"
     yaml_file.write_text("phases:\n  - {epochs: 1, lr: 1.0e-3, freeze: backbone}\n"
                          "  - {epochs: 1, lr: 1.0e-5}\n")  # fmt: skip

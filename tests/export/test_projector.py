@@ -50,6 +50,17 @@ def test_several_metadata_columns_get_a_header(tmp_path):
         export_projector(tmp_path, np.zeros((2, 3)), {"label": ["a"]})
 
 
+def test_every_label_keeps_its_line_and_grey_images_may_have_a_channel_axis(tmp_path):
+    """An empty label was a blank line, which the projector drops (every later label moved
+    up one); a carriage return split a row; (N, H, W, 1) images failed the sprite."""
+    images = load_mnist("test").images[:4]
+    labels = ["a", "", "b\rc", "d\r\ne"]
+    export_projector(tmp_path, np.zeros((4, 3)), {"label": labels}, images[..., None])
+    assert (tmp_path / "meta.tsv").read_bytes() == b"a\n(empty)\nb c\nd e\n"
+    sprite = np.asarray(Image.open(tmp_path / "sprite.png"))
+    np.testing.assert_array_equal(sprite[28:56, 28:56], images[3])
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -32,13 +32,20 @@ def write_vectors(path: Path, embeddings: np.ndarray) -> None:
 
 
 def write_metadata(path: Path, columns: dict[str, Sequence[str]]) -> None:
-    """One row per embedding: a single column without header, several with a header row."""
+    """One row per embedding: a single column without header, several with a header row.
+    Tabs and line breaks in values become spaces, and an empty value is "(empty)": the
+    projector drops blank lines, which would shift every label after them."""
     names = list(columns)
     rows = zip(*(columns[name] for name in names), strict=True)
-    clean = [[str(v).replace("\t", " ").replace("\n", " ") for v in row] for row in rows]
+    clean = [[_cell(v) for v in row] for row in rows]
     lines = ["\t".join(names)] if len(names) > 1 else []
     lines += ["\t".join(row) for row in clean]
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+
+
+def _cell(value: object) -> str:
+    text = " ".join(str(value).replace("\t", " ").splitlines())
+    return text if text.strip() else "(empty)"
 
 
 def write_sprite(path: Path, images: np.ndarray) -> tuple[int, int]:
@@ -46,6 +53,8 @@ def write_sprite(path: Path, images: np.ndarray) -> tuple[int, int]:
 
     Thumbnails shrink (keeping the aspect ratio) only when the sprite would exceed 8192 px.
     """
+    if images.ndim == 4 and images.shape[3] == 1:  # (N, H, W, 1): grey
+        images = images[..., 0]
     count, height, width = images.shape[:3]
     per_side = max(1, math.ceil(math.sqrt(count)))
     scale = min(1.0, _MAX_SPRITE_SIDE / (per_side * max(height, width)))
@@ -133,7 +142,8 @@ def export_run_projector(
     Args:
         run_dir: the run folder.
         split: "test", "train" or "val" (the parts the run was trained and validated on).
-        limit: only the first N images of the split.
+        limit: N images of the split drawn at random (seed 0), in the split's order; the first
+            N of a folder's split would be its first classes only.
         out: output folder (default `RUN_DIR/projector`).
     """
     run, data, embedder = load_run(run_dir)
@@ -144,7 +154,9 @@ def export_run_projector(
     if limit is not None:
         if limit < 1:
             raise ValueError(f"--limit must be at least 1, got {limit}")
-        images = images.subset(np.arange(min(limit, len(images))))
+        if limit < len(images):
+            chosen = np.random.default_rng(0).choice(len(images), limit, replace=False)
+            images = images.subset(np.sort(chosen))
     names = images.class_names
     labels = [names[y] if 0 <= y < len(names) else str(y) for y in images.labels]
     embeddings = embedder.embed(images.images)
