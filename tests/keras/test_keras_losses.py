@@ -65,6 +65,18 @@ def test_values_equal_the_numpy_reference(distance, labels):
         assert hard == pytest.approx(reference.hard(x, y, 0.7, distance, soft), abs=1e-5)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_the_loss_classes_keep_large_labels_apart(dtype):
+    """Keras casts y_true to the loss dtype: 2**24 and 2**24 + 1 became one class in float32
+    (2049 and 2050 in float16), unlike TF Addons, which compared the integers."""
+    y = np.array([2**24, 2**24 + 1, 5, 5, 2**24, 2049, 2050, 2049], dtype=np.int64)
+    x = np.random.default_rng(3).normal(size=(len(y), 4)).astype(np.float32)
+    semihard = float(TripletSemiHardLoss(margin=0.7, dtype=dtype)(y, x))
+    assert semihard == pytest.approx(reference.semihard(x, y, 0.7, "L2"), rel=2e-3)
+    hard = float(TripletHardLoss(margin=0.7, dtype=dtype)(y[:, None], x))
+    assert hard == pytest.approx(reference.hard(x, y, 0.7, "L2", False), rel=2e-3)
+
+
 @pytest.mark.parametrize("distance", DISTANCES)
 def test_values_equal_the_pytorch_losses(distance):
     torch = pytest.importorskip("torch", reason="PyTorch is not installed beside this backend")

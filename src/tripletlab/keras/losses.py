@@ -156,6 +156,15 @@ def _metric_from_config(value):
 class _TripletLoss(keras.losses.Loss):
     """Restores a `distance_metric` saved as a name or as a serialized callable."""
 
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        """Keras casts `y_true` to the loss's float dtype before `call`, which would merge
+        labels above 2**24 (hashed identities; 2048 in float16). Each label becomes the index
+        of its first occurrence in the batch first: the same pairs, exact in float."""
+        labels = ops.reshape(ops.convert_to_tensor(y_true), (-1,))
+        same = ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(labels, 0))
+        first = ops.argmax(ops.cast(same, "int32"), axis=1)
+        return super().__call__(first, y_pred, sample_weight)
+
     @classmethod
     def from_config(cls, config):
         config = dict(config)
