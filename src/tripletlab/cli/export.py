@@ -18,7 +18,9 @@ app = typer.Typer(help="Export a trained run for other tools.", no_args_is_help=
 def projector(
     run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
     split: Annotated[str, typer.Option(help="test, train or val.")] = "test",
-    limit: Annotated[int | None, typer.Option(help="Only N images, drawn at random (seed 0).")] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Only N images, drawn at random (seed 0).")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder [RUN_DIR/projector].")] = None,
 ) -> None:
     """Write vecs.tsv, meta.tsv, sprite.png and projector_config.pbtxt (Embedding Projector)."""
