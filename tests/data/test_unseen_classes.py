@@ -44,6 +44,9 @@ def test_class_lists_on_the_command_line():
     assert parse_classes("0-2, 7", "--x") == [0, 1, 2, 7] and parse_classes(None, "--x") is None
     with pytest.raises(ValueError, match="--test-classes takes class ids like 0-4"):
         parse_classes("five", "--test-classes")
+    with pytest.raises(ValueError, match="names over 1,000,000 class ids"):  # was a hang
+        parse_classes("0-9999999999", "--train-classes")
+    assert len(parse_classes("0-499999,500000-999999", "--x")) == 1_000_000
     with pytest.raises(ValueError, match=r"--train-classes: 9-5 is an empty range \(write 5-9"):
         parse_classes("9-5", "--train-classes")
 

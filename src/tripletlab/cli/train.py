@@ -209,6 +209,9 @@ def train(
         _summarise(result, resolved, report)
 
 
+MAX_CLASS_IDS = 1_000_000
+
+
 def parse_classes(text: str | None, flag: str) -> list[int] | None:
     """Class ids written as `0-4`, `0,2,4` or `0-2,7` (None stays None).
 
@@ -226,6 +229,8 @@ def parse_classes(text: str | None, flag: str) -> list[int] | None:
             raise ValueError(f"{flag} takes class ids like 0-4 or 0,2,4; got {text!r}") from None
         if last < first:
             raise ValueError(f"{flag}: {part} is an empty range (write {last}-{first})")
+        if len(classes) + last - first >= MAX_CLASS_IDS:  # a typo, not a data set's classes
+            raise ValueError(f"{flag}: {text!r} names over {MAX_CLASS_IDS:,} class ids")
         classes += range(first, last + 1)
     return classes
 
