@@ -76,7 +76,7 @@ def test_damaged_weights_are_one_error(copy_of, digit, command, damage):
         (json.dumps({"run": {}}), "has no model section"),
         (json.dumps({"model": {"backbone": "seed_cnn", "colour": 3}}), "unknown key model.colour"),
         (json.dumps({"model": {"embedding_dim": "many"}}), "model.embedding_dim must be a whole"),
-        (json.dumps([1, 2]), "has no model section"),
+        (json.dumps([1, 2]), "is damaged: expected a JSON object, got list"),
     ],
 )
 def test_a_damaged_checkpoint_config_is_one_error(copy_of, config, message):
@@ -84,6 +84,16 @@ def test_a_damaged_checkpoint_config_is_one_error(copy_of, config, message):
     (copy_of.checkpoint() / "config.json").write_text(config)
     output = _fails_cleanly(["summary", str(copy_of.path)], message)
     assert "config.json" in output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["metrics.json", "history.json"])
+def test_a_run_file_that_is_not_a_json_object_is_one_error(copy_of, name):
+    """`[]` in metrics.json was a TypeError traceback from evaluate (and the report)."""
+    (copy_of.path / name).write_text("[]")
+    command = ["evaluate"] if name == "metrics.json" else ["report"]
+    output = _fails_cleanly([*command, str(copy_of.path)], "expected a JSON object, got list")
+    assert name in output
 
 
 @pytest.mark.slow

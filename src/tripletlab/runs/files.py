@@ -31,12 +31,16 @@ STATE_TENSORS = "state.safetensors"
 STATE_META = "state.json"
 
 
-def read_json(path: Path) -> Any:
-    """JSON of a run file; a damaged one is a ValueError naming the file."""
+def read_json(path: Path) -> dict[str, Any]:
+    """The JSON object of a run file; a damaged one (or one that is not an object, such as
+    `[]`) is a ValueError naming the file."""
     try:
-        return json.loads(Path(path).read_text())
+        payload = json.loads(Path(path).read_text())
     except (ValueError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path} is damaged: expected a JSON object, got {type(payload).__name__}")
+    return payload
 
 
 def quantized_path(onnx_file: Path, quantized: str) -> Path:
