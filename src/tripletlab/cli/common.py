@@ -31,7 +31,7 @@ METRIC_LABELS = {
     "precision_at_1": "Precision@1",
     "r_precision": "R-Precision",
     "map_at_r": "MAP@R",
-    "knn_accuracy": "1-NN accuracy (test vs train)",
+    "knn_accuracy": "1-NN accuracy (test vs train + val)",
     "accuracy": "classifier accuracy",
     "embeddings_per_second": "embeddings / s",
     "train_seconds": "train seconds",

@@ -61,7 +61,8 @@ def _markdown(metrics: dict[str, Any], title: str, samples: str | None = None) -
     verification = metrics.get("verification", {})
     lines = [f"# {title}", "", "## Test-set metrics", "", "| metric | value |", "|---|---|"]
     for key, label in [("precision_at_1", "Precision@1"), ("r_precision", "R-Precision"),
-                       ("map_at_r", "MAP@R"), ("knn_accuracy", "1-NN accuracy (test vs train)"),
+                       ("map_at_r", "MAP@R"),
+                       ("knn_accuracy", "1-NN accuracy (test vs train + val)"),
                        ("accuracy", "classifier accuracy"),
                        ("embeddings_per_second", "embeddings / s"),
                        ("train_seconds", "train seconds")]:  # fmt: skip
