@@ -81,7 +81,8 @@ def distance_histogram(
 ) -> Path:
     """Histograms of same-class and different-class pair distances with the chosen threshold."""
     figure, axis = plt.subplots(figsize=(8, 4.5))
-    bins = np.linspace(0.0, float(np.max(distances)) if len(distances) else 1.0, 80)
+    top = float(np.max(distances)) if len(distances) else 0.0
+    bins = np.linspace(0.0, top if top > 0 else 1.0, 80)  # all 0 (collapsed): one bar at 0
     axis.hist(distances[same], bins=bins, density=True, alpha=0.6, color="#2ca25f",
               label=f"anchor-positive ({int(same.sum()):,} pairs)")  # fmt: skip
     axis.hist(distances[~same], bins=bins, density=True, alpha=0.6, color="#de2d26",
