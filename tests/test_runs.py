@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -146,12 +147,14 @@ def test_a_missing_folder_named_by_the_index_falls_back_to_last(tmp_path):
 
 
 def test_a_run_with_only_a_mid_epoch_checkpoint_says_how_to_go_on(tmp_path):
-    run = RunDir.create(RunConfig(), tmp_path / "run")
+    run = RunDir.create(RunConfig(), tmp_path / "my run")
     Embedder().save(run.checkpoints / "step-0000010")
     run.point_checkpoints(resume="step-0000010")
     assert run.checkpoint("resume").name == "step-0000010"
-    with pytest.raises(FileNotFoundError, match=r"no finished epoch yet.*train --resume"):
+    with pytest.raises(FileNotFoundError, match=r"no finished epoch yet.*train --resume") as error:
         Embedder.from_pretrained(run.path)
+    command = str(error.value).split(": ", 1)[1]  # a path with a space, quoted to be pasted
+    assert shlex.split(command) == ["tripletlab", "train", "--resume", str(run.path)]
 
 
 def test_runs_saved_before_newer_rules_still_load(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 from typing import Annotated
@@ -129,7 +130,7 @@ def info(index_dir: Annotated[Path, typer.Argument(help="An index folder.")]) ->
     )
     console.print(f"items per class: {per_class}")
     if index.calibration is None:
-        console.print("not calibrated: tripletlab index calibrate " + str(index_dir))
+        console.print("not calibrated: tripletlab index calibrate " + shlex.quote(str(index_dir)))
     else:
         console.print(thresholds_table(index.calibration))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 from pathlib import Path
 from typing import Literal
 
@@ -184,7 +185,7 @@ def check_exported_from(exported: OnnxEmbedder, run_dir: Path) -> None:
     Raises:
         ValueError: saying how to export it again.
     """
-    again = f"export it again: tripletlab export onnx {run_dir}"
+    again = f"export it again: tripletlab export onnx {shlex.quote(str(run_dir))}"
     if exported.checkpoint_sha256 is None:  # exported before 2026-12-02: used as it is
         log.warning("%s does not say which checkpoint it was exported from; if the run trained "
                     "since, %s", exported.path, again)  # fmt: skip

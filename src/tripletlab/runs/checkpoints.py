@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,7 @@ def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:
         if index.get("resume"):
             raise FileNotFoundError(
                 f"{path} has no finished epoch yet, only a checkpoint to resume from: "
-                f"tripletlab train --resume {path}"
+                f"tripletlab train --resume {shlex.quote(str(path))}"
             )
     raise FileNotFoundError(
         f"no checkpoint in {path}: expected a run folder (with {CHECKPOINTS}/{CHECKPOINT_INDEX}) "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -178,8 +179,9 @@ def remove_items(index_dir: str | Path, ids: list[int]) -> int:
 
 def _calibration_is_stale(index: EmbeddingIndex, index_dir: str | Path) -> None:
     if index.calibration is not None:
+        command = f"tripletlab index calibrate {shlex.quote(str(index_dir))}"
         log.warning("the index's thresholds were calibrated before this change; calibrate it "
-                    "again: tripletlab index calibrate %s", index_dir)  # fmt: skip
+                    "again: %s", command)  # fmt: skip
 
 
 def _same_source(query: str, item: str) -> bool:

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -93,8 +94,9 @@ def _check_precision(
         message = (f"--precision {precision:g}: {str(error).split(';')[0]} in {folder} "
                    f"(thresholds for: {', '.join(usable) or 'none'})")  # fmt: skip
         if given:
-            raise ValueError(f"{message}; choose one of those, or tripletlab index calibrate "
-                             f"{folder} --precision {precision:g}") from None  # fmt: skip
+            command = f"tripletlab index calibrate {shlex.quote(str(folder))}"
+            raise ValueError(f"{message}; choose one of those, or {command} "
+                             f"--precision {precision:g}") from None  # fmt: skip
         log.warning("%s: searches come back without a match", message)
 
 
