@@ -27,6 +27,8 @@ from tripletlab.losses import build_loss
 from tripletlab.training import Trainer
 
 STEPS_AT_32 = 600
+# (steps / (batch / 32) + 5 warm-up) * batch images fit in MNIST's 60,000 at 32, 128 and 512.
+MAX_STEPS_AT_32 = 1_700
 
 
 def plain_step() -> Callable[[torch.Tensor, torch.Tensor], None]:
@@ -80,8 +82,9 @@ def main() -> None:
         help="timed steps at batch 32 (fewer at larger batches: as many images)",
     )  # fmt: skip
     args = parser.parse_args()
-    if args.steps < 1:
-        parser.error("--steps must be at least 1")
+    if not 1 <= args.steps <= MAX_STEPS_AT_32:
+        parser.error(f"--steps must be 1 to {MAX_STEPS_AT_32}: every timed batch is new MNIST "
+                     "training images (60,000 at most, at each batch size)")  # fmt: skip
     rows = []
     reference = in_fresh_process("training", "images_per_second", "plain", 32, args.steps)
     rows.append(["plain eager port", 32, reference, "1.00x"])

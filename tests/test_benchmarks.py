@@ -31,3 +31,8 @@ def test_training_benchmark_runs_outside_its_folder(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "plain eager port" in result.stdout
     assert result.stdout.count("tripletlab Trainer") == 3
+    too_many = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "training.py"), "--steps", "1900"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert too_many.returncode == 2 and "--steps must be 1 to 1700" in too_many.stderr
