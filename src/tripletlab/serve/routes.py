@@ -1,37 +1,32 @@
-"""The endpoints of the API (see `app`). Every read and change of the index runs in the
+"""The endpoints of the API (see `app`): the page, and the model's (embed, search, predict,
+compare); the gallery's items are in `items`. Every read and change of the index runs in the
 model's thread (`DynamicBatcher.run`), one at a time, so no request sees it half changed."""
 
 from __future__ import annotations
 
-import io
-import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
 
-from tripletlab.index import MAX_K, EmbeddingIndex
+from tripletlab.index import MAX_K
 from tripletlab.runs import METRICS_FILE
 from tripletlab.search import predictions
-from tripletlab.search.sources import read_image
 from tripletlab.serve.inputs import ApiError, read_request, whole_number
-from tripletlab.serve.model import ServiceModel
+from tripletlab.serve.items import add_item_routes
 from tripletlab.serve.state import State
 from tripletlab.utils.io import shown_name
 
 STATIC = Path(__file__).with_name("static")
-log = logging.getLogger(__name__)
 
 
 def add_routes(app: FastAPI, state: State) -> None:
     """Register every endpoint on `app`."""
     _add_model_routes(app, state)
-    _add_item_routes(app, state)
+    add_item_routes(app, state)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
@@ -75,7 +70,7 @@ def _add_model_routes(app: FastAPI, state: State) -> None:
     async def search(request: Request) -> dict[str, Any]:
         """Images and `k` -> each image's k nearest gallery items, and the match (label or
         unknown) at the calibrated threshold where the index is calibrated."""
-        index = _index_of(state)
+        index = state.index()
         files, fields = await read_request(request, limits)
         k = whole_number({**fields, **request.query_params}, "k", 10, 1, min(limits.max_k, MAX_K))
         distances, ids, labels, sources = await state.search(await state.images_of(files), k)
@@ -132,136 +127,6 @@ def _add_model_routes(app: FastAPI, state: State) -> None:
         same = None if threshold is None else bool(value <= threshold)
         return {"distance": value, "metric": distance, "same": same, "threshold": threshold,
                 "threshold_from": source if threshold is not None else None}  # fmt: skip
-
-
-def _add_item_routes(app: FastAPI, state: State) -> None:
-    limits = state.settings.limits
-
-    @app.get("/v1/items/random")
-    async def random_item() -> dict[str, Any]:
-        """A gallery item chosen at random: id, label, source."""
-        index = _index_of(state)
-        _, batcher = state.ready()
-        return await batcher.run(_random_item, index)
-
-    @app.get("/v1/items/{item_id}")
-    async def item(item_id: int) -> dict[str, Any]:
-        """A gallery item: id, label, source."""
-        _, batcher = state.ready()
-        return await batcher.run(_item, _index_of(state), item_id)
-
-    @app.get("/v1/items/{item_id}/image")
-    async def item_image(item_id: int) -> Response:
-        """The item's image as PNG, at the model's input size."""
-        model, batcher = state.ready()
-        source = await batcher.run(_item_source, _index_of(state), item_id)
-        png = await batcher.run(_png, source, model.image_shape)
-        if png is None:
-            shown = shown_name(source) or "no source"
-            raise ApiError(404, f"item {item_id}'s image ({shown}) cannot be read")
-        return Response(png, media_type="image/png")
-
-    @app.post("/v1/items")
-    async def add_items(request: Request) -> dict[str, Any]:
-        """Add images (with a `label` field) to the gallery; saved to the index folder."""
-        model, batcher = state.ready()
-        index = _writable(state)
-        files, fields = await read_request(request, limits)
-        label = fields.get("label")
-        if not isinstance(label, str) or not label.strip():
-            raise ApiError(422, "give the images' class as the label field")
-        vectors = await state.embed(await state.images_of(files))
-        ids = await batcher.run(_saved, model, _add, index, vectors, label.strip())
-        return {"ids": [int(i) for i in ids], "label": label.strip(), "count": len(model.index)}
-
-    @app.delete("/v1/items/{item_id}")
-    async def delete_item(item_id: int) -> dict[str, Any]:
-        """Remove an item from the gallery; saved to the index folder."""
-        model, batcher = state.ready()
-        index = _writable(state)
-        await batcher.run(_saved, model, _remove, index, item_id)
-        return {"removed": item_id, "count": len(model.index)}
-
-
-# Index work, run in the model's thread.
-def _item(index: EmbeddingIndex, item_id: int) -> dict[str, Any]:
-    source = _item_source(index, item_id)
-    label = index.labels_of(np.array([item_id]))[0]
-    name = shown_name(index.label_name(int(label)))
-    return {"id": item_id, "label": name, "source": shown_name(source)}
-
-
-def _item_source(index: EmbeddingIndex, item_id: int) -> str:
-    """The stored source of an item (a path may hold bytes that are not UTF-8)."""
-    if not 0 <= item_id < 2**63 or index.items.rows(np.array([item_id]))[0] < 0:
-        raise ApiError(404, f"no item with id {item_id}")
-    return index.sources_of(np.array([item_id]))[0]
-
-
-def _random_item(index: EmbeddingIndex) -> dict[str, Any]:
-    if len(index) == 0:
-        raise ApiError(404, "the gallery is empty")
-    ids = index.items.ids
-    return _item(index, int(ids[np.random.default_rng().integers(len(ids))]))
-
-
-def _saved(
-    model: ServiceModel, change: Callable[..., Any], index: EmbeddingIndex, *args: Any
-) -> Any:
-    """`change(index, *args)`, then the index saved to its folder. A change that cannot be
-    saved is undone: the service goes back to the gallery its folder still holds (or, when
-    that cannot be read either, to no gallery: search answers 404, never unsaved items)."""
-    result = change(index, *args)
-    try:
-        index.save(model.index_dir)
-    except Exception as error:
-        log.error("the gallery change could not be saved, so it is undone: %s", error)
-        try:
-            model.index = EmbeddingIndex.load(model.index_dir, force=True)  # checked at start
-        except Exception as unreadable:
-            log.error("the saved gallery cannot be read either, so none is served: %s", unreadable)
-            model.index = None
-        raise ApiError(500, f"the change could not be saved, so it was undone: {error}") from None
-    return result
-
-
-def _add(index: EmbeddingIndex, vectors: np.ndarray, label: str) -> np.ndarray:
-    names = index.names_with([label])
-    ids = index.add(vectors, np.full(len(vectors), names.index(label), dtype=np.int64))
-    index.class_names = names  # only once the vectors are in
-    return ids
-
-
-def _remove(index: EmbeddingIndex, item_id: int) -> None:
-    _item(index, item_id)
-    try:
-        index.remove(np.array([item_id]))
-    except ValueError as error:  # an HNSW index
-        raise ApiError(409, str(error)) from None
-
-
-def _png(source: str, shape: tuple[int, ...]) -> bytes | None:
-    try:
-        image = read_image(source, shape[:2], shape[2] if len(shape) == 3 else 1)
-    except (ValueError, OSError):
-        return None
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _index_of(state: State) -> EmbeddingIndex:
-    model, _ = state.ready()
-    if model.index is None:
-        raise ApiError(404, "this service has no index: start it with --index, or build one "
-                            "with tripletlab index build RUN_DIR")  # fmt: skip
-    return model.index
-
-
-def _writable(state: State) -> EmbeddingIndex:
-    if not state.settings.allow_writes:
-        raise ApiError(403, "gallery changes are off: start the service with --allow-writes")
-    return _index_of(state)
 
 
 def _threshold(state: State) -> float | None:

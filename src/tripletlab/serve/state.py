@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from tripletlab.index import EmbeddingIndex
 from tripletlab.serve.batching import DynamicBatcher, QueueFullError
 from tripletlab.serve.inputs import ApiError, Limits, decode_all
 from tripletlab.serve.model import ServiceModel
@@ -57,6 +58,14 @@ class State:
                 raise ApiError(503, self.failed)
             raise ApiError(503, "the model is still loading", {"Retry-After": "1"})
         return self.model, self.batcher
+
+    def index(self) -> EmbeddingIndex:
+        """The gallery being served, or a 404 when the service has none."""
+        model, _ = self.ready()
+        if model.index is None:
+            raise ApiError(404, "this service has no index: start it with --index, or build one "
+                                "with tripletlab index build RUN_DIR")  # fmt: skip
+        return model.index
 
     async def embed(self, images: np.ndarray) -> np.ndarray:
         """Embeddings (N, D) of uint8 images through the batcher."""
