@@ -87,6 +87,33 @@ def test_items_read_add_and_delete(served_run, digits, tmp_path):
     assert len(saved) == len(index) + 1 and saved.class_names[-1] == "seven"
 
 
+def test_a_web_page_of_another_origin_may_not_post(served_run, digits, tmp_path):
+    """A browser sends a form POST to another origin without asking first: any web site
+    could add to the gallery of a service with --allow-writes on this machine."""
+    EmbeddingIndex.load(served_run.index).save(tmp_path / "ix")
+    app = create_app(lambda: load_service_model(served_run.path, tmp_path / "ix", "torch"),
+                     ServeSettings(allow_writes=True))  # fmt: skip
+
+    async def requests(client):
+        answers = []
+        for origin in ("https://evil.example", "null", "http://test", None):
+            headers = {"Origin": origin} if origin else {}
+            answers.append(await client.post("/v1/items", files=_files(digits[0]),
+                                             data={"label": "x"}, headers=headers))  # fmt: skip
+        answers.append(await client.post("/v1/search", files=_files(digits[0]),
+                                         headers={"Origin": "http://localhost:9"}))  # fmt: skip
+        answers.append(await client.get("/v1/items/0", headers={"Origin": "https://a.example"}))
+        return answers
+
+    evil, null, own, curl, search, read = call(app, requests)
+    for refused in (evil, null, search):
+        assert refused.status_code == 403 and "another origin" in refused.json()["error"]
+    assert own.status_code == 200 and curl.status_code == 200 and read.status_code == 200
+    assert (
+        len(EmbeddingIndex.load(tmp_path / "ix")) == len(EmbeddingIndex.load(served_run.index)) + 2
+    )
+
+
 def test_compare_with_angular_distance_of_vectors_not_normalized(digits, tmp_path):
     """metrics.json's threshold is Euclidean: it says nothing of an angle between vectors
     that are not unit length, so compare gives the distance and no verdict."""

@@ -14,6 +14,7 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -103,7 +104,8 @@ def create_app(
 
 class _RequestLog:
     """ASGI middleware: one log line per request (method, path, status, ms), 413 at once for a
-    declared body over `max_body`, and the count of POSTs under way (what may join a batch).
+    declared body over `max_body`, 403 for a POST or DELETE from a web page of another origin,
+    and the count of POSTs under way (what may join a batch).
     Plain ASGI: Starlette's BaseHTTPMiddleware costs a task and two streams a request."""
 
     def __init__(self, app: Any, state: State, max_body: int) -> None:
@@ -127,6 +129,12 @@ class _RequestLog:
                 refusal = _error(413, f"request body over {self.max_body:,} bytes")
                 await refusal(scope, receive, send_status)
                 return
+            if _cross_origin(scope):
+                refusal = _error(403, "requests from web pages of another origin may only read "
+                                      "(GET); this service's own page and non-browser clients "
+                                      "may post")  # fmt: skip
+                await refusal(scope, receive, send_status)
+                return
             posted = scope["method"] == "POST"
             self.state.coming += posted
             try:
@@ -136,6 +144,21 @@ class _RequestLog:
         finally:
             log.info("%s %s %d %.1f ms", scope["method"], scope["path"], status,
                      (time.perf_counter() - start) * 1000)  # fmt: skip
+
+
+def _cross_origin(scope: dict) -> bool:
+    """A POST or DELETE that a browser sent from a page of another origin. Browsers send such a
+    form POST without asking first (no CORS preflight), so any web site could otherwise add
+    to the gallery of a service running with --allow-writes, or load its model. Requests
+    without an Origin header (curl, Python) are not a browser's."""
+    if scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        return False
+    headers = dict(scope["headers"])
+    origin = headers.get(b"origin")
+    if origin is None:
+        return False
+    netloc = urlsplit(origin.decode("latin-1")).netloc  # "null" (a file, a sandbox): none
+    return not netloc or netloc.lower() != headers.get(b"host", b"").decode("latin-1").lower()
 
 
 def _neighbours(model: Any, images: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
