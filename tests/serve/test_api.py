@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -205,6 +206,42 @@ def test_a_change_that_cannot_be_saved_is_undone(served_run, digits, tmp_path, m
     assert after == before == len(EmbeddingIndex.load(tmp_path / "ix"))
     assert item.status_code == 200
     assert search["results"][0]["neighbours"][0]["id"] < before  # not the image added
+
+
+def test_a_change_after_an_undone_one_goes_to_the_gallery_served(
+    served_run, digits, tmp_path, monkeypatch
+):
+    """Two additions at once, the first not saved: the second went into the gallery object
+    the first had changed (now replaced), so the 'undone' item was saved with it and the
+    second was never searchable."""
+    from tripletlab.index import storage
+
+    EmbeddingIndex.load(served_run.index).save(tmp_path / "ix")
+    app = create_app(lambda: load_service_model(served_run.path, tmp_path / "ix", "torch"),
+                     ServeSettings(allow_writes=True))  # fmt: skip
+    save, calls = storage.Items.save, []
+
+    def first_fails(self, path):
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError("No space left on device")
+        return save(self, path)
+
+    async def requests(client):
+        monkeypatch.setattr(storage.Items, "save", first_fails)
+        adds = [client.post("/v1/items", files=_files(digits[i]), data={"label": label})
+                for i, label in ((0, "A"), (17, "B"))]  # fmt: skip
+        answers = await asyncio.gather(*adds)
+        monkeypatch.undo()
+        served = (await client.get("/v1/info")).json()["index"]["count"]
+        return answers, served
+
+    answers, served = call(app, requests)
+    assert sorted(a.status_code for a in answers) == [200, 500]
+    kept = next(a.json() for a in answers if a.status_code == 200)
+    saved = EmbeddingIndex.load(tmp_path / "ix")
+    assert served == len(saved) == len(EmbeddingIndex.load(served_run.index)) + 1
+    assert saved.class_names[-1] == kept["label"]
 
 
 @pytest.mark.parametrize(

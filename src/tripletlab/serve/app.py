@@ -162,15 +162,19 @@ def _cross_origin(scope: dict) -> bool:
 
 
 def _neighbours(model: Any, images: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
-    """A batch of requests' images -> their k nearest items: distances, ids, labels (N, k)
-    and sources (N, k) objects. Run in the model's thread, like every change to the index,
+    """A batch of requests' images -> their k nearest items: distances, ids (N, k), and class
+    names and sources (N, k) objects. Run in the model's thread, like every change to the index,
     so that a search never sees an index half changed; each request cuts its own k (so that
     its answer does not depend on the requests it was batched with: FAISS's HNSW searches
     max(efSearch, k) deep, and exact search may keep other items of equal distance at the
     k-th place for another k)."""
-    index = model.index
+    index = model.index  # read here: an undone gallery change replaces it
+    if index is None:
+        raise ApiError(404, "this service's gallery could not be read back after a failed save")
     distances, ids = index.search(model.embed(images), min(k, MAX_K))
-    labels = index.labels_of(ids)
+    present, where = np.unique(index.labels_of(ids), return_inverse=True)
+    names = np.array([index.label_name(int(y)) for y in present], dtype=object)
+    labels = names[where.reshape(ids.shape)]
     sources = np.array(index.sources_of(ids.ravel()), dtype=object).reshape(ids.shape)
     return distances, ids, labels, sources
 

@@ -30,21 +30,23 @@ def add_item_routes(app: FastAPI, state: State) -> None:
     @app.get("/v1/items/random")
     async def random_item() -> dict[str, Any]:
         """A gallery item chosen at random: id, label, source."""
-        index = state.index()
-        _, batcher = state.ready()
-        return await batcher.run(_random_item, index)
+        model, batcher = state.ready()
+        state.index()
+        return await batcher.run(lambda: _random_item(_gallery(model)))
 
     @app.get("/v1/items/{item_id}")
     async def item(item_id: int) -> dict[str, Any]:
         """A gallery item: id, label, source."""
-        _, batcher = state.ready()
-        return await batcher.run(_item, state.index(), item_id)
+        model, batcher = state.ready()
+        state.index()
+        return await batcher.run(lambda: _item(_gallery(model), item_id))
 
     @app.get("/v1/items/{item_id}/image")
     async def item_image(item_id: int) -> Response:
         """The item's image as PNG, at the model's input size."""
         model, batcher = state.ready()
-        source = await batcher.run(_item_source, state.index(), item_id)
+        state.index()
+        source = await batcher.run(lambda: _item_source(_gallery(model), item_id))
         png = await batcher.run(_png, source, model.image_shape)
         if png is None:
             shown = shown_name(source) or "no source"
@@ -55,25 +57,33 @@ def add_item_routes(app: FastAPI, state: State) -> None:
     async def add_items(request: Request) -> dict[str, Any]:
         """Add images (with a `label` field) to the gallery; saved to the index folder."""
         model, batcher = state.ready()
-        index = _writable(state)
+        _writable(state)
         files, fields = await read_request(request, limits)
         label = fields.get("label")
         if not isinstance(label, str) or not label.strip():
             raise ApiError(422, "give the images' class as the label field")
         vectors = await state.embed(await state.images_of(files))
-        ids = await batcher.run(_saved, model, _add, index, vectors, label.strip())
-        return {"ids": [int(i) for i in ids], "label": label.strip(), "count": len(model.index)}
+        ids, count = await batcher.run(_saved, model, _add, vectors, label.strip())
+        return {"ids": [int(i) for i in ids], "label": label.strip(), "count": count}
 
     @app.delete("/v1/items/{item_id}")
     async def delete_item(item_id: int) -> dict[str, Any]:
         """Remove an item from the gallery; saved to the index folder."""
         model, batcher = state.ready()
-        index = _writable(state)
-        await batcher.run(_saved, model, _remove, index, item_id)
-        return {"removed": item_id, "count": len(model.index)}
+        _writable(state)
+        _, count = await batcher.run(_saved, model, _remove, item_id)
+        return {"removed": item_id, "count": count}
 
 
 # Index work, run in the model's thread.
+def _gallery(model: ServiceModel) -> EmbeddingIndex:
+    """The gallery served now; read in the model's thread, where an undone change replaces it
+    (a request that found it before may not use the one replaced)."""
+    if model.index is None:
+        raise ApiError(404, "this service's gallery could not be read back after a failed save")
+    return model.index
+
+
 def _item(index: EmbeddingIndex, item_id: int) -> dict[str, Any]:
     source = _item_source(index, item_id)
     label = index.labels_of(np.array([item_id]))[0]
@@ -95,12 +105,13 @@ def _random_item(index: EmbeddingIndex) -> dict[str, Any]:
     return _item(index, int(ids[np.random.default_rng().integers(len(ids))]))
 
 
-def _saved(
-    model: ServiceModel, change: Callable[..., Any], index: EmbeddingIndex, *args: Any
-) -> Any:
-    """`change(index, *args)`, then the index saved to its folder. A change that cannot be
-    saved is undone: the service goes back to the gallery its folder still holds (or, when
-    that cannot be read either, to no gallery: search answers 404, never unsaved items)."""
+def _saved(model: ServiceModel, change: Callable[..., Any], *args: Any) -> tuple[Any, int]:
+    """`change(index, *args)` on the gallery served now (read here, in the model's thread: an
+    undone change replaces it), then the index saved to its folder; returns the change's
+    result and the gallery's size. A change that cannot be saved is undone: the service goes
+    back to the gallery its folder still holds (or, when that cannot be read either, to no
+    gallery: search answers 404, never unsaved items)."""
+    index = _gallery(model)
     result = change(index, *args)
     try:
         index.save(model.index_dir)
@@ -112,7 +123,7 @@ def _saved(
             log.error("the saved gallery cannot be read either, so none is served: %s", unreadable)
             model.index = None
         raise ApiError(500, f"the change could not be saved, so it was undone: {error}") from None
-    return result
+    return result, len(index)
 
 
 def _add(index: EmbeddingIndex, vectors: np.ndarray, label: str) -> np.ndarray:

@@ -78,7 +78,7 @@ def _add_model_routes(app: FastAPI, state: State) -> None:
         results = []
         for row in range(len(ids)):
             found = ids[row] >= 0
-            neighbours = [{"id": int(i), "label": shown_name(index.label_name(int(y))),
+            neighbours = [{"id": int(i), "label": shown_name(str(y)),
                            "distance": float(d),
                            "source": shown_name(str(s))}
                           for i, y, d, s in zip(ids[row][found], labels[row][found],
