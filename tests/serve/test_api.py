@@ -7,6 +7,7 @@ import base64
 import json
 import os
 
+import httpx
 import numpy as np
 import pytest
 
@@ -14,6 +15,7 @@ from tests.conftest import SET_TEST_PART
 from tests.serve.conftest import call, png
 from tripletlab.index import EmbeddingIndex
 from tripletlab.serve import Limits, ServeSettings, create_app, load_service_model
+from tripletlab.serve.run import own_hosts
 
 pytestmark = pytest.mark.slow
 
@@ -367,6 +369,24 @@ def test_not_ready_and_failed_loads_answer_503():
     assert ready.status_code == 503 and "could not be loaded" in ready.json()["error"]
     assert alive.status_code == 200
     assert json.loads(ready.text)["error"].endswith("no run here")
+
+
+@pytest.mark.parametrize("bound", ["127.0.0.2", "::ffff:127.0.0.1", "0:0:0:0:0:0:0:1"])
+def test_every_loopback_address_accepts_only_its_own_host_names(bound):
+    """Only 127.0.0.1, localhost and ::1 as written were checked: --host 127.0.0.2 accepted
+    any Host header, which lets a web page reach it through a DNS name of its own."""
+
+    app = create_app(lambda: None, hosts=own_hosts(bound))  # /healthz needs no model
+    netloc = f"[{bound}]:8000" if ":" in bound else f"{bound}:8000"
+
+    async def requests():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return [(await client.get("/healthz", headers={"host": host})).status_code
+                    for host in ("evil.example", netloc, "localhost:8000")]  # fmt: skip
+
+    assert asyncio.run(requests()) == [400, 200, 200]
+    assert own_hosts("0.0.0.0") is None and own_hosts("192.168.1.2") is None
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import logging
 import os
@@ -100,6 +101,25 @@ def _check_precision(
         log.warning("%s: searches come back without a match", message)
 
 
+def own_hosts(host: str) -> list[str] | None:
+    """The Host headers a service bound to `host` accepts: bound to this machine only (any
+    loopback address), only its own names, so that a web page cannot reach it through a DNS
+    name of its own; None (any) when bound to an address others reach."""
+    if host != "localhost":
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:  # a name other than localhost
+            return None
+        mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1
+        if not (address.is_loopback or (mapped is not None and mapped.is_loopback)):
+            return None
+        given, host = host, f"[{address}]" if address.version == 6 else str(address)
+        if address.version == 6:  # as written, and compressed
+            return list(dict.fromkeys([f"[{given.lower()}]", host, "127.0.0.1", "localhost",
+                                       "[::1]"]))  # fmt: skip
+    return list(dict.fromkeys([host, "127.0.0.1", "localhost", "[::1]"]))
+
+
 def serve(
     run_dir: str | Path,
     index_dir: str | Path | None = None,
@@ -152,9 +172,7 @@ def serve(
     options = {"run": str(run.path.resolve()), "engine": engine, "force": force,
                "index": str(Path(index_dir).resolve()) if index_dir else None,
                "threads": share_cores(workers),
-               # Bound to this machine only: only its own names in the Host header.
-               "hosts": (["127.0.0.1", "localhost", "[::1]"]
-                         if host in ("127.0.0.1", "localhost", "::1") else None),
+               "hosts": own_hosts(host),
                "limits": dataclasses.asdict(settings.limits),
                "settings": {k: v for k, v in dataclasses.asdict(settings).items()
                             if k != "limits"}}  # fmt: skip
