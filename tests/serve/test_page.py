@@ -20,7 +20,8 @@ _IMAGES_SHOWN = ("[...document.querySelectorAll('[data-testid=neighbour] img')]"
 
 @pytest.fixture(scope="module")
 def server(served_run):
-    process, base = start_service(served_run.path, "--engine", "torch", timeout=60)
+    process, base = start_service(served_run.path, "--engine", "torch", "--max-k", "6",
+                                  timeout=60)  # fmt: skip
     yield base
     process.send_signal(signal.SIGTERM)
     process.wait(60)
@@ -59,6 +60,22 @@ def test_the_page_searches_an_uploaded_image_and_shows_a_refusal(server, digits,
         page.keyboard.press("Enter")
         tiles.nth(4).wait_for()
         page.screenshot(path=str(tmp_path / "random.png"), full_page=True)
+        # More neighbours than the service's --max-k: the page asks for 6 (it failed with 422).
+        page.fill("#k", "9")
+        page.set_input_files("#file", str(tmp_path / "zero.png"))
+        tiles.nth(5).wait_for()
+        assert tiles.count() == 6 and page.locator("#k").input_value() == "6"
+        assert page.locator("#error").is_hidden()
+        # A refused comparison shows no earlier pair beside its error.
+        page.set_input_files("#first", str(tmp_path / "zero.png"))
+        page.set_input_files("#second", str(tmp_path / "zero.png"))
+        page.click("#compare")
+        page.locator("#comparison").wait_for(state="visible")
+        assert page.locator("#pair figure").count() == 2
+        page.set_input_files("#second", str(tmp_path / "notes.png"))
+        page.click("#compare")
+        page.wait_for_function("document.getElementById('error').textContent.includes('these')")
+        assert page.locator("#pair figure").count() == 0
         browser.close()
     assert (tmp_path / "search.png").stat().st_size > 1000
     assert all(url.startswith(server) or url.startswith("blob:") for url in requests)  # offline

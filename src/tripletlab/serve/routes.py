@@ -56,8 +56,9 @@ def _add_model_routes(app: FastAPI, state: State) -> None:
         model, batcher = state.ready()
         calls = batcher.calls + (state.searcher.calls if state.searcher else 0)
         about = await batcher.run(model.info)
-        return {**about, "batching": {"max_batch": batcher.max_batch,
-                "max_wait_ms": batcher.max_wait * 1000, "model_calls": calls}}  # fmt: skip
+        batching = {"max_batch": batcher.max_batch, "max_wait_ms": batcher.max_wait * 1000,
+                    "model_calls": calls}  # fmt: skip
+        return {**about, "max_k": min(limits.max_k, MAX_K), "batching": batching}
 
     @app.post("/v1/embed")
     async def embed(request: Request) -> dict[str, Any]:

@@ -12,9 +12,15 @@ async function api(path, options) {
   const response = await fetch(path, options);
   let body = {};
   try { body = await response.json(); } catch (e) { body = { error: response.statusText }; }
-  if (!response.ok) throw new Error(body.error || `the service answered ${response.status}`);
+  if (!response.ok) {
+    const error = new Error(body.error || `the service answered ${response.status}`);
+    error.retry = response.headers.has("Retry-After");  // still loading, or busy
+    throw error;
+  }
   return body;
 }
+
+let maxK = 100;  // the service's --max-k, from /v1/info
 
 function tile(src, caption, kind) {
   const figure = document.createElement("figure");
@@ -33,7 +39,8 @@ async function search(file) {
   $("verdict").hidden = true;
   const form = new FormData();
   form.append("images", file, file.name || "query.png");
-  const k = Math.max(1, Math.min(100, parseInt($("k").value, 10) || 8));
+  const k = Math.max(1, Math.min(maxK, parseInt($("k").value, 10) || 8));
+  $("k").value = String(k);  // what is asked for
   try {
     const body = await api(`/v1/search?k=${k}`, { method: "POST", body: form });
     const result = body.results[0];
@@ -77,6 +84,7 @@ async function randomItem() {
 async function compare() {
   const files = [$("first").files[0], $("second").files[0]];
   $("comparison").hidden = true;
+  $("pair").replaceChildren();  // no earlier pair beside a refusal
   if (!files[0] || !files[1]) { showError("Choose two images to compare"); return; }
   showError("");
   const form = new FormData();
@@ -107,10 +115,20 @@ function setUp() {
   });
   $("random").addEventListener("click", randomItem);
   $("compare").addEventListener("click", compare);
+  showInfo();
+}
+
+function showInfo() {
   api("/v1/info").then((info) => {
     const index = info.index ? `${info.index.count.toLocaleString()} gallery images (${info.index.kind})` : "no index";
     $("info").textContent = `${info.run}: ${info.backbone}, ${info.embedding_dim}-d, ${info.distance}, ${index}, ${info.engine}`;
-  }).catch((error) => { $("info").textContent = `Not ready: ${error.message}`; });
+    maxK = info.max_k;
+    $("k").max = String(maxK);
+    if (parseInt($("k").value, 10) > maxK) $("k").value = String(maxK);
+  }).catch((error) => {
+    $("info").textContent = `Not ready: ${error.message}`;
+    if (error.retry) setTimeout(showInfo, 1000);  // the model is loading: ask again
+  });
 }
 
 setUp();
