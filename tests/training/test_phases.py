@@ -119,3 +119,31 @@ def test_mining_explicit_triplets_keeps_a_frozen_backbone_in_inference_mode(tmp_
     after = trainer.model.backbone.state_dict()
     for key, value in statistics.items():
         torch.testing.assert_close(after[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_cosine_schedule_stays_at_zero_when_pk_epochs_run_longer(tmp_path):
+    """A PK epoch's length depends on how its classes run out: with one large class and three
+    small ones, later epochs took more batches than the first, and the rate rose again after
+    reaching 0 (PyTorch's cosine repeats)."""
+    mnist = load_mnist("train")
+    picked = np.concatenate([np.flatnonzero(mnist.labels == digit)[:count]
+                             for digit, count in ((0, 12), (1, 4), (2, 4), (3, 4))])  # fmt: skip
+    config = merge(RunConfig(), {"data": {"val_fraction": 0.0},
+                                 "train": {"batch_size": 8, "samples_per_class": 4,
+                                           "sampler": "pk", "epochs": 4, "lr": 1e-3,
+                                           "schedule": "cosine", "seed": 3}})  # fmt: skip
+    trainer = Trainer(config)
+    rates, lengths = [], []
+
+    class _Rates(Callback):
+        def on_epoch_start(self, epoch, num_steps):
+            lengths.append(num_steps)
+
+        def on_step_end(self, step, loss, images_per_second):
+            rates.append(trainer.optimizer.param_groups[0]["lr"])
+
+    trainer.callbacks.append(_Rates())
+    trainer.fit(mnist.subset(picked), run_dir=tmp_path)
+    assert len(rates) > 4 * lengths[0]  # the case: more steps than the schedule was made for
+    assert all(a >= b for a, b in itertools.pairwise(rates)), rates
+    assert rates[-1] == 0.0

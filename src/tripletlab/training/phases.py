@@ -26,11 +26,24 @@ def build_optimizer(model: nn.Module, phase: PhaseConfig) -> torch.optim.Optimiz
     return torch.optim.Adam(parameters, lr=phase.lr, eps=1e-7, fused=fused)
 
 
+class CosineToZero(torch.optim.lr_scheduler.CosineAnnealingLR):
+    """PyTorch's cosine decay over `T_max` steps that then stays at its minimum instead of
+    rising again: a PK epoch's length depends on how its classes run out, so a phase can take
+    a few more steps than its first epoch's length times its epochs. Same state as
+    `CosineAnnealingLR` (checkpoints of either load into the other)."""
+
+    def get_lr(self) -> list[float]:
+        if self.last_epoch > self.T_max:
+            return [self.eta_min for _ in self.optimizer.param_groups]
+        return super().get_lr()
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer, phase: PhaseConfig, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """Cosine decay to 0 over the phase's steps, or None for a constant rate."""
+    """Cosine decay to 0 over the phase's steps (`steps_per_epoch` of its first epoch), then 0,
+    or None for a constant rate."""
     if phase.schedule != "cosine":
         return None
     steps = max(1, phase.epochs * steps_per_epoch)
-    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    return CosineToZero(optimizer, steps)
