@@ -53,3 +53,22 @@ def test_pk_rejects_settings_without_positives_or_negatives():
         PKSampler(np.array([0, 0, 1, 1]), 2, 1)
     with pytest.raises(ValueError, match="two classes"):
         PKSampler(np.zeros(10, dtype=int), 2, 2)
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "classes", "message"),
+    [(30, 10, "hold 28 images (P 7 x K 4), not train.batch_size 30: 30 is not a multiple of K"),
+     (64, 10, "hold 40 images (P 10 x K 4), not train.batch_size 64: the data has only 10"),
+     (32, 10, None)],
+)  # fmt: skip
+def test_pk_batches_of_another_size_than_asked_are_said(batch_size, classes, message, caplog):
+    """P = batch_size // K, at most the number of classes: batches of 40 for --batch-size 64
+    on 10 classes, silently."""
+    from tripletlab.config import RunConfig, merge
+    from tripletlab.data.samplers import build_sampler
+
+    config = merge(RunConfig(), {"train": {"sampler": "pk", "batch_size": batch_size}})
+    with caplog.at_level("WARNING"):
+        sampler = build_sampler(config, np.arange(100) % classes, lambda: None)
+    assert len(next(iter(sampler))) == (int(message.split()[1]) if message else batch_size)
+    assert (message in caplog.text) if message else not caplog.text

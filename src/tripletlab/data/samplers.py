@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from itertools import pairwise
 
@@ -11,6 +12,8 @@ import numpy as np
 from tripletlab.config import RunConfig
 from tripletlab.data.resumable import ResumableSampler, batch_bounds
 from tripletlab.data.triplets import TripletBatchSampler
+
+log = logging.getLogger(__name__)
 
 
 class ShuffleSampler(ResumableSampler):
@@ -142,5 +145,14 @@ def build_sampler(
         )  # fmt: skip
     if train.sampler == "pk":
         per_batch = train.batch_size // train.samples_per_class
-        return PKSampler(labels, per_batch, train.samples_per_class, seed=train.seed)
+        sampler = PKSampler(labels, per_batch, train.samples_per_class, seed=train.seed)
+        size = sampler.classes_per_batch * sampler.samples_per_class
+        if size != train.batch_size:
+            why = ("the data has only " + str(len(sampler.classes)) + " classes"
+                   if sampler.classes_per_batch < per_batch
+                   else f"{train.batch_size} is not a multiple of K")  # fmt: skip
+            log.warning("PK batches hold %d images (P %d x K %d), not train.batch_size %d: %s",
+                        size, sampler.classes_per_batch, sampler.samples_per_class,
+                        train.batch_size, why)  # fmt: skip
+        return sampler
     return ShuffleSampler(len(labels), train.batch_size, seed=train.seed)
