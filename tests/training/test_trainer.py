@@ -217,3 +217,14 @@ def test_a_failed_start_leaves_no_run_folder_and_the_same_folder_can_be_retried(
     assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())
     good = merge(config, {"train": {"lr": 1e-3}})
     assert train_run(good, tmp_path / "run").metrics["num_test"] == 10_000
+
+
+def test_validation_without_a_pair_is_refused_before_training(small_mnist, tmp_path):
+    """Trainer.fit (the library's loop) trained a whole epoch before its validation failed."""
+    train, validation = small_mnist
+    singles = validation.subset(np.array([np.flatnonzero(validation.labels == c)[0]
+                                          for c in range(3)]))  # fmt: skip
+    trainer = Trainer(_config(epochs=1))
+    with pytest.raises(ValueError, match=r"validation images \(3\) have no class with two"):
+        trainer.fit(train, singles, run_dir=tmp_path)
+    assert trainer.history.epochs == [] and not (tmp_path / "checkpoints").exists()

@@ -34,7 +34,7 @@ from tripletlab.training.phases import build_optimizer, build_scheduler
 from tripletlab.training.preparation import prepare_fit
 from tripletlab.training.state import TrainingState, restore_optimizer
 from tripletlab.training.step import StepForward
-from tripletlab.training.validation import phase_stopped, resolve_monitor
+from tripletlab.training.validation import phase_stopped, resolve_monitor, validates
 from tripletlab.utils.allocator import tune_malloc
 from tripletlab.utils.pages import release_pages
 
@@ -246,13 +246,14 @@ class Trainer:
         Args:
             train: the training images.
             val: validation images (None or fewer than two: no validation; the best epoch is
-                then the one with the lowest training loss).
+                then the one with the lowest training loss). Its retrieval metrics need a
+                class with two images.
             run_dir: the run folder the checkpoints and `history.json` go to (ignored on the
                 ranks but 0 of a distributed run, which write nothing).
             resume: the state of a run that stopped (`tripletlab.training.state.load_state`):
                 go on from there, with the same result as a run that never stopped.
         """
-        self.monitor = resolve_monitor(self.config, val is not None and len(val) > 1)
+        self.monitor = resolve_monitor(self.config, validates(val))
         images, labels, sampler = prepare_fit(self, train, run_dir, resume)
         schedule = [(n, p) for n, p in enumerate(self.config.resolved_phases(), 1)
                     for _ in range(p.epochs)]  # fmt: skip

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from tripletlab.config import RunConfig
+from tripletlab.data import ImageSet
 from tripletlab.evaluation.per_class import class_triplets
 from tripletlab.losses import ClassificationLoss, triplet_gaps
 
@@ -139,3 +140,18 @@ def phase_stopped(
         if improves(logs, done[best], monitor):
             best = index
     return len(done) - 1 - best >= patience
+
+
+def validates(val: ImageSet | None) -> bool:
+    """Whether `val` validates (two images or more), checked before any epoch.
+
+    Raises:
+        ValueError: no class of `val` has two images, which its retrieval metrics need (an
+            error found after a whole epoch otherwise).
+    """
+    if val is None or len(val) < 2:
+        return False
+    if np.bincount(val.labels).max() < 2:
+        raise ValueError(f"the validation images ({len(val)}) have no class with two images, "
+                         "which their retrieval metrics need")  # fmt: skip
+    return True
