@@ -114,6 +114,16 @@ def test_stopped_mid_epoch_with_a_weight_average_and_a_cosine_schedule(parts, tm
     )
 
 
+def test_a_mid_epoch_checkpoint_keeps_the_time_trained(parts, tmp_path):
+    """The training time was only counted at epoch ends: a run resumed from a step checkpoint
+    of its first epoch started counting again from 0."""
+    config = _config(train={"epochs": 1, "checkpoint_every": 4})
+    with pytest.raises(_StopError):
+        train_run(config, tmp_path / "run", callbacks=[_StopAt(step=6)])
+    state = load_state(RunDir.open(tmp_path / "run"))
+    assert state.step == 4 and state.meta["history"]["train_seconds"] > 0
+
+
 def test_stopped_mid_epoch_with_mined_explicit_triplets(parts, tmp_path):
     """Semi-hard triplets re-mined every 3 steps with the model of then: the resumed epoch
     goes on with the triplets and generator saved, not a new mining."""

@@ -102,6 +102,9 @@ def save_step(trainer: Any, epoch: int, step: int, sampler: Any) -> None:
         return
     name = f"step-{len(trainer.history.step_losses):07d}"
     extra = {"run": trainer.config.to_dict(), "epoch": epoch + 1, "step": step}
+    # The time trained so far, as a resumed run goes on counting from it (else the time
+    # since the last epoch's end was lost from metrics.json's train_seconds).
+    trainer.history.train_seconds = time.perf_counter() - trainer.started
     files = state_files(trainer, epoch, step, sampler)
     trainer.evaluated_model.save(trainer.run.checkpoints / name, extra, files)
     trainer.run.point_checkpoints(resume=name)

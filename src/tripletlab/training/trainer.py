@@ -258,7 +258,7 @@ class Trainer:
         schedule = [(n, p) for n, p in enumerate(self.config.resolved_phases(), 1)
                     for _ in range(p.epochs)]  # fmt: skip
         first = resume.epoch if resume is not None else 0
-        start = time.perf_counter() - self.history.train_seconds
+        self.started = start = time.perf_counter() - self.history.train_seconds
         for callback in self.callbacks:
             callback.on_train_start(self)
         try:
