@@ -117,11 +117,20 @@ def test_stopped_mid_epoch_with_a_weight_average_and_a_cosine_schedule(parts, tm
 def test_a_mid_epoch_checkpoint_keeps_the_time_trained(parts, tmp_path):
     """The training time was only counted at epoch ends: a run resumed from a step checkpoint
     of its first epoch started counting again from 0."""
-    config = _config(train={"epochs": 1, "checkpoint_every": 4})
+    config = _config(data={"limit": 800, "test_split": TEST_PART},
+                     train={"epochs": 1, "checkpoint_every": 4})  # fmt: skip
+    steps = []
+
+    class _Steps(Callback):
+        def on_epoch_start(self, epoch, num_steps):
+            steps.append(num_steps)
+
     with pytest.raises(_StopError):
-        train_run(config, tmp_path / "run", callbacks=[_StopAt(step=6)])
+        train_run(config, tmp_path / "run", callbacks=[_Steps(), _StopAt(step=6)])
     state = load_state(RunDir.open(tmp_path / "run"))
     assert state.step == 4 and state.meta["history"]["train_seconds"] > 0
+    resume_run(tmp_path / "run", callbacks=[_Steps()])
+    assert steps == [steps[0], steps[0] - 4]  # the progress bar's total: it never completed
 
 
 def test_stopped_mid_epoch_with_mined_explicit_triplets(parts, tmp_path):

@@ -22,7 +22,8 @@ class Callback:
         """Called once before the first epoch with the `Trainer` (its model, optimizer, config)."""
 
     def on_epoch_start(self, epoch: int, num_steps: int) -> None:
-        """Called before the first step of `epoch` (0-based)."""
+        """Called before the first step of `epoch` (0-based), which runs `num_steps` steps
+        (the steps left of it when a run resumes in its middle)."""
 
     def on_step_end(self, step: int, loss: float, images_per_second: float) -> None:
         """Called after every optimisation step with the step's loss."""

@@ -204,7 +204,7 @@ class Trainer:
             self.model.backbone.eval()  # Keras' training=False: BatchNorm and dropout too
         sampler.set_epoch(epoch)
         for callback in self.callbacks:
-            callback.on_epoch_start(epoch, len(sampler))
+            callback.on_epoch_start(epoch, len(sampler) - start_step)  # what is left to run
         start = time.perf_counter()
         seen, total = self.epoch_partial if start_step else (0, 0.0)
         seen_before, every = seen, self.config.train.checkpoint_every
