@@ -6,6 +6,8 @@ import fcntl
 import os
 import threading
 
+import pytest
+
 from tripletlab.utils.io import atomic_folder, restore_interrupted
 
 
@@ -68,3 +70,34 @@ def test_what_a_cut_cleanup_left_aside_never_comes_back(tmp_path):
     (tmp_path / "ix").rename(aside / "superseded")
     assert not restore_interrupted(tmp_path / "ix")
     assert not (tmp_path / "ix").exists() and not aside.exists()
+
+
+def test_an_old_folder_left_after_the_second_rename_is_removed(tmp_path):
+    """A kill after the new folder was in place but before the old one was marked: the old
+    one stayed restorable, and came back once the user deleted the folder."""
+    _write(tmp_path / "ix", "old")
+    aside = tmp_path / ".ix.old.abc123"
+    aside.mkdir()
+    (tmp_path / "ix").rename(aside / "ix")
+    _write(tmp_path / "new", "new")
+    (tmp_path / "new").rename(tmp_path / "ix")
+    assert not restore_interrupted(tmp_path / "ix") and not aside.exists()
+    assert _read(tmp_path / "ix") == "new"
+
+
+def test_a_swap_held_up_by_a_stopped_process_says_so(tmp_path, monkeypatch):
+    """Another process holding the folder's lock (stopped with Ctrl-Z, say): an error after
+    a while, not a wait for ever."""
+    from tripletlab.utils import io
+
+    monkeypatch.setattr(io, "SWAP_WAIT_SECONDS", 0.2)
+    _write(tmp_path / "ix", "v1")
+    handle = os.open(tmp_path, os.O_RDONLY)
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(TimeoutError, match="while replacing a folder in it"):
+            _write(tmp_path / "ix", "v2")
+    finally:
+        os.close(handle)
+    assert _read(tmp_path / "ix") == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ix"]  # the new one removed

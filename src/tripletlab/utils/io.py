@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import glob
 import hashlib
@@ -9,6 +10,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -106,13 +108,39 @@ def fsync_folder(folder: Path) -> None:
         os.close(handle)
 
 
+# How long a swap waits for another's (which holds the lock for two renames).
+SWAP_WAIT_SECONDS = 30.0
+
+
 @contextmanager
 def _swap_lock(parent: Path) -> Iterator[None]:
     """Hold the swaps of `parent`'s folders (flock on the folder itself, across threads and
-    processes): a reader's `restore_interrupted` cannot run between a writer's two renames."""
-    handle = os.open(parent, os.O_RDONLY)
+    processes): a reader's `restore_interrupted` cannot run between a writer's two renames.
+    Where the file system has no such lock (NFS refuses an exclusive flock on a folder,
+    Lustre without its flock option), swaps go on without it, as before it existed.
+
+    Raises:
+        TimeoutError: another process held the lock for `SWAP_WAIT_SECONDS` (stopped, say).
+    """
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle = os.open(parent, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        deadline = time.monotonic() + SWAP_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"another process has held {parent} for over "
+                                       f"{SWAP_WAIT_SECONDS:.0f} s while replacing a folder "
+                                       "in it; is it stopped?") from None  # fmt: skip
+                time.sleep(0.01)
+            except OSError:  # no flock here (EBADF, ENOLCK, ENOSYS, EOPNOTSUPP)
+                break
         yield
     finally:
         os.close(handle)  # releases the lock
@@ -134,8 +162,8 @@ def restore_interrupted(directory: Path) -> bool:
             if not directory.exists() and (aside / directory.name).is_dir():
                 os.replace(aside / directory.name, directory)
                 restored = True
-            if not (aside / directory.name).exists():  # else: not ours to judge; left
-                shutil.rmtree(aside, ignore_errors=True)
+            # Else the folder is there: a swap cut after its second rename left the old one.
+            shutil.rmtree(aside, ignore_errors=True)
     return restored
 
 
@@ -172,7 +200,8 @@ def atomic_folder(directory: Path) -> Iterator[Path]:
                 raise
             # No longer one to put back, even if removing it is cut short (Ctrl-C): a later
             # restore would otherwise bring this old folder back after the user deleted it.
-            os.replace(aside / directory.name, aside / "superseded")
+            with contextlib.suppress(FileNotFoundError):  # removed by a reader (no flock)
+                os.replace(aside / directory.name, aside / "superseded")
             fsync_folder(directory.parent)
         shutil.rmtree(aside, ignore_errors=True)
     except BaseException:
