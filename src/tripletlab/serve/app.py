@@ -157,7 +157,10 @@ def _cross_origin(scope: dict) -> bool:
     origin = headers.get(b"origin")
     if origin is None:
         return False
-    netloc = urlsplit(origin.decode("latin-1")).netloc  # "null" (a file, a sandbox): none
+    try:
+        netloc = urlsplit(origin.decode("latin-1")).netloc  # "null" (a file, a sandbox): none
+    except ValueError:  # not a URL ("http://[::1", say): not this service's page either
+        return True
     return not netloc or netloc.lower() != headers.get(b"host", b"").decode("latin-1").lower()
 
 
