@@ -371,7 +371,7 @@ def test_not_ready_and_failed_loads_answer_503():
     assert json.loads(ready.text)["error"].endswith("no run here")
 
 
-@pytest.mark.parametrize("bound", ["127.0.0.2", "::ffff:127.0.0.1", "0:0:0:0:0:0:0:1"])
+@pytest.mark.parametrize("bound", ["127.0.0.2", "::ffff:127.0.0.1", "0:0:0:0:0:0:0:1", "127.1"])
 def test_every_loopback_address_accepts_only_its_own_host_names(bound):
     """Only 127.0.0.1, localhost and ::1 as written were checked: --host 127.0.0.2 accepted
     any Host header, which lets a web page reach it through a DNS name of its own."""

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shlex
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -103,21 +104,35 @@ def _check_precision(
 
 def own_hosts(host: str) -> list[str] | None:
     """The Host headers a service bound to `host` accepts: bound to this machine only (any
-    loopback address), only its own names, so that a web page cannot reach it through a DNS
-    name of its own; None (any) when bound to an address others reach."""
-    if host != "localhost":
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:  # a name other than localhost
-            return None
-        mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1
-        if not (address.is_loopback or (mapped is not None and mapped.is_loopback)):
-            return None
-        given, host = host, f"[{address}]" if address.version == 6 else str(address)
-        if address.version == 6:  # as written, and compressed
-            return list(dict.fromkeys([f"[{given.lower()}]", host, "127.0.0.1", "localhost",
-                                       "[::1]"]))  # fmt: skip
-    return list(dict.fromkeys([host, "127.0.0.1", "localhost", "[::1]"]))
+    loopback address, or a name such as localhost that resolves to loopback only), only its
+    own names, so that a web page cannot reach it through a DNS name of its own; None (any)
+    when bound to an address others reach."""
+    addresses = _addresses(host) if host != "localhost" else [ipaddress.ip_address("::1")]
+    if not addresses or not all(_loopback(a) for a in addresses):
+        return None
+    given = host.lower()
+    written = [f"[{given.strip('[]')}]"] if ":" in given else [given, given.rstrip(".")]
+    found = [f"[{a}]" if a.version == 6 else str(a) for a in addresses]
+    return list(dict.fromkeys([*written, *found, "127.0.0.1", "localhost", "[::1]"]))
+
+
+def _addresses(host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses `host` binds to: itself when an address, else what the name (or a short
+    form such as 127.1) resolves to here; none when it does not resolve."""
+    try:
+        return [ipaddress.ip_address(host.strip("[]"))]
+    except ValueError:
+        pass
+    try:
+        found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return []
+    return [ipaddress.ip_address(entry[4][0].split("%")[0]) for entry in found]
+
+
+def _loopback(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 def serve(
