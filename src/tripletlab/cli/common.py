@@ -39,9 +39,20 @@ METRIC_LABELS = {
 
 
 def echo_json(payload: dict[str, Any]) -> None:
-    """One JSON line of a command's --json output; the bytes of file names that are not UTF-8
-    shown as U+FFFD (as the service does), and no NaN or Infinity."""
-    typer.echo(shown_name(json.dumps(payload, ensure_ascii=False, allow_nan=False)))
+    """One JSON line of a command's --json output, ASCII whatever the locale; the bytes of
+    file names that are not UTF-8 shown as U+FFFD (as the service does), and no NaN or
+    Infinity."""
+    typer.echo(json.dumps(_shown(payload), allow_nan=False))
+
+
+def _shown(value: Any) -> Any:
+    if isinstance(value, str):
+        return shown_name(value)
+    if isinstance(value, dict):
+        return {key: _shown(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_shown(item) for item in value]
+    return value
 
 
 @contextmanager

@@ -151,7 +151,7 @@ def validates(val: ImageSet | None) -> bool:
     """
     if val is None or len(val) < 2:
         return False
-    if np.bincount(val.labels).max() < 2:
+    if np.unique(val.labels, return_counts=True)[1].max() < 2:
         raise ValueError(f"the validation images ({len(val)}) have no class with two images, "
                          "which their retrieval metrics need")  # fmt: skip
     return True
