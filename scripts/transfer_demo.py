@@ -42,12 +42,14 @@ def _clear(out: Path) -> None:
     """Empty the demo's own folder, so that a re-run replaces it; refuse any other folder."""
     if not out.exists():
         return
+    if not out.is_dir():
+        raise SystemExit(f"--out {out} is a file: choose a folder")
     own = {"results.json", "results.md", "source-0-4", "scratch", "frozen-backbone-and-new-head",
            "frozen-and-fine-tuned"}  # fmt: skip
     foreign = sorted(child.name for child in out.iterdir() if child.name not in own)
-    if not out.is_dir() or foreign:
-        what = "a file" if not out.is_dir() else f"not the demo's ({', '.join(foreign[:3])})"
-        raise SystemExit(f"--out {out} is {what}: choose another folder")
+    if foreign:
+        raise SystemExit(f"--out {out} is not the demo's ({', '.join(foreign[:3])}): choose "
+                         "another folder")  # fmt: skip
     shutil.rmtree(out)
 
 

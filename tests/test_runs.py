@@ -22,6 +22,18 @@ def test_run_folders_are_never_reused(tmp_path):
         RunDir.create(config, first.path)
 
 
+def test_a_refused_start_leaves_the_folder_as_it_was(tmp_path):
+    """Refused under the lock (the folder filled while the data loaded): the lock file it had
+    made stayed in the user's folder."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("kept")
+    with pytest.raises(ValueError, match="not empty"), RunDir.start(RunConfig(), tmp_path / "mine"):
+        pass
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+    with RunDir.start(RunConfig(), base=tmp_path / "runs") as run:
+        assert sorted(p.name for p in run.path.iterdir()) == [".lock", "config.yaml"]
+
+
 def test_a_run_records_its_config_and_reopens(tmp_path):
     config = merge(RunConfig(), {"train": {"lr": 3e-3}, "model": {"image_size": 28}})
     run = RunDir.create(config, tmp_path / "run")

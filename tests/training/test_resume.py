@@ -239,7 +239,9 @@ def test_one_process_at_a_time(tmp_path):
 
 def test_a_start_that_finds_the_folder_claimed_removes_nothing(tmp_path):
     """Another training holds the new folder's lock but has written nothing else yet: this
-    start stops, and the other's files stay (a failed start used to remove them)."""
+    start stops and removes nothing. (Before, a start claimed the folder by writing
+    config.yaml and locked it after: of two starts that both got past that write, the one
+    that then lost the lock removed the other's files. The lock now comes first.)"""
     folder = tmp_path / "run"
     with RunDir(folder).lock():
         (folder / ".other.tmp").write_text("the other start's write")

@@ -1,10 +1,13 @@
-"""The names of the files of a run folder, and reading its JSON files."""
+"""The names of the files of a run folder, reading its JSON files, and naming a new one."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
+
+from tripletlab.config import RunConfig
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINTS = "checkpoints"
@@ -47,3 +50,20 @@ def quantized_path(onnx_file: Path, quantized: str) -> Path:
     """Where the `quantized` (e.g. int8) version of an ONNX model goes: `model.int8.onnx`."""
     onnx_file = Path(onnx_file)
     return onnx_file.with_name(f"{onnx_file.stem}.{quantized}{onnx_file.suffix}")
+
+
+def new_run_folder(config: RunConfig, base: Path) -> Path:
+    """A new, empty `base/<time>-<backbone>-<loss>` folder that reuses no existing name.
+
+    Raises:
+        ValueError: no new name could be made.
+    """
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{config.model.backbone}-{config.loss.name}"
+    for attempt in range(1000):
+        candidate = base / (stem if attempt == 0 else f"{stem}-{attempt + 1}")
+        try:
+            candidate.mkdir(parents=True, exist_ok=False)
+            return candidate
+        except FileExistsError:
+            continue
+    raise ValueError(f"could not create a new run folder under {base}")

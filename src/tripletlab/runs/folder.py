@@ -5,7 +5,6 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
@@ -31,6 +30,7 @@ from tripletlab.runs.files import (
     REPORT_FILE,
     SAMPLES_FILE,
     TENSORBOARD,
+    new_run_folder,
     quantized_path,
     read_json,
 )
@@ -72,7 +72,7 @@ class RunDir:
             cls.check_new(folder)
             folder.mkdir(parents=True, exist_ok=True)
         else:
-            folder = _new_folder(config, Path(base))
+            folder = new_run_folder(config, Path(base))
         run = cls(folder)
         atomic_write_bytes(
             run.config_file, yaml.safe_dump(config.to_dict(), sort_keys=False).encode()
@@ -90,9 +90,19 @@ class RunDir:
         Raises:
             ValueError: `path` already holds something, or another process holds it.
         """
-        folder = Path(path) if path is not None else _new_folder(config, Path(base))
+        existed = path is not None and Path(path).exists()
+        folder = Path(path) if path is not None else new_run_folder(config, Path(base))
+        locked = (folder / LOCK_FILE).exists()
         with cls(folder).lock():
-            yield cls.create(config, folder)
+            try:
+                run = cls.create(config, folder)
+            except BaseException:  # refused: leave the folder as it was found
+                if not locked:
+                    (folder / LOCK_FILE).unlink(missing_ok=True)
+                if not existed:
+                    shutil.rmtree(folder, ignore_errors=True)
+                raise
+            yield run
 
     @staticmethod
     def check_new(path: str | os.PathLike | None) -> None:
@@ -283,15 +293,3 @@ class RunDir:
             unnamed = child.name not in keep and not child.name.startswith(".")
             if unnamed and child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)
-
-
-def _new_folder(config: RunConfig, base: Path) -> Path:
-    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{config.model.backbone}-{config.loss.name}"
-    for attempt in range(1000):
-        candidate = base / (stem if attempt == 0 else f"{stem}-{attempt + 1}")
-        try:
-            candidate.mkdir(parents=True, exist_ok=False)
-            return candidate
-        except FileExistsError:
-            continue
-    raise ValueError(f"could not create a new run folder under {base}")
