@@ -440,3 +440,31 @@ def test_predict_answers_the_class_or_says_the_run_has_no_classifier(
 
     refused = call(_app(served_run), without)
     assert refused.status_code == 409 and "no classifier" in refused.json()["error"]
+
+
+def test_an_item_image_is_read_off_the_model_thread(served_run, digits, monkeypatch):
+    """Reading an item's image ran in the model's one thread: a slow read (a large file, or
+    MNIST fetched on first use) held up every embedding. Here the read waits for an embedding
+    to finish, which could never happen on that thread."""
+    import threading
+
+    from tripletlab.serve import items
+
+    embedded, read = threading.Event(), items.read_image
+
+    def slow_read(*args):
+        assert embedded.wait(30), "the embedding waited for the image read"
+        return read(*args)
+
+    monkeypatch.setattr(items, "read_image", slow_read)
+    app = _app(served_run)
+
+    async def requests(client):
+        image = asyncio.create_task(client.get("/v1/items/7/image"))
+        await asyncio.sleep(0.2)  # the read has started
+        embedding = await client.post("/v1/embed", files=_files(digits[0]))
+        embedded.set()
+        return embedding, await image
+
+    embedding, image = call(app, requests)
+    assert embedding.status_code == 200 and image.status_code == 200

@@ -3,6 +3,7 @@ Every read and change runs in the model's thread (`DynamicBatcher.run`), one at 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 from collections.abc import Callable
@@ -47,7 +48,9 @@ def add_item_routes(app: FastAPI, state: State) -> None:
         model, batcher = state.ready()
         state.index()
         source = await batcher.run(lambda: _item_source(_gallery(model), item_id))
-        png = await batcher.run(_png, source, model.image_shape)
+        # Read off the model's thread: a large file, or MNIST prepared on first use (pip),
+        # would hold up every embedding and search.
+        png = await asyncio.to_thread(_png, source, model.image_shape)
         if png is None:
             shown = shown_name(source) or "no source"
             raise ApiError(404, f"item {item_id}'s image ({shown}) cannot be read")
