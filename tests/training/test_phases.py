@@ -66,15 +66,18 @@ def test_cosine_schedule_decays_to_zero_over_the_phase(tmp_path):
                                            "schedule": "cosine"}})  # fmt: skip
     train = load_mnist("train").subset(np.arange(320))
     trainer = Trainer(config)
-    rates = []
+    rates, used = [], []
 
     class _Rates(Callback):
         def on_step_end(self, step, loss, images_per_second):
             rates.append(trainer.optimizer.param_groups[0]["lr"])
+            used.append(trainer.lr)
 
     trainer.callbacks.append(_Rates())
-    trainer.fit(train, run_dir=tmp_path)
+    history = trainer.fit(train, run_dir=tmp_path)
     assert len(rates) == 20 and rates[-1] == pytest.approx(0.0, abs=1e-12)
+    # Each epoch logs the rate its last step used (it logged the phase's 1e-3 throughout).
+    assert [e["lr"] for e in history.epochs] == [used[9], used[19]] and used[19] < 1e-4
     assert rates[0] < 1e-3 and all(a >= b for a, b in itertools.pairwise(rates))
     assert rates[9] == pytest.approx(0.5e-3, rel=0.1)
 

@@ -272,7 +272,7 @@ class Trainer:
                         restore_optimizer(self, resume)
                 step = resume.step if resume is not None and epoch == first else 0
                 logs = self.run_epoch(epoch, images, labels, sampler, step)
-                logs.update(phase=number, lr=phase.lr)
+                logs.update(phase=number, lr=self.lr)  # its last step's (cosine: not the phase's)
                 end_epoch(self, epoch, logs, val, start)
                 last_of_phase = epoch + 1 == len(schedule) or schedule[epoch + 1][0] != number
                 if self._stopped(number) and not last_of_phase:
