@@ -26,6 +26,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from tripletlab.index import MAX_K
 from tripletlab.serve.batching import DynamicBatcher
 from tripletlab.serve.inputs import ApiError
+from tripletlab.serve.items import gallery_of
 from tripletlab.serve.routes import add_routes
 from tripletlab.serve.state import ServeSettings, State
 
@@ -171,9 +172,7 @@ def _neighbours(model: Any, images: np.ndarray, k: int) -> tuple[np.ndarray, ...
     its answer does not depend on the requests it was batched with: FAISS's HNSW searches
     max(efSearch, k) deep, and exact search may keep other items of equal distance at the
     k-th place for another k)."""
-    index = model.index  # read here: an undone gallery change replaces it
-    if index is None:
-        raise ApiError(404, "this service's gallery could not be read back after a failed save")
+    index = gallery_of(model)  # read here: an undone gallery change replaces it
     distances, ids = index.search(model.embed(images), min(k, MAX_K))
     present, where = np.unique(index.labels_of(ids), return_inverse=True)
     names = np.array([index.label_name(int(y)) for y in present], dtype=object)

@@ -33,21 +33,21 @@ def add_item_routes(app: FastAPI, state: State) -> None:
         """A gallery item chosen at random: id, label, source."""
         model, batcher = state.ready()
         state.index()
-        return await batcher.run(lambda: _random_item(_gallery(model)))
+        return await batcher.run(lambda: _random_item(gallery_of(model)))
 
     @app.get("/v1/items/{item_id}")
     async def item(item_id: int) -> dict[str, Any]:
         """A gallery item: id, label, source."""
         model, batcher = state.ready()
         state.index()
-        return await batcher.run(lambda: _item(_gallery(model), item_id))
+        return await batcher.run(lambda: _item(gallery_of(model), item_id))
 
     @app.get("/v1/items/{item_id}/image")
     async def item_image(item_id: int) -> Response:
         """The item's image as PNG, at the model's input size."""
         model, batcher = state.ready()
         state.index()
-        source = await batcher.run(lambda: _item_source(_gallery(model), item_id))
+        source = await batcher.run(lambda: _item_source(gallery_of(model), item_id))
         # Read off the model's thread: a large file, or MNIST prepared on first use (pip),
         # would hold up every embedding and search.
         png = await asyncio.to_thread(_png, source, model.image_shape)
@@ -79,7 +79,7 @@ def add_item_routes(app: FastAPI, state: State) -> None:
 
 
 # Index work, run in the model's thread.
-def _gallery(model: ServiceModel) -> EmbeddingIndex:
+def gallery_of(model: ServiceModel) -> EmbeddingIndex:
     """The gallery served now; read in the model's thread, where an undone change replaces it
     (a request that found it before may not use the one replaced)."""
     if model.index is None:
@@ -114,7 +114,7 @@ def _saved(model: ServiceModel, change: Callable[..., Any], *args: Any) -> tuple
     result and the gallery's size. A change that cannot be saved is undone: the service goes
     back to the gallery its folder still holds (or, when that cannot be read either, to no
     gallery: search answers 404, never unsaved items)."""
-    index = _gallery(model)
+    index = gallery_of(model)
     result = change(index, *args)
     try:
         index.save(model.index_dir)

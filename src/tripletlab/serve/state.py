@@ -17,6 +17,10 @@ from tripletlab.serve.model import ServiceModel
 
 log = logging.getLogger("tripletlab.serve")
 DEFAULT_PRECISION = 0.99
+NO_INDEX = (
+    "this service has no index: start it with --index, or build one with tripletlab "
+    "index build RUN_DIR"
+)
 
 
 @dataclass
@@ -63,8 +67,7 @@ class State:
         """The gallery being served, or a 404 when the service has none."""
         model, _ = self.ready()
         if model.index is None:
-            raise ApiError(404, "this service has no index: start it with --index, or build one "
-                                "with tripletlab index build RUN_DIR")  # fmt: skip
+            raise ApiError(404, NO_INDEX)
         return model.index
 
     async def embed(self, images: np.ndarray) -> np.ndarray:
@@ -77,8 +80,7 @@ class State:
         embedding and search batched together across requests (`max_k` deep, cut to k)."""
         self.ready()
         if self.searcher is None:
-            raise ApiError(404, "this service has no index: start it with --index, or build "
-                                "one with tripletlab index build RUN_DIR")  # fmt: skip
+            raise ApiError(404, NO_INDEX)
         rows = await self._submit(self.searcher, images)
         return tuple(part[:, :k] for part in rows)
 
